@@ -1,0 +1,124 @@
+"""The Python face of medfit; the CLI is a thin layer over these calls.
+
+import medfit
+run = medfit.train("DATA", out="runs/blood", img_size=128, epochs=10)
+model = medfit.load(run.dir)
+result = model.predict(["a.png", "b.png"])   # result.labels, result.probs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+
+from medfit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from medfit.data.augment import build_eval_transform
+from medfit.data.cache import cache_size_for, resize_square
+from medfit.data.decode import decode_image
+from medfit.data.loader import to_model_input
+from medfit.errors import ConfigError
+from medfit.model.backbones import Preprocess
+from medfit.training.checkpoint import load_checkpoint
+from medfit.training.fit import RunResult, fit, pick_device
+from medfit.training.rundir import existing_run_dir
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+# Flat keyword -> "section.field" ("model" names the backbone, as on the command line).
+_ALIASES = {"model": "model.name", "data_dir": "data.root"}
+
+
+def flat_to_dotted(options: dict[str, Any]) -> dict[str, Any]:
+    """Map flat keywords (`img_size=128`) to config fields (`data.img_size`)."""
+    owners = {
+        f.name: f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in fields(cls)
+    }
+    owners.update(_ALIASES)
+    dotted = {}
+    for key, value in options.items():
+        if key not in owners:
+            raise ConfigError(f"unknown option {key!r}; valid: {', '.join(sorted(owners))}")
+        dotted[owners[key]] = value
+    return dotted
+
+
+def train(
+    data_dir: str | Path,
+    out: str = "runs/run",
+    config: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    **options: Any,
+) -> RunResult:
+    """Fine-tune on DATA_DIR (train/<class>/..., val/<class>/...); returns the finished run."""
+    cfg = RunConfig.load(Path(config)) if config else RunConfig()
+    cfg.override(flat_to_dotted(options))
+    cfg.data.root = str(data_dir)
+    cfg.out = str(out)
+    return fit(cfg, log=log)
+
+
+def resume(run_dir: str | Path, log: Callable[[str], None] = print) -> RunResult:
+    """Continue an interrupted run from RUN/checkpoints/last.pt."""
+    run = existing_run_dir(str(run_dir))
+    return fit(RunConfig.load(run.config), resume_dir=str(run.path), log=log)
+
+
+@dataclass
+class Predictions:
+    classes: list[str]
+    labels: list[str]
+    probs: np.ndarray  # (N, num_classes)
+
+
+class Classifier:
+    """A trained model with the exact preprocessing of its run."""
+
+    def __init__(self, state: dict[str, Any], device: str = "auto") -> None:
+        self.classes: list[str] = list(state["classes"])
+        self.preprocess = Preprocess.from_dict(state["preprocess"])
+        self.device = pick_device(device)
+        self.model = timm.create_model(
+            state["model_name"], pretrained=False, num_classes=len(self.classes)
+        )
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device).eval()
+        size = self.preprocess.img_size
+        self._transform = build_eval_transform(size).to(self.device)
+        self._mean = torch.tensor(self.preprocess.mean, device=self.device)
+        self._std = torch.tensor(self.preprocess.std, device=self.device)
+
+    def _pixels(self, item: str | Path | np.ndarray) -> np.ndarray:
+        pixels = item if isinstance(item, np.ndarray) else decode_image(item).pixels
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        size = cache_size_for(self.preprocess.img_size)
+        square = resize_square(pixels.astype(np.uint8), size, self.preprocess.interpolation)
+        return square if square.shape[2] == 3 else np.repeat(square, 3, axis=2)
+
+    @torch.no_grad()
+    def predict(
+        self, items: Sequence[str | Path | np.ndarray], batch_size: int = 32
+    ) -> Predictions:
+        """Class probabilities for image paths or uint8 arrays (H, W[, C])."""
+        probs = []
+        for start in range(0, len(items), batch_size):
+            batch = np.stack([self._pixels(i) for i in items[start : start + batch_size]])
+            x = to_model_input(
+                torch.from_numpy(batch), self.device, self._transform, self._mean, self._std
+            )
+            probs.append(torch.softmax(self.model(x).float(), 1).cpu().numpy())
+        all_probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
+        labels = [self.classes[i] for i in all_probs.argmax(1)] if len(all_probs) else []
+        return Predictions(self.classes, labels, all_probs)
+
+
+def load(run_dir: str | Path, device: str = "auto", checkpoint: str = "best") -> Classifier:
+    """Load a run's selected (best) or last weights for prediction."""
+    run = existing_run_dir(str(run_dir))
+    path = run.best if checkpoint == "best" else run.last
+    return Classifier(load_checkpoint(path), device)

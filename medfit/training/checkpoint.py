@@ -1,0 +1,56 @@
+"""Checkpoints that are never half-written and never execute code when read."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medfit.errors import MedfitError
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync, then rename over `path`.
+
+    A crash (or kill -9) at any point leaves either the old file or the new one, never a mix.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    try:
+        atomic_write_bytes(path, lambda f: torch.save(state, f))
+    except OSError as exc:
+        raise MedfitError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint "
+            "is intact — free disk space and resume with --resume"
+        ) from None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Tensors, numbers, strings and containers only (`weights_only=True`): no pickled code."""
+    if not path.is_file():
+        raise MedfitError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MedfitError(
+            f"{path}: not a medfit checkpoint or contains disallowed objects "
+            f"({type(exc).__name__}); refusing to load"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise MedfitError(f"{path}: not a medfit checkpoint (no model state)")
+    return state

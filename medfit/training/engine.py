@@ -1,0 +1,166 @@
+"""One training epoch and one evaluation pass, with time split into data wait and compute."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from torch import nn
+from tqdm import tqdm
+
+from medfit.errors import MedfitError
+
+ToInput = Callable[[torch.Tensor], torch.Tensor]  # uint8 batch -> model input on the device
+MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
+
+
+@dataclass
+class EpochStats:
+    loss: float = 0.0
+    acc: float = 0.0
+    data_s: float = 0.0  # time blocked waiting for the next batch
+    compute_s: float = 0.0  # forward/backward/step (synchronised on CUDA)
+    skipped_steps: int = 0
+    steps: int = 0
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    labels: np.ndarray
+    probs: np.ndarray  # (N, num_classes)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[object]:
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    to_input: ToInput,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    on_step: Callable[[], None],
+    device: torch.device,
+    grad_clip: float = 0.0,
+    amp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    desc: str = "train",
+    total: int | None = None,
+) -> EpochStats:
+    """Train over `batches` once. `on_step` runs after each optimizer step (LR schedule, EMA)."""
+    stats = EpochStats()
+    loss_sum, correct, seen, bad_in_a_row = 0.0, 0, 0, 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    progress = tqdm(batches, total=total, desc=desc, leave=False, disable=None)
+    tick = time.perf_counter()
+    for pixels, labels in progress:
+        started = time.perf_counter()
+        stats.data_s += started - tick
+        labels = labels.to(device, non_blocking=True)
+        with autocast_for(device, amp):
+            logits = model(to_input(pixels))
+            loss = loss_fn(logits.float(), labels)
+        if not torch.isfinite(loss):
+            stats.skipped_steps += 1
+            bad_in_a_row += 1
+            if bad_in_a_row >= MAX_BAD_STEPS:
+                raise MedfitError(
+                    f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row; stopping. Lower the "
+                    "learning rate (--lr) or check the data for corrupt values"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            tick = time.perf_counter()
+            continue
+        bad_in_a_row = 0
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        on_step()
+        n = labels.shape[0]
+        loss_sum += float(loss.detach()) * n
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += n
+        stats.steps += 1
+        _sync(device)
+        tick = time.perf_counter()
+        stats.compute_s += tick - started
+        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    stats.loss = loss_sum / max(seen, 1)
+    stats.acc = correct / max(seen, 1)
+    return stats
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    to_input: ToInput,
+    device: torch.device,
+    amp: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (logits, labels) over all batches, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    all_logits, all_labels = [], []
+    for pixels, labels in batches:
+        with autocast_for(device, amp):
+            logits = model(to_input(pixels))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels)
+    model.train(was_training)
+    return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    predicted = probs.argmax(1)
+    classes = np.arange(probs.shape[1])
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(
+            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+        ),
+    }
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    to_input: ToInput,
+    device: torch.device,
+    amp: bool = False,
+) -> EvalResult:
+    logits, labels = predict_batches(model, batches, to_input, device, amp)
+    logits_t = torch.from_numpy(logits)
+    loss = float(nn.functional.cross_entropy(logits_t, torch.from_numpy(labels)))
+    probs = torch.softmax(logits_t, 1).numpy()
+    if not math.isfinite(loss):
+        loss = float("nan")
+    return EvalResult(loss, labels, probs, classification_metrics(labels, probs))

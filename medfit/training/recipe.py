@@ -1,0 +1,120 @@
+"""The fine-tuning recipe: two stages, their optimizers and learning-rate schedules.
+
+Stage "head": backbone frozen and BatchNorm in eval mode, so the randomly initialised head
+    learns on fixed ImageNet features first. Fine-tuning everything from a random head lets its
+    large early gradients wreck the pretrained features (Kumar et al. 2022, "Fine-Tuning can
+    Distort Pretrained Features", LP-FT).
+Stage "full": everything trains; earlier layers at smaller rates (layer-wise LR decay via timm's
+    param groups), AdamW, linear warmup then cosine decay, per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+from medfit.config import TrainConfig
+from medfit.model.policy import freeze_backbone, unfreeze_all
+
+# The LR at the end of a schedule, relative to its peak: low enough to settle, not zero.
+FINAL_LR_FRACTION = 0.01
+
+
+@dataclass
+class Stage:
+    name: str  # "head" or "full"
+    epochs: int
+    lr: float  # peak LR of the head's param group
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def stage_plan(cfg: TrainConfig, steps_per_epoch: int, head_lr: float, lr: float) -> list[Stage]:
+    stages = [Stage("head", cfg.head_epochs, head_lr, steps_per_epoch)]
+    stages.append(Stage("full", cfg.epochs, lr, steps_per_epoch))
+    return [s for s in stages if s.epochs > 0]
+
+
+def stage_of_epoch(stages: list[Stage], epoch: int) -> tuple[Stage, int]:
+    """(stage, epoch index within it) for a 0-based global epoch."""
+    for stage in stages:
+        if epoch < stage.epochs:
+            return stage, epoch
+        epoch -= stage.epochs
+    raise IndexError("epoch beyond the plan")
+
+
+def prepare_model(model: nn.Module, stage: Stage) -> None:
+    if stage.name == "head":
+        freeze_backbone(model)
+    else:
+        unfreeze_all(model)
+
+
+def build_optimizer(model: nn.Module, stage: Stage, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; in the full stage with timm's layer-wise decay (no weight decay on norms/biases)."""
+    if stage.name == "head":
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
+    return create_optimizer_v2(
+        model,
+        opt="adamw",
+        lr=stage.lr,
+        weight_decay=cfg.weight_decay,
+        layer_decay=cfg.layer_decay if cfg.layer_decay < 1.0 else None,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, stage: Stage, cfg: TrainConfig
+) -> CosineLRScheduler:
+    """Cosine per step; warmup only in the full stage (the head stage has nothing to protect)."""
+    warmup = int(cfg.warmup_epochs * stage.steps_per_epoch) if stage.name == "full" else 0
+    warmup = min(warmup, max(stage.total_steps - 1, 0))
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(stage.total_steps, 1),
+        lr_min=stage.lr * FINAL_LR_FRACTION,
+        warmup_t=warmup,
+        warmup_lr_init=stage.lr * FINAL_LR_FRACTION,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (k * count_c), scikit-learn's "balanced" weights; absent classes get weight 0."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return weights
+
+
+def imbalance_ratio(labels: np.ndarray, num_classes: int) -> float:
+    counts = np.bincount(labels, minlength=num_classes)
+    counts = counts[counts > 0]
+    return float(counts.max() / counts.min())
+
+
+def resolve_balance(mode: str, ratio: float) -> str:
+    """auto: a class-weighted loss when the largest class is more than 1.5x the smallest.
+
+    A weighted loss keeps every image in every epoch (a sampler repeats the rare class and drops
+    common images), and with label smoothing it was the steadier of the two in our runs.
+    """
+    if mode == "auto":
+        return "loss" if ratio > 1.5 else "none"
+    return mode
+
+
+def resolve_select_metric(name: str, ratio: float) -> str:
+    if name == "auto":
+        return "balanced_accuracy" if ratio > 1.5 else "accuracy"
+    return name
