@@ -1,7 +1,19 @@
 """medfit: fine-tune pretrained image classifiers on folders of medical images, past the plateau."""
 
-from medfit.api import Classifier, Predictions, load, resume, train
+from __future__ import annotations
+
+from typing import Any
+
 from medfit.errors import MedfitError
 
 __all__ = ["Classifier", "MedfitError", "Predictions", "load", "resume", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # torch and timm load only when the API is used: `import medfit.config` stays instant.
+    if name in ("Classifier", "Predictions", "load", "resume", "train"):
+        from medfit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'medfit' has no attribute {name!r}")

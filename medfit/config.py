@@ -110,6 +110,8 @@ class RunConfig:
     out: str = "runs/run"
 
     def validate(self) -> None:
+        for section in (self.data, self.model, self.train):
+            _check_types(section)
         _check_choice("data.aug", self.data.aug, AUG_PRESETS)
         _check_choice("train.bn", self.train.bn, BN_POLICIES)
         _check_choice("train.balance", self.train.balance, BALANCE_MODES)
@@ -147,6 +149,8 @@ class RunConfig:
         kwargs: dict[str, Any] = {}
         for key, section_cls in sections.items():
             values = raw.get(key) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"section {key!r} must be a mapping, got {type(values).__name__}")
             names = [f.name for f in dataclasses.fields(section_cls)]
             _reject_unknown(key, values, names)
             kwargs[key] = section_cls(**values)
@@ -161,7 +165,10 @@ class RunConfig:
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         return cls.from_dict(raw)
@@ -172,10 +179,29 @@ class RunConfig:
             if value is None:
                 continue
             section_name, _, name = key.partition(".")
-            section = getattr(self, section_name)
-            if not hasattr(section, name):
+            section = getattr(self, section_name, None)
+            if section_name not in ("data", "model", "train") or not hasattr(section, name):
                 raise ConfigError(f"unknown option {key}")
             setattr(section, name, value)
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_types(section: Any) -> None:
+    """Each value must have its field's type (YAML `epochs: ten` is an error, not a traceback)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        allowed: tuple[type, ...] = ()
+        for part in str(f.type).split("|"):
+            allowed += _SCALARS.get(part.strip(), ())
+        if value is None and "None" in str(f.type):
+            continue
+        bad_bool = isinstance(value, bool) and bool not in allowed
+        if allowed and (not isinstance(value, allowed) or bad_bool):
+            raise ConfigError(
+                f"{f.name} must be of type {f.type}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -175,7 +175,7 @@ def stratified_val_split(dataset: DatasetIndex, val_fraction: float, seed: int) 
                 f"{dataset.root}: class {dataset.classes[label]!r} has {len(paths)} training "
                 "image(s); need at least 2 to split off a validation set (or add a val/ folder)"
             )
-        n_val = max(1, round(len(paths) * val_fraction))
+        n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
         to_val.update(rng.choice(paths, size=n_val, replace=False).tolist())
     samples = [
         Sample(s.path, s.label, "val", s.group) if s.path in to_val else s for s in dataset.samples
@@ -191,10 +191,15 @@ def stratified_subset(samples: list[Sample], limit: int | None, seed: int) -> li
     by_label: dict[int, list[Sample]] = {}
     for s in samples:
         by_label.setdefault(s.label, []).append(s)
+    labels = sorted(by_label)
+    shares = np.array([limit * len(by_label[label]) / len(samples) for label in labels])
+    counts = np.floor(shares).astype(int)
+    # Largest remainders get the leftover slots, so the total is exactly `limit`.
+    for i in np.argsort(-(shares - counts), kind="stable")[: limit - counts.sum()]:
+        counts[i] += 1
     chosen: list[Sample] = []
-    for label in sorted(by_label):
+    for label, n in zip(labels, counts, strict=True):
         group = by_label[label]
-        n = max(1, round(limit * len(group) / len(samples)))
-        picks = rng.choice(len(group), size=min(n, len(group)), replace=False)
+        picks = rng.choice(len(group), size=min(int(n), len(group)), replace=False)
         chosen.extend(group[i] for i in sorted(picks))
     return chosen

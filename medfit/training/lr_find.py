@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medfit.errors import MedfitError
+
 SMOOTHING = 0.9  # exponential smoothing of the per-step loss
 DIVERGE_FACTOR = 4.0  # stop when the smoothed loss exceeds 4x its minimum
 
@@ -31,7 +33,9 @@ class LrFindResult:
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> float:
     if not lrs:
-        raise ValueError("the range test recorded no steps")
+        raise MedfitError(
+            "the LR range test recorded no finite loss; check the data, or pass a fixed --lr"
+        )
     best = min(range(len(losses)), key=losses.__getitem__)
     return float(min(max(lrs[best] / 10.0, 1e-6), 1e-1))
 

@@ -20,9 +20,8 @@ def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = pr
         cfg.train.lr = "auto"
         cfg.train.head_epochs = max(cfg.train.head_epochs, 1)
     run = fresh_run_dir(cfg.out)
-    run.acquire()
+    job = _setup(cfg, run, log)
     try:
-        job = _setup(cfg, run, log)
         steps = len(train_loader(job, 0))
         head_lr = cfg.train.head_lr if isinstance(cfg.train.head_lr, float) else 0.0
         job.stages = recipe.stage_plan(cfg.train, steps, head_lr, 0.0)

@@ -81,7 +81,7 @@ def build_scheduler(
     warmup = min(warmup, max(stage.total_steps - 1, 0))
     return CosineLRScheduler(
         optimizer,
-        t_initial=max(stage.total_steps, 1),
+        t_initial=max(stage.total_steps - warmup, 1),  # warmup_prefix: cosine starts after it
         lr_min=stage.lr * FINAL_LR_FRACTION,
         warmup_t=warmup,
         warmup_lr_init=stage.lr * FINAL_LR_FRACTION,

@@ -1,0 +1,297 @@
+"""build_or_load / cache_key / resize_square / cache_size_for: the decode-once cache returns the
+right pixels in the right order, is reused when nothing changed, rebuilt when anything did, and
+never leaves a half-written entry that looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import medfit.data.cache as cache_mod
+from medfit.data.cache import (
+    CACHE_MARGIN,
+    build_or_load,
+    cache_key,
+    cache_size_for,
+    resize_square,
+)
+from medfit.data.sources import Sample
+
+SIZE = 12
+
+
+def write_image(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def solid_rgb(path: Path, rgb: tuple[int, int, int], shape: tuple[int, int] = (16, 10)) -> Path:
+    array = np.empty((*shape, 3), dtype=np.uint8)
+    array[:] = rgb
+    return write_image(path, array)
+
+
+def solid_gray(path: Path, value: int, shape: tuple[int, int] = (9, 14)) -> Path:
+    return write_image(path, np.full(shape, value, dtype=np.uint8))
+
+
+def sample(path: Path, label: int = 0) -> Sample:
+    return Sample(str(path), label, "train")
+
+
+def entries(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.iterdir()) if cache_dir.exists() else []
+
+
+def test_rgb_and_gray_pixels_round_trip_in_a_mixed_set(tmp_path: Path, cache_dir: Path) -> None:
+    samples = [
+        sample(solid_rgb(tmp_path / "red.png", (200, 30, 10)), 0),
+        sample(solid_gray(tmp_path / "gray.png", 77), 1),
+    ]
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert part.pixels.shape == (2, SIZE, SIZE, 3)
+    assert part.pixels.dtype == np.uint8
+    assert part.channels == 3
+    assert (part.pixels[0] == np.array([200, 30, 10], dtype=np.uint8)).all()
+    assert (part.pixels[1] == 77).all()  # gray replicated into all three channels
+
+
+def test_all_grayscale_set_is_stored_with_one_channel(tmp_path: Path, cache_dir: Path) -> None:
+    samples = [
+        sample(solid_gray(tmp_path / "a.png", 5), 0),
+        sample(solid_gray(tmp_path / "b.png", 250, shape=(20, 20)), 1),
+        # An RGB file whose three channels are equal is grayscale too.
+        sample(solid_rgb(tmp_path / "c.png", (90, 90, 90)), 1),
+    ]
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert part.pixels.shape == (3, SIZE, SIZE, 1)
+    assert part.channels == 1
+    assert (part.pixels[0] == 5).all()
+    assert (part.pixels[1] == 250).all()
+    assert (part.pixels[2] == 90).all()
+
+
+def test_order_labels_and_paths_preserved_and_pixels_memory_mapped(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    labels = [2, 0, 1, 0, 2, 1, 1]
+    values = [10, 40, 70, 100, 130, 160, 190]
+    samples = [
+        sample(solid_gray(tmp_path / f"img{i}.png", v), label)
+        for i, (v, label) in enumerate(zip(values, labels, strict=True))
+    ]
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert part.paths == [s.path for s in samples]
+    assert part.labels.dtype == np.int64
+    assert part.labels.tolist() == labels
+    assert [int(part.pixels[i].mean()) for i in range(len(samples))] == values
+    assert part.skipped == []
+    assert isinstance(part.pixels, np.memmap) or hasattr(part.pixels, "filename")
+    assert Path(part.pixels.filename).parent.parent == cache_dir
+
+
+def test_process_pool_gives_the_same_result_as_one_worker(tmp_path: Path) -> None:
+    samples = [
+        sample(solid_rgb(tmp_path / f"img{i}.png", (i * 7, 255 - i * 7, i)), i % 3)
+        for i in range(20)
+    ]
+    serial = build_or_load(samples, SIZE, tmp_path / "c1", workers=1)
+    pooled = build_or_load(samples, SIZE, tmp_path / "c2", workers=2)
+    assert np.array_equal(np.asarray(serial.pixels), np.asarray(pooled.pixels))
+    assert serial.labels.tolist() == pooled.labels.tolist()
+    assert serial.paths == pooled.paths
+
+
+def test_second_call_reuses_the_entry(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = [sample(solid_gray(tmp_path / f"{i}.png", 20 * i), i % 2) for i in range(4)]
+    first = build_or_load(samples, SIZE, cache_dir, workers=1)
+    pixels_file = Path(first.pixels.filename)
+    mtime = pixels_file.stat().st_mtime_ns
+
+    def no_rebuild(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("cache rebuilt although nothing changed")
+
+    monkeypatch.setattr(cache_mod, "_build", no_rebuild)
+    second = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert np.array_equal(np.asarray(first.pixels), np.asarray(second.pixels))
+    assert second.labels.tolist() == first.labels.tolist()
+    assert second.paths == first.paths
+    assert pixels_file.stat().st_mtime_ns == mtime
+    assert len(entries(cache_dir)) == 1
+
+
+def test_changed_source_file_invalidates_the_entry(tmp_path: Path, cache_dir: Path) -> None:
+    paths = [solid_gray(tmp_path / f"{i}.png", 50) for i in range(3)]
+    samples = [sample(p, i % 2) for i, p in enumerate(paths)]
+    key_before = cache_key(samples, SIZE, "bicubic")
+    before = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert (before.pixels[1] == 50).all()
+
+    # Same dimensions, so possibly the same byte size: the mtime must carry the change.
+    solid_gray(paths[1], 222)
+    stat = paths[1].stat()
+    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    key_after = cache_key(samples, SIZE, "bicubic")
+    assert key_after != key_before
+    after = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert (after.pixels[1] == 222).all()
+    assert (after.pixels[0] == 50).all() and (after.pixels[2] == 50).all()
+    assert {e.name for e in entries(cache_dir)} == {key_before, key_after}
+
+
+def test_touching_a_file_alone_invalidates_the_key(tmp_path: Path) -> None:
+    path = solid_gray(tmp_path / "a.png", 1)
+    samples = [sample(path)]
+    before = cache_key(samples, SIZE, "bicubic")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert cache_key(samples, SIZE, "bicubic") != before
+
+
+def test_cache_key_covers_every_input(tmp_path: Path) -> None:
+    a = solid_gray(tmp_path / "a.png", 1)
+    b = solid_gray(tmp_path / "b.png", 2)
+    base = [sample(a, 0), sample(b, 1)]
+    key = cache_key(base, SIZE, "bicubic")
+    assert cache_key(list(base), SIZE, "bicubic") == key  # deterministic
+    assert len(key) == 24
+    variants = {
+        "size": cache_key(base, SIZE + 1, "bicubic"),
+        "interpolation": cache_key(base, SIZE, "bilinear"),
+        "label": cache_key([sample(a, 1), sample(b, 1)], SIZE, "bicubic"),
+        "order": cache_key(base[::-1], SIZE, "bicubic"),
+        "subset": cache_key(base[:1], SIZE, "bicubic"),
+        "path": cache_key([sample(a, 0), sample(tmp_path / "c.png", 1)], SIZE, "bicubic"),
+    }
+    for what, other in variants.items():
+        assert other != key, what
+    assert len(set(variants.values())) == len(variants)
+
+
+def test_changing_size_or_interpolation_builds_a_new_entry(tmp_path: Path, cache_dir: Path) -> None:
+    samples = [sample(solid_gray(tmp_path / f"{i}.png", 30 + i), i % 2) for i in range(2)]
+    a = build_or_load(samples, SIZE, cache_dir, workers=1)
+    b = build_or_load(samples, SIZE + 4, cache_dir, workers=1)
+    c = build_or_load(samples, SIZE, cache_dir, interpolation="nearest", workers=1)
+    assert a.pixels.shape[1:3] == (SIZE, SIZE)
+    assert b.pixels.shape[1:3] == (SIZE + 4, SIZE + 4)
+    assert c.pixels.shape[1:3] == (SIZE, SIZE)
+    assert len(entries(cache_dir)) == 3
+
+
+def test_corrupt_file_is_skipped_with_its_reason(tmp_path: Path, cache_dir: Path) -> None:
+    good0 = solid_gray(tmp_path / "good0.png", 11)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    good1 = solid_gray(tmp_path / "good1.png", 99)
+    samples = [sample(good0, 0), sample(bad, 1), sample(good1, 2)]
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert part.paths == [str(good0), str(good1)]
+    assert part.labels.tolist() == [0, 2]
+    assert part.pixels.shape[0] == 2
+    assert (part.pixels[0] == 11).all() and (part.pixels[1] == 99).all()
+    assert len(part.skipped) == 1
+    path, reason = part.skipped[0]
+    assert path == str(bad)
+    assert str(bad) in reason and "not a readable" in reason
+    # The skip list survives a reload from disk.
+    again = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert again.skipped == part.skipped
+
+
+def test_all_files_corrupt_gives_an_empty_split(tmp_path: Path, cache_dir: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    part = build_or_load([sample(bad)], SIZE, cache_dir, workers=1)
+    assert part.pixels.shape[0] == 0
+    assert part.labels.tolist() == []
+    assert [p for p, _ in part.skipped] == [str(bad)]
+
+
+def test_interrupted_build_leaves_nothing_and_is_rebuilt(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = [10, 60, 110, 160, 210]
+    samples = [sample(solid_gray(tmp_path / f"{i}.png", v), i % 2) for i, v in enumerate(values)]
+    real_decode = cache_mod._decode_one
+    calls = {"n": 0}
+
+    def crash_on_third(args: tuple[str, int, str]) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return real_decode(args)
+
+    monkeypatch.setattr(cache_mod, "_decode_one", crash_on_third)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert calls["n"] == 3
+    assert list(cache_dir.rglob("index.json")) == []
+    assert entries(cache_dir) == []  # no entry and no leftover temp folder
+
+    monkeypatch.setattr(cache_mod, "_decode_one", real_decode)
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert part.labels.tolist() == [0, 1, 0, 1, 0]
+    assert [int(part.pixels[i].mean()) for i in range(5)] == values
+    assert [e.name for e in entries(cache_dir)] == [cache_key(samples, SIZE, "bicubic")]
+
+
+def test_entry_without_index_json_is_rebuilt_not_used(tmp_path: Path, cache_dir: Path) -> None:
+    # What a process killed mid-rename (or an older medfit) could leave: a folder with no index.
+    samples = [sample(solid_gray(tmp_path / f"{i}.png", 40 * i + 5), i) for i in range(2)]
+    entry = cache_dir / cache_key(samples, SIZE, "bicubic")
+    entry.mkdir(parents=True)
+    np.save(entry / "pixels.npy", np.full((2, SIZE, SIZE, 1), 255, dtype=np.uint8))
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert (part.pixels[0] == 5).all() and (part.pixels[1] == 45).all()
+    index = json.loads((entry / "index.json").read_text())
+    assert index["paths"] == [s.path for s in samples]
+    assert entries(cache_dir) == [entry]
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((10, 14, 1), 6), ((9, 5, 3), 7), ((4, 6, 1), 16), ((12, 12, 3), 12)],
+)
+def test_resize_square_shape_and_dtype(shape: tuple[int, int, int], size: int) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    out = resize_square(pixels, size)
+    assert out.shape == (size, size, shape[2])
+    assert out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
+def test_resize_square_keeps_a_constant_image_constant(interpolation: str) -> None:
+    pixels = np.empty((13, 7, 3), dtype=np.uint8)
+    pixels[:] = (3, 128, 251)
+    out = resize_square(pixels, 9, interpolation)
+    assert (out == np.array([3, 128, 251], dtype=np.uint8)).all()
+
+
+def test_resize_square_squashes_instead_of_cropping() -> None:
+    # A wide image whose left quarter is bright: a squash keeps it at the left edge,
+    # a centre crop would lose it.
+    pixels = np.zeros((8, 32, 1), dtype=np.uint8)
+    pixels[:, :8] = 200
+    out = resize_square(pixels, 8, "nearest")
+    assert (out[:, :2, 0] == 200).all()
+    assert (out[:, 2:, 0] == 0).all()
+
+
+def test_cache_size_for_adds_the_crop_margin() -> None:
+    assert cache_size_for(224) == 258
+    assert cache_size_for(100) == 115
+    for img_size in (16, 64, 128, 224, 256, 384, 512):
+        size = cache_size_for(img_size)
+        assert isinstance(size, int)
+        assert img_size * CACHE_MARGIN <= size < img_size * CACHE_MARGIN + 1
