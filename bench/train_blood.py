@@ -12,7 +12,7 @@ compares the epoch-to-epoch jitter of val accuracy with the binomial noise of th
 Data: <repo>/../shared/data/blood_cells_bccd/{train,val}/<CLASS>/*.jpeg (read-only; the subset is
 built as symlinks in a temp dir, nothing is copied into the repo).
 
-Run (defaults: 128 px, 10 epochs of which 2 head-only for medfit, 2000 train / 1000 val images):
+Run (defaults: 128 px, 10 epochs of which 1 head-only for medfit, 2000 train / 1000 val images):
 
     .venv/bin/python bench/train_blood.py
     .venv/bin/python bench/train_blood.py --only forum --json /tmp/forum.json
@@ -39,6 +39,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn as nn
+import yaml
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
@@ -174,8 +175,15 @@ def medfit_recipe(subset, run_dir, args):
         head_epochs=args.head_epochs,
         epochs=args.epochs - args.head_epochs,  # same total number of epochs as the forum recipe
         seed=args.seed,
+        **dict(parse_override(item) for item in args.set),
     )
     return run.history, dict(run.summary)
+
+
+def parse_override(item):
+    """'lr=0.001' -> ("lr", 0.001): any medfit.train keyword, value parsed as YAML."""
+    key, _, value = item.partition("=")
+    return key.replace("-", "_"), yaml.safe_load(value)
 
 
 def summarize(history, n_val, wall_s):
@@ -229,11 +237,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--img-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=10, help="total epochs, both recipes")
-    ap.add_argument("--head-epochs", type=int, default=2, help="medfit head-only epochs")
+    ap.add_argument("--head-epochs", type=int, default=1, help="medfit head-only epochs")
     ap.add_argument("--train-size", type=int, default=2000)
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["forum", "medfit"])
+    ap.add_argument("--set", action="append", default=[], help="medfit option, e.g. lr=1e-3")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not DATA.is_dir():
@@ -241,7 +250,7 @@ def main():
     torch.set_num_threads(os.cpu_count())
     recipes = [args.only] if args.only else ["forum", "medfit"]
     if "medfit" in recipes:
-        try:  # medfit/train/ is also a subpackage name: make sure medfit.train is the function
+        try:
             import medfit
 
             ok, why = callable(getattr(medfit, "train", None)), "medfit.train is not callable"

@@ -48,7 +48,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="auto | hub | lite | none | PATH to a state dict")
     g = p.add_argument_group("recipe")
     g.add_argument("--epochs", type=int, help="full fine-tuning epochs (default 10)")
-    g.add_argument("--head-epochs", type=int, help="head-only epochs first (default 2)")
+    g.add_argument("--head-epochs", type=int, help="head-only epochs first (default 1)")
     g.add_argument("--batch-size", type=int, help="per-device batch size (default 32)")
     g.add_argument("--lr", type=_lr, help="full-stage LR or 'auto' (range test)")
     g.add_argument("--head-lr", type=_lr, help="head-stage LR or 'auto'")

@@ -333,3 +333,33 @@ def test_zero_warmup_full_stage_starts_at_scaled_peak(lite0: nn.Module) -> None:
     sched.step_update(stage.total_steps // 2)
     mid = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.5))
     assert max(_lrs(opt)) == pytest.approx(mid, rel=1e-3)
+
+
+def _cached(labels: list[int], channels: int) -> object:
+    from medfit.data.cache import CachedSplit
+
+    pixels = np.zeros((len(labels), 4, 4, channels), dtype=np.uint8)
+    return CachedSplit(pixels, np.array(labels), [f"{i}.png" for i in labels], [])
+
+
+@pytest.mark.parametrize(
+    ("batch", "lr", "expected_bn", "expected_lr"),
+    [(32, None, "train", 3e-3), (8, None, "frozen", 3e-4), (8, 0.05, "frozen", 0.05)],
+)
+def test_auto_values_resolve_from_the_data_and_batch(
+    batch: int, lr: float | None, expected_bn: str, expected_lr: float
+) -> None:
+    from medfit.config import RunConfig
+    from medfit.training.fit import _resolve_auto
+
+    cfg = RunConfig()
+    cfg.train.batch_size, cfg.train.lr = batch, lr
+    _resolve_auto(cfg, _cached([0] * 9 + [1], channels=1), 2)  # type: ignore[arg-type]
+    assert cfg.train.bn == expected_bn and cfg.train.lr == expected_lr
+    assert cfg.data.aug == "xray"  # grayscale
+    assert cfg.train.balance == "loss" and cfg.train.select_metric == "balanced_accuracy"
+
+    balanced = RunConfig()
+    _resolve_auto(balanced, _cached([0, 1, 0, 1], channels=3), 2)  # type: ignore[arg-type]
+    assert balanced.data.aug == "microscopy" and balanced.train.balance == "none"
+    assert balanced.train.select_metric == "accuracy"

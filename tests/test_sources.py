@@ -3,6 +3,8 @@ users bring, the junk inside them, and a DataError that names the problem for ev
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,9 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medfit.data.decode import DecodeError, decode_image
 from medfit.data.sources import (
     DatasetIndex,
     Sample,
+    check_classes,
+    dicom_group,
     find_split_dirs,
     index_folder,
     stratified_subset,
@@ -336,3 +341,156 @@ def test_stratified_subset_unchanged_without_a_binding_limit(limit: int | None) 
 def test_stratified_subset_never_exceeds_limit() -> None:
     samples = _samples({0: 30, 1: 30, 2: 30})
     assert len(stratified_subset(samples, 50, seed=0)) <= 50
+
+
+# --- shared class checks, DICOM groups, odd entries in the walk ----------------------------------
+
+
+def test_check_classes_is_the_one_rule_for_every_source() -> None:
+    assert check_classes("src", {"train": {"b": 2, "a": 1}, "val": {"a": 1}}, "none") == ["a", "b"]
+    with pytest.raises(DataError, match=r"^src: no train here$"):
+        check_classes("src", {"val": {"a": 1}}, "no train here")
+    with pytest.raises(DataError, match=r"src: .*hollow"):
+        check_classes("src", {"train": {"a": 1, "hollow": 0}}, "none")
+    with pytest.raises(DataError, match=r"src: only one class \(a\)"):
+        check_classes("src", {"train": {"a": 3}}, "none")
+    with pytest.raises(DataError, match=r"src: class\(es\) zebra in test but not in train"):
+        check_classes("src", {"train": {"a": 1, "b": 1}, "test": {"zebra": 1}}, "none")
+
+
+def write_dicom(path: Path, **elements: str) -> Path:
+    """A tiny 4x4 MONOCHROME2 DICOM with the given header elements."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "OT", 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = 4
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = np.arange(16, dtype=np.uint8).tobytes()
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).get("PatientID", "") == elements.get("PatientID", "")
+    return path
+
+
+def test_dicom_group_in_folder_layout_patient_then_study(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"train/a": 2, "train/b": 2})
+    write_dicom(tmp_path / "train" / "a" / "scan.dcm", PatientID="P7", StudyInstanceUID="1.2.3")
+    write_dicom(tmp_path / "train" / "b" / "study.DICOM", PatientID="", StudyInstanceUID="1.2.9")
+    write_dicom(tmp_path / "train" / "b" / "anon.dcm")
+    (tmp_path / "train" / "a" / "broken.dcm").write_bytes(b"not a dicom at all")
+    index = index_folder(tmp_path)
+    groups = {Path(s.path).name: s.group for s in index.samples}
+    assert groups["scan.dcm"] == "P7"
+    assert groups["study.DICOM"] == "1.2.9"
+    assert groups["anon.dcm"] is None
+    assert groups["broken.dcm"] is None  # still indexed: decode reports it later
+    assert groups["img0.png"] is None
+    # Whichever split a file lands in (val is split off train here), its group goes with it.
+    assert [Path(s.path).name for s in index.samples if s.group == "P7"] == ["scan.dcm"]
+
+
+def test_dicom_group_is_none_without_pydicom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tree(tmp_path, {"train/a": 2, "train/b": 2})
+    write_dicom(tmp_path / "train" / "a" / "scan.dcm", PatientID="P7")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # makes `import pydicom` fail
+    index = index_folder(tmp_path)
+    assert {Path(s.path).name: s.group for s in index.samples}["scan.dcm"] is None
+
+
+def test_dicom_group_reads_the_header_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    path = write_dicom(tmp_path / "x.dcm", PatientID="P7")
+    calls: list[dict[str, object]] = []
+    real = pydicom.dcmread
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    assert dicom_group(path) == "P7"
+    assert calls and calls[0].get("stop_before_pixels") is True
+    assert dicom_group(write_png(tmp_path / "x.png")) is None
+    assert len(calls) == 1  # non-DICOM suffixes are not opened
+
+
+@pytest.mark.timeout(30)
+def test_symlink_loops_do_not_hang_and_symlinked_files_are_indexed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_tree(data, {"train/a": 2, "train/b": 2})
+    a = data / "train" / "a"
+    (a / "loop").symlink_to(a, target_is_directory=True)  # a/loop -> a
+    (a / "up").symlink_to(data / "train", target_is_directory=True)  # a/up -> train (b inside)
+    (data / "train" / "c").symlink_to(data / "train" / "c")  # a class folder linked to itself
+    outside = write_png(tmp_path / "elsewhere" / "real.png", 7)
+    (a / "linked.png").symlink_to(outside)
+    (a / "dangling.png").symlink_to(tmp_path / "no_such.png")
+    (a / "self.png").symlink_to(a / "self.png")
+    real_b = tmp_path / "store" / "d"
+    for i in range(2):
+        write_png(real_b / f"d{i}.png", i)
+    (data / "train" / "d").symlink_to(real_b, target_is_directory=True)  # linked class folder
+
+    index = index_folder(data)
+    assert index.classes == ["a", "b", "d"]  # c (a loop) is no class; linked d is followed
+    names = sorted(Path(s.path).name for s in index.samples if index.classes[s.label] == "a")
+    # Directories are not followed: a/loop and a/up add nothing; linked files are indexed.
+    assert names == ["dangling.png", "img0.png", "img1.png", "linked.png", "self.png"]
+    assert index.counts("train")["b"] + index.counts("val")["b"] == 2
+    assert index.counts("train")["d"] + index.counts("val")["d"] == 2
+    assert {str(a / "loop"), str(a / "up"), str(data / "train" / "c")} <= set(index.ignored_files)
+    linked = next(s.path for s in index.samples if s.path.endswith("linked.png"))
+    assert decode_image(linked).pixels[0, 0, 0] == 7
+    # Broken links are left for the decode step, which names them.
+    with pytest.raises(DecodeError, match=r"dangling\.png.*not found"):
+        decode_image(a / "dangling.png")
+    with pytest.raises(DecodeError, match=r"self\.png"):
+        decode_image(a / "self.png")
+
+
+def test_non_utf8_file_name_is_indexed_and_opens(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"train/a": 2, "train/b": 2})
+    raw = os.path.join(os.fsencode(tmp_path / "train" / "a"), b"img_\xff.png")
+    try:
+        with open(raw, "wb") as f:
+            Image.fromarray(np.full((8, 8), 9, dtype=np.uint8)).save(f, format="PNG")
+    except OSError:
+        pytest.skip("this file system refuses non-UTF-8 file names")
+    index = index_folder(tmp_path)
+    odd = [s for s in index.samples if os.fsencode(s.path) == raw]
+    assert len(odd) == 1
+    assert "\udcff" in odd[0].path  # surrogate-escaped str, as os.fsdecode gives
+    assert index.classes[odd[0].label] == "a"
+    assert decode_image(odd[0].path).pixels[0, 0, 0] == 9
+
+
+def test_files_directly_in_a_split_folder_are_listed_not_dropped(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"train/a": 2, "train/b": 2, "val/a": 1, "val/b": 1})
+    loose = write_png(tmp_path / "train" / "stray.png")
+    notes = tmp_path / "val" / "notes.txt"
+    notes.write_text("x")
+    (tmp_path / "train" / ".DS_Store").write_bytes(b"x")  # clutter stays silent
+    index = index_folder(tmp_path)
+    assert sorted(index.ignored_files) == sorted([str(loose), str(notes)])
+    assert "stray.png" not in {Path(s.path).name for s in index.samples}
+    assert len(index.samples) == 6
+
+
+def test_images_only_loose_in_train_say_to_move_them(tmp_path: Path) -> None:
+    for i in range(3):
+        write_png(tmp_path / "train" / f"loose{i}.png")
+    with pytest.raises(DataError, match=r"no class folders.*3 image\(s\) lie directly in"):
+        index_folder(tmp_path)

@@ -165,3 +165,47 @@ def test_demo_on_shared_pneumoniamnist(tmp_path: Path, capsys: pytest.CaptureFix
     assert summary["train_images"] == 4708 and summary["val_images"] == 524
     # One head epoch + one full epoch at 64 px already beats the 74% majority class on val.
     assert summary["final"]["val_balanced_accuracy"] > 0.80, summary
+
+
+def test_corrupt_images_are_skipped_and_listed_or_fatal_with_strict(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", per_class=8)
+    (data / "train" / "left" / "broken.png").write_bytes(b"not a png")
+    (data / "train" / "left" / "notes.txt").write_text("ignored")
+    logs: list[str] = []
+    opts = {**FAST, "epochs": 1, "head_epochs": 0}
+    run = medfit.train(
+        data, out=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"), log=logs.append, **opts
+    )
+    assert any(
+        "skipped 1 unreadable image(s) in train" in line and "broken.png" in line for line in logs
+    )
+    assert any("1 file(s) not used" in line for line in logs)
+    assert run.summary["skipped_images"] == 1 and run.summary["train_images"] == 16
+    assert "broken.png" in (run.dir / "split.csv").read_text()
+
+    with pytest.raises(medfit.MedfitError, match="--strict"):
+        medfit.train(
+            data, out=str(tmp_path / "strict"), cache_dir=str(tmp_path / "c"), strict=True, **opts
+        )
+
+
+def test_lr_auto_runs_the_range_test_and_records_the_pick(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", per_class=16)
+    opts = {**FAST, "epochs": 1, "head_epochs": 1, "lr": "auto", "head_lr": "auto"}
+    run = medfit.train(data, out=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"), **opts)
+    cfg = RunConfig.load(run.dir / "config.yaml")
+    assert isinstance(cfg.train.lr, float) and isinstance(cfg.train.head_lr, float)
+    assert 1e-6 <= cfg.train.lr <= 1e-1
+    assert (run.dir / "lr_find_head.png").stat().st_size > 1000
+    assert (run.dir / "lr_find_full.png").stat().st_size > 1000
+
+
+def test_lr_find_command_saves_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medfit.cli import main
+
+    data = make_dataset(tmp_path / "data", per_class=16)
+    out = tmp_path / "lr"
+    argv = ["lr-find", str(data), "--out", str(out), "--stage", "head", "--img-size", "32"]
+    assert main([*argv, "--cache-dir", str(tmp_path / "c"), "--weights", "lite"]) == 0
+    assert (out / "lr_find_head.png").is_file()
+    assert "lr-find (head)" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from medfit.config import DataConfig
 from medfit.data.cache import CachedSplit, build_or_load, cache_size_for, default_cache_dir
+from medfit.data.manifest import index_manifest, is_manifest_path
 from medfit.data.sources import DatasetIndex, index_folder, stratified_subset
 from medfit.errors import DataError
 
@@ -14,6 +15,9 @@ Log = Callable[[str], None]
 
 
 def load_index(cfg: DataConfig, seed: int) -> DatasetIndex:
+    """Index `cfg.root`: a .csv/.tsv/.txt manifest file, else a folder layout."""
+    if is_manifest_path(cfg.root):
+        return index_manifest(cfg.root, cfg.val_fraction, seed)
     return index_folder(cfg.root, cfg.val_fraction, seed)
 
 

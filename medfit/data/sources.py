@@ -6,19 +6,31 @@
 
 A folder of class folders with no split folders is treated as `train`. Without a val split, a
 stratified split of train is made (and saved in the run). Everything downstream works on the
-`Sample` records produced here; nothing else walks the user's folders.
+`Sample` records produced here; nothing else walks the user's folders. (A CSV/TSV manifest is the
+other source: `medfit.data.manifest`; both share `check_classes` and `stratified_val_split`.)
+
+What the walk does with odd entries:
+- a file directly in a split folder (train/x.png, not in a class folder) is listed in
+  `ignored_files`, as are non-image files inside class folders; OS clutter is skipped silently;
+- a symlinked class folder is followed; a symlinked folder *inside* a class folder is not (it could
+  loop, or pull in another class's images) and is listed in `ignored_files`;
+- a symlinked file is indexed under its link path; a dangling or looping one is indexed too, and
+  the decode step reports it as unreadable (skipped with a count, fatal under --strict);
+- file names that are not valid UTF-8 come through as surrogate-escaped `str` and still open;
+- DICOM files get `Sample.group` from their header (PatientID, else StudyInstanceUID).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from medfit.data.decode import is_image_path, is_junk
+from medfit.data.decode import DICOM_SUFFIXES, _dicom_group, is_image_path, is_junk
 from medfit.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -42,7 +54,9 @@ class DatasetIndex:
     root: str
     classes: list[str]
     samples: list[Sample]
-    ignored_files: list[str] = field(default_factory=list)  # non-image files inside class folders
+    # Files seen but not used: non-images in class folders, files loose in a split folder,
+    # symlinked sub-folders (not followed).
+    ignored_files: list[str] = field(default_factory=list)
     val_from_train: bool = False  # True when val was split off train by medfit
 
     def split(self, name: str) -> list[Sample]:
@@ -89,8 +103,17 @@ def _unnest(folder: Path, split: str) -> Path:
 
 def _list_class_folder(folder: Path, ignored: list[str]) -> list[Path]:
     images: list[Path] = []
+    # followlinks=False: a symlink loop (link -> . or -> a parent) cannot make the walk recurse.
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not is_junk(Path(d)))
+        kept = []
+        for name in sorted(dirnames):
+            if is_junk(Path(name)):
+                continue
+            if os.path.islink(os.path.join(dirpath, name)):
+                ignored.append(os.path.join(dirpath, name))  # not followed; say so
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             path = Path(dirpath) / name
             # Judge the name alone: folders above the data root are not the user's to police.
@@ -101,8 +124,38 @@ def _list_class_folder(folder: Path, ignored: list[str]) -> list[Path]:
     return images
 
 
-def _class_folders(split_dir: Path) -> list[Path]:
-    return sorted(c for c in split_dir.iterdir() if c.is_dir() and not is_junk(Path(c.name)))
+def _split_contents(split_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(class folders, other non-junk entries) directly inside a split folder."""
+    folders: list[Path] = []
+    loose: list[Path] = []
+    for child in sorted(split_dir.iterdir()):
+        if is_junk(Path(child.name)):
+            continue
+        # is_dir follows a symlinked class folder; a looping or dangling link is not a folder.
+        (folders if child.is_dir() else loose).append(child)
+    return folders, loose
+
+
+def dicom_group(path: str | Path) -> str | None:
+    """PatientID, else StudyInstanceUID, from a DICOM file's header; None when not known.
+
+    Reads the header only (no pixels). None for non-DICOM suffixes, without pydicom, and for any
+    file whose header cannot be read: decoding reports unreadable files later, with the reason.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in DICOM_SUFFIXES or not path.is_file():  # is_file: no FIFOs
+        return None
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    try:
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"]
+        )
+    except Exception:  # pydicom reports malformed files with many exception types
+        return None
+    return _dicom_group(ds)
 
 
 def index_folder(root: str | Path, val_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
@@ -111,7 +164,10 @@ def index_folder(root: str | Path, val_fraction: float = 0.15, seed: int = 0) ->
     if not root.exists():
         raise DataError(f"data directory not found: {root}")
     if not root.is_dir():
-        raise DataError(f"{root} is a file; pass the folder that holds train/<class>/ folders")
+        raise DataError(
+            f"{root} is a file; pass the folder that holds train/<class>/ folders "
+            "or a .csv/.tsv manifest"
+        )
     split_dirs = find_split_dirs(root)
     if "train" not in split_dirs:
         if split_dirs:
@@ -123,13 +179,24 @@ def index_folder(root: str | Path, val_fraction: float = 0.15, seed: int = 0) ->
 
     per_split: dict[str, dict[str, list[Path]]] = {}
     ignored: list[str] = []
+    loose_images: dict[str, int] = {}
     for split, folder in split_dirs.items():
-        per_split[split] = {c.name: _list_class_folder(c, ignored) for c in _class_folders(folder)}
+        class_folders, loose = _split_contents(folder)
+        ignored.extend(str(p) for p in loose)
+        loose_images[split] = sum(is_image_path(Path(p.name)) for p in loose)
+        per_split[split] = {c.name: _list_class_folder(c, ignored) for c in class_folders}
 
-    classes = _check_classes(root, per_split)
+    no_train = "no class folders in the train split (expected train/<class>/)"
+    if loose_images["train"]:
+        no_train += (
+            f"; {loose_images['train']} image(s) lie directly in {split_dirs['train']}: "
+            "move them into one folder per class"
+        )
+    counts = {split: {c: len(ps) for c, ps in cs.items()} for split, cs in per_split.items()}
+    classes = check_classes(str(root), counts, no_train)
     index = {name: i for i, name in enumerate(classes)}
     samples = [
-        Sample(str(path), index[cls], split)
+        Sample(str(path), index[cls], split, dicom_group(path))
         for split in SPLITS
         for cls, paths in per_split.get(split, {}).items()
         for path in paths
@@ -140,24 +207,30 @@ def index_folder(root: str | Path, val_fraction: float = 0.15, seed: int = 0) ->
     return dataset
 
 
-def _check_classes(root: Path, per_split: dict[str, dict[str, list[Path]]]) -> list[str]:
-    train = per_split["train"]
+def check_classes(where: str, counts: Mapping[str, Mapping[str, int]], no_train: str) -> list[str]:
+    """The classes (sorted train classes) from `{split: {class: n_images}}`, or a DataError.
+
+    Shared by every source: train must have >= 2 classes, none of them empty, and val/test may
+    not hold a class train lacks. `where` starts each message (the folder or manifest);
+    `no_train` is the message when train holds no class at all.
+    """
+    train = counts.get("train", {})
     if not train:
-        raise DataError(f"{root}: no class folders in the train split (expected train/<class>/)")
-    empty = [c for c, paths in train.items() if not paths]
+        raise DataError(f"{where}: {no_train}")
+    empty = [c for c, n in train.items() if not n]
     if empty:
         raise DataError(
-            f"{root}: class folder(s) with no images in train: {', '.join(empty)}; "
-            "add images or remove the folder"
+            f"{where}: class(es) with no images in train: {', '.join(empty)}; "
+            "add images or remove the class folder"
         )
     classes = sorted(train)
     if len(classes) < 2:
-        raise DataError(f"{root}: only one class ({classes[0]}); a classifier needs at least two")
-    for split, folders in per_split.items():
-        extra = sorted(set(folders) - set(classes))
+        raise DataError(f"{where}: only one class ({classes[0]}); a classifier needs at least two")
+    for split in SPLITS:
+        extra = sorted(set(counts.get(split, {})) - set(classes))
         if extra:
             raise DataError(
-                f"{root}: class(es) {', '.join(extra)} in {split} but not in train; "
+                f"{where}: class(es) {', '.join(extra)} in {split} but not in train; "
                 "add training images for them or remove them"
             )
     return classes
@@ -173,7 +246,8 @@ def stratified_val_split(dataset: DatasetIndex, val_fraction: float, seed: int) 
         if len(paths) < 2:
             raise DataError(
                 f"{dataset.root}: class {dataset.classes[label]!r} has {len(paths)} training "
-                "image(s); need at least 2 to split off a validation set (or add a val/ folder)"
+                "image(s); need at least 2 to split off a validation set (or give a val split: "
+                "a val/ folder, or val rows in the manifest)"
             )
         n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
         to_val.update(rng.choice(paths, size=n_val, replace=False).tolist())

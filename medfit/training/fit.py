@@ -120,6 +120,8 @@ def _resolve_auto(cfg: RunConfig, train: CachedSplit, num_classes: int) -> None:
     ratio = recipe.imbalance_ratio(train.labels, num_classes)
     cfg.data.aug = resolve_preset(cfg.data.aug, grayscale=train.channels == 1)
     t.bn = resolve_bn_policy(t.bn, t.batch_size, t.bn_min_batch)
+    if t.lr is None:
+        t.lr = recipe.default_lr(t.bn)
     t.balance = recipe.resolve_balance(t.balance, ratio)
     t.select_metric = recipe.resolve_select_metric(t.select_metric, ratio)
 
@@ -149,10 +151,19 @@ def _describe(job: Job) -> str:
         f"  data {job.index.root}: {len(job.index.classes)} classes, "
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + (" (val split off train, saved in split.csv)" if job.index.val_from_train else "")
+        + _ignored_note(job.index)
         + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} (from the weights' config), "
         f"aug {cfg.data.aug}, bn {cfg.train.bn}, balance {cfg.train.balance}, "
         f"select on {cfg.train.select_metric}\n  run dir {job.run.path}"
     )
+
+
+def _ignored_note(index: DatasetIndex) -> str:
+    if not index.ignored_files:
+        return ""
+    first = ", ".join(index.ignored_files[:3])
+    n = len(index.ignored_files)
+    return f"\n  {n} file(s) not used (not images, or outside class folders), e.g. {first}"
 
 
 class StageState:

@@ -33,9 +33,7 @@ def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = pr
             for epoch in range(head.epochs):
                 _run_epoch(job, state, epoch, head.epochs, train_in, eval_in, val, _loss_fn(job))
             full = recipe.Stage("full", max(cfg.train.epochs, 1), 0.0, steps)
-            StageState(job, full, log)
-            return float(cfg.train.lr)
-        StageState(job, head, log)
-        return float(cfg.train.head_lr)
+            return StageState(job, full, log).stage.lr
+        return StageState(job, head, log).stage.lr
     finally:
         run.release()

@@ -90,6 +90,15 @@ def build_scheduler(
     )
 
 
+# Peak full-stage LRs measured on blood cells (see medfit/config.py, TrainConfig.lr).
+DEFAULT_LR = {"train": 3e-3, "frozen": 3e-4}
+
+
+def default_lr(bn_policy: str) -> float:
+    """Frozen BatchNorm cannot absorb large updates: it diverged at the BN-train LR."""
+    return DEFAULT_LR[bn_policy]
+
+
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """n / (k * count_c), scikit-learn's "balanced" weights; absent classes get weight 0."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
