@@ -14,13 +14,13 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medfit.config import AUG_PRESETS, BALANCE_MODES, BN_POLICIES, SELECT_METRICS
+from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.errors import MedfitError
 
 
@@ -109,16 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("head", "full"), default="full")
     _add_recipe_options(p)
 
-    p = sub.add_parser("predict", help="class probabilities for images with a trained run")
-    p.add_argument("run")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", help="write a CSV here (default: print)")
-    p.add_argument("--batch-size", type=int, default=32)
-
     p = sub.add_parser("demo", help="train on PneumoniaMNIST with offline weights (minutes on CPU)")
     p.add_argument("--data", help="a local copy in train/val/test folder layout")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=3)
+
+    add_deploy_commands(sub)
 
     p = sub.add_parser("models", help="list timm model names (and which have offline weights)")
     p.add_argument("pattern", nargs="?", default="*", help="a glob, e.g. '*efficientnet*'")
@@ -157,39 +153,6 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
     run_lr_find(_config_from_args(args), args.stage)
 
 
-def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    from medfit.data.decode import is_image_path
-
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths.extend(p for p in sorted(path.rglob("*")) if p.is_file() and is_image_path(p))
-        elif path.exists():
-            paths.append(path)
-        else:
-            raise MedfitError(f"input not found: {path}")
-    if not paths:
-        raise MedfitError(f"no images found in {', '.join(inputs)}")
-    return paths
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    from medfit.api import load
-
-    classifier = load(args.run)
-    paths = _expand_inputs(args.inputs)
-    result = classifier.predict(paths, batch_size=args.batch_size)
-    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
-    writer = csv.writer(out)
-    writer.writerow(["path", "predicted", *[f"p_{c}" for c in result.classes]])
-    for path, label, probs in zip(paths, result.labels, result.probs, strict=True):
-        writer.writerow([str(path), label, *[f"{p:.4f}" for p in probs]])
-    if args.out:
-        out.close()
-        print(f"wrote {len(paths)} predictions to {args.out}")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     from medfit.demo import run_demo
 
@@ -212,9 +175,9 @@ def cmd_models(args: argparse.Namespace) -> None:
 COMMANDS = {
     "train": cmd_train,
     "lr-find": cmd_lr_find,
-    "predict": cmd_predict,
     "demo": cmd_demo,
     "models": cmd_models,
+    **DEPLOY_COMMANDS,
 }
 
 

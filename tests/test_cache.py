@@ -1,11 +1,13 @@
-"""build_or_load / cache_key / resize_square / cache_size_for: the decode-once cache returns the
-right pixels in the right order, is reused when nothing changed, rebuilt when anything did, and
-never leaves a half-written entry that looks complete."""
+"""build_or_load / cache_key / resize_square / cache_size_for / prune: the decode-once cache returns
+the right pixels in the right order, is reused when nothing changed, rebuilt when anything did
+(decoding only the new or changed files), and never leaves a half-written entry that looks
+complete."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +297,237 @@ def test_cache_size_for_adds_the_crop_margin() -> None:
         size = cache_size_for(img_size)
         assert isinstance(size, int)
         assert img_size * CACHE_MARGIN <= size < img_size * CACHE_MARGIN + 1
+
+
+# --- incremental rebuilds: only new or changed files are decoded -------------------------------
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every file decoded from now on (serial builds, workers=1)."""
+    real_decode = cache_mod._decode_one
+    seen: list[str] = []
+
+    def counting(args: tuple[str, int, str]) -> Any:
+        seen.append(args[0])
+        return real_decode(args)
+
+    monkeypatch.setattr(cache_mod, "_decode_one", counting)
+    return seen
+
+
+def rewrite_gray(path: Path, value: int) -> None:
+    """Change a file's pixels and make sure its mtime moves (same size is likely)."""
+    before = path.stat().st_mtime_ns
+    solid_gray(path, value)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, max(stat.st_mtime_ns, before) + 2_000_000_000))
+
+
+def gray_set(folder: Path, n: int, start: int = 10) -> list[Sample]:
+    return [sample(solid_gray(folder / f"{i}.png", start + 20 * i), i % 3) for i in range(n)]
+
+
+def test_one_changed_file_of_six_is_the_only_one_decoded(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = gray_set(tmp_path / "data", 6)
+    first = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert (first.reused, first.decoded) == (0, 6)
+    rewrite_gray(Path(samples[3].path), 250)
+
+    decodes = count_decodes(monkeypatch)
+    second = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert decodes == [samples[3].path]
+    assert (second.reused, second.decoded) == (5, 1)
+    assert [int(second.pixels[i].mean()) for i in range(6)] == [10, 30, 50, 250, 90, 110]
+    assert second.paths == [s.path for s in samples]
+    assert second.labels.tolist() == [s.label for s in samples]
+    assert second.channels == 1
+    # The rebuilt entry equals a build from scratch.
+    scratch = build_or_load(samples, SIZE, tmp_path / "scratch", workers=1)
+    assert np.array_equal(np.asarray(second.pixels), np.asarray(scratch.pixels))
+    # And a third call is a plain hit: nothing built, nothing decoded.
+    decodes.clear()
+    third = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert decodes == [] and (third.reused, third.decoded) == (0, 0)
+
+
+def test_an_added_file_is_the_only_one_decoded(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = gray_set(tmp_path / "data", 5)
+    build_or_load(samples, SIZE, cache_dir, workers=1)
+    new = sample(solid_gray(tmp_path / "data" / "new.png", 222), 1)
+    grown = [*samples[:2], new, *samples[2:]]  # inserted in the middle: order is kept
+
+    decodes = count_decodes(monkeypatch)
+    part = build_or_load(grown, SIZE, cache_dir, workers=1)
+    assert decodes == [new.path]
+    assert (part.reused, part.decoded) == (5, 1)
+    assert part.paths == [s.path for s in grown]
+    assert [int(part.pixels[i].mean()) for i in range(6)] == [10, 30, 222, 50, 70, 90]
+
+
+def test_a_removed_file_or_a_new_label_decodes_nothing(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = gray_set(tmp_path / "data", 4)
+    build_or_load(samples, SIZE, cache_dir, workers=1)
+    decodes = count_decodes(monkeypatch)
+
+    shrunk = build_or_load([samples[0], samples[2], samples[3]], SIZE, cache_dir, workers=1)
+    assert (shrunk.reused, shrunk.decoded) == (3, 0)
+    assert [int(shrunk.pixels[i].mean()) for i in range(3)] == [10, 50, 70]
+
+    relabelled = [Sample(s.path, 2 - s.label, s.split) for s in samples]
+    part = build_or_load(relabelled, SIZE, cache_dir, workers=1)
+    assert (part.reused, part.decoded) == (4, 0)
+    assert part.labels.tolist() == [2 - s.label for s in samples]
+    assert decodes == []
+
+
+def test_different_size_or_interpolation_reuses_nothing(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = gray_set(tmp_path / "data", 4)
+    build_or_load(samples, SIZE, cache_dir, workers=1)
+    decodes = count_decodes(monkeypatch)
+    bigger = build_or_load(samples, SIZE + 2, cache_dir, workers=1)
+    assert len(decodes) == 4 and (bigger.reused, bigger.decoded) == (0, 4)
+    assert bigger.pixels.shape == (4, SIZE + 2, SIZE + 2, 1)
+    other = build_or_load(samples, SIZE, cache_dir, interpolation="nearest", workers=1)
+    assert len(decodes) == 8 and (other.reused, other.decoded) == (0, 4)
+
+
+def test_a_new_colour_image_turns_a_gray_entry_into_three_channels(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = gray_set(tmp_path / "data", 4)
+    gray = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert gray.channels == 1
+    colour = sample(solid_rgb(tmp_path / "data" / "red.png", (200, 30, 10)), 0)
+
+    decodes = count_decodes(monkeypatch)
+    part = build_or_load([*samples[:3], colour, samples[3]], SIZE, cache_dir, workers=1)
+    assert decodes == [colour.path]
+    assert (part.reused, part.decoded) == (4, 1)
+    assert part.pixels.shape == (5, SIZE, SIZE, 3)
+    for i, value in zip((0, 1, 2, 4), (10, 30, 50, 70), strict=True):
+        assert (part.pixels[i] == value).all()  # gray replicated into all three channels
+    assert (part.pixels[3] == np.array([200, 30, 10], dtype=np.uint8)).all()
+
+    # Back again: the colour file turns gray, so the entry has one channel again; the gray rows
+    # come from the 3-channel entry.
+    rewrite_gray(Path(colour.path), 123)
+    decodes.clear()
+    again = build_or_load([*samples[:3], colour, samples[3]], SIZE, cache_dir, workers=1)
+    assert decodes == [colour.path]
+    assert again.pixels.shape == (5, SIZE, SIZE, 1)
+    assert [int(again.pixels[i].mean()) for i in range(5)] == [10, 30, 50, 123, 70]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 1000])
+def test_colour_after_gray_rows_and_failures_in_between(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    # Exercises the 1 -> 3 channel switch after rows were written (copied in chunks) and the
+    # cut of the rows that failed to decode.
+    monkeypatch.setattr(cache_mod, "COPY_CHUNK_BYTES", chunk_rows * SIZE * SIZE * 3)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    samples = [
+        sample(solid_gray(tmp_path / "g0.png", 5), 0),
+        sample(bad, 1),
+        sample(solid_gray(tmp_path / "g1.png", 15), 1),
+        sample(solid_gray(tmp_path / "g2.png", 25), 0),
+        sample(solid_rgb(tmp_path / "c.png", (1, 2, 3)), 1),
+        sample(bad, 0),
+    ]
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert part.pixels.shape == (4, SIZE, SIZE, 3)
+    assert [(part.pixels[i] == v).all() for i, v in enumerate((5, 15, 25))] == [True] * 3
+    assert (part.pixels[3] == np.array([1, 2, 3], dtype=np.uint8)).all()
+    assert [p for p, _ in part.skipped] == [str(bad), str(bad)]
+    assert part.labels.tolist() == [0, 1, 0, 1]
+    assert sorted(f.name for f in Path(part.pixels.filename).parent.iterdir()) == [
+        "index.json",
+        "pixels.npy",
+    ]
+    # The file on disk holds exactly the kept rows.
+    pixels_file = Path(part.pixels.filename)
+    assert np.load(pixels_file).shape == (4, SIZE, SIZE, 3)
+    # A rebuild with a new label reuses the 4 rows and decodes only the two bad files again.
+    decodes = count_decodes(monkeypatch)
+    relabelled = [Sample(s.path, 1 - s.label, s.split) for s in samples]
+    again = build_or_load(relabelled, SIZE, cache_dir, workers=1)
+    assert decodes == [str(bad), str(bad)]
+    assert np.array_equal(np.asarray(again.pixels), np.asarray(part.pixels))
+
+
+def test_the_donor_is_the_entry_sharing_most_rows_not_the_newest(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Train and val live in the same cache folder: rebuilding train must not pick val.
+    train = gray_set(tmp_path / "train", 6)
+    val = gray_set(tmp_path / "val", 3, start=15)
+    build_or_load(train, SIZE, cache_dir, workers=1)
+    build_or_load(val, SIZE, cache_dir, workers=1)  # newer
+    rewrite_gray(Path(train[0].path), 1)
+    decodes = count_decodes(monkeypatch)
+    part = build_or_load(train, SIZE, cache_dir, workers=1)
+    assert decodes == [train[0].path]
+    assert part.reused == 5
+
+
+def test_entries_without_stamps_are_not_donors(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = gray_set(tmp_path / "data", 3)
+    old = build_or_load(samples, SIZE, cache_dir, workers=1)
+    index_file = Path(old.pixels.filename).parent / "index.json"
+    index = json.loads(index_file.read_text())
+    for key in ("params", "stamps"):  # what medfit wrote before incremental rebuilds
+        del index[key]
+    index_file.write_text(json.dumps(index))
+    rewrite_gray(Path(samples[0].path), 3)
+    decodes = count_decodes(monkeypatch)
+    part = build_or_load(samples, SIZE, cache_dir, workers=1)
+    assert len(decodes) == 3 and part.reused == 0
+
+
+def test_reuse_with_a_process_pool_matches_a_serial_build(tmp_path: Path) -> None:
+    samples = [
+        sample(solid_rgb(tmp_path / f"img{i}.png", (i * 6, 255 - i * 6, i)), i % 3)
+        for i in range(40)
+    ]
+    build_or_load(samples, SIZE, tmp_path / "c", workers=2)
+    extra = [sample(solid_rgb(tmp_path / f"new{i}.png", (i, i, 99)), 1) for i in range(20)]
+    grown = [*samples[::2], *extra, *samples[1::2]]
+    pooled = build_or_load(grown, SIZE, tmp_path / "c", workers=2)
+    serial = build_or_load(grown, SIZE, tmp_path / "scratch", workers=1)
+    assert (pooled.reused, pooled.decoded) == (40, 20)
+    assert np.array_equal(np.asarray(pooled.pixels), np.asarray(serial.pixels))
+    assert pooled.paths == serial.paths
+
+
+def test_prune_deletes_only_entries_unused_for_n_days(tmp_path: Path, cache_dir: Path) -> None:
+    old = build_or_load(gray_set(tmp_path / "a", 2), SIZE, cache_dir, workers=1)
+    recent = gray_set(tmp_path / "b", 2)
+    new = build_or_load(recent, SIZE, cache_dir, workers=1)
+    old_entry = Path(old.pixels.filename).parent
+    new_entry = Path(new.pixels.filename).parent
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(old_entry / "index.json", (ten_days_ago, ten_days_ago))
+    stale_tmp = cache_dir / f".{'0' * 24}.abc"
+    stale_tmp.mkdir()
+    os.utime(stale_tmp, (ten_days_ago, ten_days_ago))
+    foreign = cache_dir / "demo"
+    foreign.mkdir()
+    os.utime(foreign, (ten_days_ago, ten_days_ago))
+
+    assert sorted(cache_mod.prune(cache_dir, older_than_days=7)) == sorted([old_entry, stale_tmp])
+    assert sorted(entries(cache_dir)) == sorted([foreign, new_entry])
+    # Loading an entry counts as a use.
+    os.utime(new_entry / "index.json", (ten_days_ago, ten_days_ago))
+    build_or_load(recent, SIZE, cache_dir, workers=1)
+    assert cache_mod.prune(cache_dir, older_than_days=7) == []

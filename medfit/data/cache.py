@@ -8,23 +8,37 @@ cache rather than by N x H x W x C.
 
 Layout of a cache entry (a folder named by a hash of its inputs):
     pixels.npy   uint8 (N, S, S, C), C = 1 when every image is grayscale else 3
-    index.json   paths, labels, which ones failed to decode and why; written LAST, so a folder
-                 without it is an interrupted build and is rebuilt, never used.
+    index.json   paths, labels, per-row stamps ("size|mtime_ns" of the source file), the
+                 preprocessing params, which files failed to decode and why; written LAST, so a
+                 folder without it is an interrupted build and is rebuilt, never used.
 The key covers every source file's (path, size, mtime) and every preprocessing parameter, so a
 stale cache is never used.
+
+Incremental rebuilds: when the key misses (a file was added, changed, relabelled or removed), the
+complete entry in the same cache folder with the same params that shares the most (path, stamp)
+rows with the new split donates those rows (copied from its memory map in bounded chunks); only new
+or changed files are decoded. Train and val usually share a cache folder, hence "most rows shared"
+rather than "newest". Labels are not part of a row: a relabelled file is reused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import time
+from collections import deque
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,6 +55,14 @@ RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
+# Rows are copied (donor rows, channel promotion) in chunks of about this many bytes.
+COPY_CHUNK_BYTES = 32 << 20
+# Only this many of the most recently used complete entries are considered as donors.
+MAX_DONOR_CANDIDATES = 16
+_DECODE_CHUNK = 16  # files per task sent to a decode worker
+_MISSING = "missing"
+_ENTRY_NAME = re.compile(r"[0-9a-f]{24}")
+_TEMP_NAME = re.compile(r"\.[0-9a-f]{24}\..+")
 
 
 def cache_size_for(img_size: int) -> int:
@@ -72,23 +94,37 @@ class CachedSplit:
     labels: np.ndarray  # int64 (N,)
     paths: list[str]  # the N decoded images, same order
     skipped: list[tuple[str, str]]  # (path, reason) for files that failed to decode
+    # What this call did: rows copied from an older entry / files decoded (both 0 on a cache hit).
+    reused: int = 0
+    decoded: int = 0
 
     @property
     def channels(self) -> int:
         return int(self.pixels.shape[3])
 
 
-def cache_key(samples: Sequence[Sample], size: int, interpolation: str) -> str:
+def _stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _MISSING
+    return f"{st.st_size}|{st.st_mtime_ns}"
+
+
+def _params(size: int, interpolation: str) -> dict[str, Any]:
+    return {"version": CACHE_VERSION, "size": size, "interpolation": interpolation}
+
+
+def _key(samples: Sequence[Sample], stamps: Sequence[str], size: int, interpolation: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"v{CACHE_VERSION}|{size}|{interpolation}".encode())
-    for s in samples:
-        try:
-            st = os.stat(s.path)
-            stamp = f"{st.st_size}|{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
+    for s, stamp in zip(samples, stamps, strict=True):
         digest.update(f"|{s.path}|{s.label}|{stamp}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:24]
+
+
+def cache_key(samples: Sequence[Sample], size: int, interpolation: str) -> str:
+    return _key(samples, [_stamp(s.path) for s in samples], size, interpolation)
 
 
 def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
@@ -100,17 +136,30 @@ def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
     return resize_square(decoded.pixels, size, interpolation), decoded.note
 
 
+def _decode_many(jobs: list[tuple[str, int, str]]) -> list[tuple[np.ndarray | None, str]]:
+    return [_decode_one(job) for job in jobs]
+
+
 def _decoded_stream(
-    samples: Sequence[Sample], size: int, interpolation: str, workers: int
-) -> Iterator[tuple[np.ndarray | None, str]]:
-    jobs = [(s.path, size, interpolation) for s in samples]
+    paths: Sequence[str], size: int, interpolation: str, workers: int
+) -> Generator[tuple[np.ndarray | None, str], None, None]:
+    jobs = ((path, size, interpolation) for path in paths)
     if workers <= 1:
         yield from map(_decode_one, jobs)
         return
-    # Results come back in order and are written one by one: memory stays bounded by the pool's
-    # in-flight chunks, not by the dataset.
+    # Results come back in order, and only a few chunks per worker are in flight at a time:
+    # memory stays bounded even when the consumer is slower than the pool (Executor.map would
+    # submit everything at once and keep every finished result until it is consumed).
+    chunks = iter(lambda: list(islice(jobs, _DECODE_CHUNK)), [])
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_decode_one, jobs, chunksize=16)
+        pending: deque[Future[list[tuple[np.ndarray | None, str]]]] = deque(
+            pool.submit(_decode_many, chunk) for chunk in islice(chunks, 4 * workers)
+        )
+        while pending:
+            results = pending.popleft().result()
+            for chunk in islice(chunks, 1):
+                pending.append(pool.submit(_decode_many, chunk))
+            yield from results
 
 
 def build_or_load(
@@ -121,58 +170,242 @@ def build_or_load(
     workers: int | None = None,
     desc: str = "cache",
 ) -> CachedSplit:
-    """Return the cached pixels for `samples`, building them first if needed."""
-    entry = Path(cache_dir) / cache_key(samples, size, interpolation)
-    if not (entry / "index.json").exists():
-        _build(samples, size, interpolation, entry, workers or os.cpu_count() or 1, desc)
-    return _load(entry)
+    """Return the cached pixels for `samples`, building them first if needed.
+
+    A build reuses the unchanged rows of the best matching older entry (see the module
+    docstring); `reused` and `decoded` on the result say how many rows came from where.
+    """
+    stamps = [_stamp(s.path) for s in samples]
+    entry = Path(cache_dir) / _key(samples, stamps, size, interpolation)
+    if (entry / "index.json").exists():
+        return _load(entry)
+    reused, decoded = _build(
+        samples, stamps, size, interpolation, entry, workers or os.cpu_count() or 1, desc
+    )
+    return dataclasses.replace(_load(entry), reused=reused, decoded=decoded)
+
+
+@dataclass
+class _Donor:
+    pixels: np.ndarray  # the older entry's (M, S, S, C) memory map
+    rows: dict[tuple[str, str], int]  # (path, stamp) -> row in `pixels`
+
+
+def _find_donor(
+    cache_dir: Path, entry: Path, wanted: set[tuple[str, str]], params: dict[str, Any]
+) -> _Donor | None:
+    """The complete entry with `params` that shares the most (path, stamp) rows with `wanted`."""
+    if not wanted or not cache_dir.is_dir():
+        return None
+    candidates: list[tuple[int, Path]] = []
+    for child in cache_dir.iterdir():
+        if child == entry or child.name.startswith("."):
+            continue
+        try:
+            candidates.append(((child / "index.json").stat().st_mtime_ns, child))
+        except OSError:  # not an entry, or an incomplete one
+            continue
+    candidates.sort(reverse=True)  # most recently built or used first: wins ties
+    best: tuple[int, Path, dict[tuple[str, str], int]] | None = None
+    for _, child in candidates[:MAX_DONOR_CANDIDATES]:
+        try:
+            index = json.loads((child / "index.json").read_text())
+            if index.get("params") != params or len(index["stamps"]) != len(index["paths"]):
+                continue
+            rows = {
+                key: row
+                for row, key in enumerate(zip(index["paths"], index["stamps"], strict=True))
+                if key in wanted
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable or from an older medfit: not a donor
+        if rows and (best is None or len(rows) > best[0]):
+            best = (len(rows), child, rows)
+    if best is None:
+        return None
+    _, child, rows = best
+    try:
+        pixels = np.load(child / "pixels.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    size = params["size"]
+    if (
+        pixels.dtype != np.uint8
+        or pixels.ndim != 4
+        or pixels.shape[1:3] != (size, size)
+        or pixels.shape[3] not in (1, 3)
+        or max(rows.values()) >= pixels.shape[0]
+    ):
+        return None
+    return _Donor(pixels, rows)
+
+
+class _RowWriter:
+    """Appends rows to a .npy preallocated for `capacity` rows.
+
+    It stores 1 channel until the first colour row arrives, then copies the rows written so far
+    into a 3-channel file once (gray replicated) and goes on there; so an all-gray split never
+    takes 3 channels of disk and a colour split (colour from its first row) is never copied.
+    Rows of files that failed to decode are simply not appended; `finish` cuts the unused tail.
+    """
+
+    def __init__(self, folder: Path, capacity: int, size: int) -> None:
+        self.folder, self.capacity, self.size = folder, capacity, size
+        self.count = 0
+        self.path = folder / "pixels.gray.npy"
+        self.array = self._open(self.path, 1)
+
+    @property
+    def channels(self) -> int:
+        return int(self.array.shape[3])
+
+    def _open(self, path: Path, channels: int) -> np.memmap:
+        shape = (self.capacity, self.size, self.size, channels)
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        assert isinstance(array, np.memmap)
+        return array
+
+    def append(self, rows: np.ndarray) -> None:
+        """Append (m, S, S, 1 or 3) uint8 rows."""
+        if self.channels == 1 and rows.shape[3] == 3:
+            if _is_gray(rows):
+                rows = rows[..., :1]
+            else:
+                self._promote()
+        self.array[self.count : self.count + len(rows)] = rows  # 1 channel broadcasts to 3
+        self.count += len(rows)
+
+    def _promote(self) -> None:
+        path = self.folder / "pixels.rgb.npy"
+        rgb = self._open(path, 3)
+        step = _rows_per_chunk(self.size, 3)
+        for start in range(0, self.count, step):
+            end = min(start + step, self.count)
+            rgb[start:end] = self.array[start:end]
+        del self.array
+        self.path.unlink()
+        self.path, self.array = path, rgb
+
+    def finish(self, out: Path) -> None:
+        """Flush, drop the unused rows and move the file to `out`."""
+        self.array.flush()
+        del self.array
+        if self.count < self.capacity:
+            _shrink_npy_rows(self.path, self.count)
+        os.replace(self.path, out)
+
+
+def _rows_per_chunk(size: int, channels: int) -> int:
+    return max(1, COPY_CHUNK_BYTES // (size * size * channels))
+
+
+def _shrink_npy_rows(path: Path, rows: int) -> None:
+    """Keep only the first `rows` rows of a C-order .npy file, in place.
+
+    The header is rewritten with the new shape, padded to its old length (a smaller number never
+    needs more room), and the file is truncated; no data is copied.
+    """
+    with open(path, "r+b") as f:
+        major, _ = np.lib.format.read_magic(f)
+        if major == 1:
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif major == 2:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"{path}: unsupported .npy version {major}")
+        if fortran:
+            raise ValueError(f"{path}: Fortran-order arrays cannot be cut by rows")
+        data_start = f.tell()
+        prefix = 8 + (2 if major == 1 else 4)  # magic + version, then the header length field
+        new_shape = (rows, *shape[1:])
+        header = repr(
+            {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": new_shape,
+            }
+        )
+        room = data_start - prefix - 1  # the header ends with "\n"
+        if len(header) > room:
+            raise ValueError(f"{path}: no room for the new header")
+        f.seek(prefix)
+        f.write((header.ljust(room) + "\n").encode("latin1"))
+        f.truncate(data_start + int(np.prod(new_shape)) * dtype.itemsize)
 
 
 def _build(
     samples: Sequence[Sample],
+    stamps: Sequence[str],
     size: int,
     interpolation: str,
     entry: Path,
     workers: int,
     desc: str,
-) -> None:
+) -> tuple[int, int]:
+    """Build `entry` atomically; return (rows reused from an older entry, files decoded)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
+    params = _params(size, interpolation)
+    wanted = {(s.path, st) for s, st in zip(samples, stamps, strict=True) if st != _MISSING}
+    donor = _find_donor(entry.parent, entry, wanted, params)
+    donor_rows = donor.rows if donor is not None else {}
+    source = [donor_rows.get((s.path, st)) for s, st in zip(samples, stamps, strict=True)]
+    to_decode = [s.path for s, row in zip(samples, source, strict=True) if row is None]
+    n_reused = len(samples) - len(to_decode)
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    decoded = _decoded_stream(to_decode, size, interpolation, workers)
     try:
-        # Worst case 3 channels; trimmed to 1 at the end when every image is grayscale.
-        raw = np.lib.format.open_memmap(
-            tmp / "raw.npy", mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3)
-        )
-        ok = np.zeros(len(samples), dtype=bool)
-        any_colour = False
+        writer = _RowWriter(tmp, len(samples), size)
+        kept: list[int] = []
         skipped: list[tuple[str, str]] = []
-        stream = _decoded_stream(samples, size, interpolation, workers)
-        for i, (pixels, note) in enumerate(
-            tqdm(stream, total=len(samples), desc=desc, leave=False)
-        ):
-            if pixels is None:
-                skipped.append((samples[i].path, note))
-                continue
-            ok[i] = True
-            raw[i] = pixels  # (S, S, 1) broadcasts to 3 channels
-            any_colour = any_colour or (pixels.shape[2] == 3 and not _is_gray(pixels))
-        _compact(raw, ok, 3 if any_colour else 1, tmp / "pixels.npy")
-        del raw
-        (tmp / "raw.npy").unlink()
-        kept = [s for s, good in zip(samples, ok, strict=True) if good]
+        run: list[tuple[int, int]] = []  # consecutive (sample, donor row) pairs to copy
+        step = _rows_per_chunk(size, 3)
+        label = f"{desc} ({len(to_decode)} to decode, {n_reused} reused)" if donor else desc
+        with tqdm(total=len(samples), desc=label, leave=False) as progress:
+
+            def copy_run() -> None:
+                if donor is not None and run:
+                    writer.append(np.asarray(donor.pixels[[row for _, row in run]]))
+                    kept.extend(i for i, _ in run)
+                    progress.update(len(run))
+                    run.clear()
+
+            for i, row in enumerate(source):
+                if row is not None:
+                    run.append((i, row))
+                    if len(run) >= step:
+                        copy_run()
+                    continue
+                copy_run()
+                pixels, note = next(decoded)
+                if pixels is None:
+                    skipped.append((samples[i].path, note))
+                else:
+                    writer.append(pixels[None])
+                    kept.append(i)
+                progress.update(1)
+            copy_run()
+        writer.finish(tmp / "pixels.npy")
         index = {
             "version": CACHE_VERSION,
-            "paths": [s.path for s in kept],
-            "labels": [s.label for s in kept],
+            "params": params,
+            "paths": [samples[i].path for i in kept],
+            "labels": [samples[i].label for i in kept],
+            "stamps": [stamps[i] for i in kept],
             "skipped": skipped,
+            "built": {"reused": n_reused, "decoded": len(to_decode)},
         }
         (tmp / "index.json").write_text(json.dumps(index))
-        if entry.exists():  # an interrupted earlier build: it has no index.json, so it is garbage
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
+        # If another process finished the same entry meanwhile, theirs is kept and ours dropped.
+        if not (entry / "index.json").exists():
+            if entry.exists():  # an interrupted earlier build: it has no index.json
+                shutil.rmtree(entry)
+            os.replace(tmp, entry)
     finally:
+        decoded.close()  # shuts the worker pool down if the build stopped early
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return n_reused, len(to_decode)
 
 
 def _is_gray(pixels: np.ndarray) -> bool:
@@ -181,22 +414,41 @@ def _is_gray(pixels: np.ndarray) -> bool:
     )
 
 
-def _compact(raw: np.ndarray, ok: np.ndarray, channels: int, out: Path) -> None:
-    """Copy the successfully decoded rows into the final array, in chunks (bounded memory)."""
-    rows = np.flatnonzero(ok)
-    final = np.lib.format.open_memmap(
-        out, mode="w+", dtype=np.uint8, shape=(len(rows), raw.shape[1], raw.shape[2], channels)
-    )
-    for start in range(0, len(rows), 1024):
-        chunk = rows[start : start + 1024]
-        final[start : start + len(chunk)] = raw[chunk, :, :, :channels]
-    final.flush()
-    del final
-
-
 def _load(entry: Path) -> CachedSplit:
     index = json.loads((entry / "index.json").read_text())
     pixels = np.load(entry / "pixels.npy", mmap_mode="r")
     labels = np.asarray(index["labels"], dtype=np.int64)
     skipped = [(p, r) for p, r in index["skipped"]]
+    # The index's mtime records the last use (for `prune` and the choice of a donor); a read-only
+    # cache folder keeps its old times.
+    with contextlib.suppress(OSError):
+        os.utime(entry / "index.json")
     return CachedSplit(pixels, labels, list(index["paths"]), skipped)
+
+
+def prune(cache_dir: Path, older_than_days: float) -> list[Path]:
+    """Delete cache entries (and leftover temp folders) not used for `older_than_days` days.
+
+    Returns the deleted folders. An entry that is in use by a running process stays readable
+    there (POSIX keeps unlinked memory-mapped files alive) but will be rebuilt next time.
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    cutoff = time.time() - older_than_days * 86400
+    deleted: list[Path] = []
+    for child in sorted(cache_dir.iterdir()):
+        index = child / "index.json"
+        try:
+            if _TEMP_NAME.fullmatch(child.name):  # a temp folder left by a killed build
+                last_used = child.stat().st_mtime
+            elif _ENTRY_NAME.fullmatch(child.name) and index.is_file():
+                last_used = index.stat().st_mtime
+            else:
+                continue  # not ours (e.g. downloaded demo data)
+        except OSError:
+            continue
+        if child.is_dir() and last_used < cutoff:
+            shutil.rmtree(child, ignore_errors=True)
+            deleted.append(child)
+    return deleted

@@ -24,7 +24,8 @@ MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
 class EpochStats:
     loss: float = 0.0
     acc: float = 0.0
-    data_s: float = 0.0  # time blocked waiting for the next batch
+    data_s: float = 0.0  # time blocked waiting for the next batch from the cache
+    augment_s: float = 0.0  # batch augmentation + normalisation on the device
     compute_s: float = 0.0  # forward/backward/step (synchronised on CUDA)
     skipped_steps: int = 0
     steps: int = 0
@@ -74,8 +75,12 @@ def train_one_epoch(
         started = time.perf_counter()
         stats.data_s += started - tick
         labels = labels.to(device, non_blocking=True)
+        inputs = to_input(pixels)
+        _sync(device)
+        augmented = time.perf_counter()
+        stats.augment_s += augmented - started
         with autocast_for(device, amp):
-            logits = model(to_input(pixels))
+            logits = model(inputs)
             loss = loss_fn(logits.float(), labels)
         if not torch.isfinite(loss):
             stats.skipped_steps += 1
@@ -110,7 +115,7 @@ def train_one_epoch(
         stats.steps += 1
         _sync(device)
         tick = time.perf_counter()
-        stats.compute_s += tick - started
+        stats.compute_s += tick - augmented
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
     stats.loss = loss_sum / max(seen, 1)
     stats.acc = correct / max(seen, 1)

@@ -416,6 +416,7 @@ def _run_epoch(
         "val_macro_f1": val.metrics["macro_f1"],
         "lr": max(g["lr"] for g in current.optimizer.param_groups),
         "data_s": stats.data_s,
+        "augment_s": stats.augment_s,
         "compute_s": stats.compute_s,
         "eval_s": now - eval_started,
         "epoch_s": now - started,
@@ -485,7 +486,8 @@ def _epoch_line(row: dict[str, Any], total: int) -> str:
         f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} "
         f"bal {row['val_balanced_accuracy']:.3f} f1 {row['val_macro_f1']:.3f} | "
         f"lr {row['lr']:.1e} | {row['epoch_s']:.0f}s "
-        f"(data wait {row['data_s']:.1f}s, compute {row['compute_s']:.1f}s, "
+        f"(data wait {row['data_s']:.1f}s, augment {row['augment_s']:.1f}s, "
+        f"compute {row['compute_s']:.1f}s, "
         f"eval {row['eval_s']:.1f}s)"
     )
 
@@ -505,6 +507,7 @@ def _write_summary(job: Job) -> dict[str, Any]:
         "epochs_run": len(job.history),
         "final": {k: last.get(k) for k in ("val_acc", "val_balanced_accuracy", "val_macro_f1")},
         "data_wait_s": sum(r["data_s"] for r in job.history),
+        "augment_s": sum(r["augment_s"] for r in job.history),
         "compute_s": sum(r["compute_s"] for r in job.history),
         "device": str(job.device),
         "wall_s": time.time() - job.started,

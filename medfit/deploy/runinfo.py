@@ -1,0 +1,99 @@
+"""What a run directory says about inference, beyond the weights.
+
+The checkpoint carries the model and its preprocessing; the rest of what prediction needs lives in
+small files of the run: the resolved augmentation preset (`config.yaml` `data.aug`), which decides
+which flips test-time augmentation may use, and an optional `calibration.json`
+(`{"temperature": T}`) written by calibration, which turns logits into calibrated probabilities
+as softmax(logits / T).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medfit.data import augment
+from medfit.errors import MedfitError
+from medfit.training.rundir import RunDir, existing_run_dir
+
+CALIBRATION_FILE = "calibration.json"
+FLIP_DIMS = {"hflip": -1, "vflip": -2}  # NCHW: width is the last axis, height the one before
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Inference-relevant metadata of one run directory."""
+
+    path: Path
+    model_name: str  # the timm architecture
+    aug_preset: str  # the resolved preset the model was trained with
+    temperature: float | None  # from calibration.json; None when the run is not calibrated
+    summary: dict[str, Any]  # summary.json ({} when absent)
+
+    @property
+    def tta_views(self) -> tuple[str, ...]:
+        """'identity' plus each flip the training augmentation used (see `allowed_flips`)."""
+        return ("identity", *allowed_flips(self.aug_preset))
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read the run's config, calibration and summary; a MedfitError when one is malformed."""
+    run = existing_run_dir(str(run_dir))
+    config = _config(run)
+    return RunInfo(
+        run.path,
+        str(config.get("model", {}).get("name", "")),
+        str(config.get("data", {}).get("aug", "none")),
+        read_temperature(run.path),
+        _summary(run),
+    )
+
+
+def allowed_flips(preset: str) -> tuple[str, ...]:
+    """Flips the preset applied in training: TTA must not show the model views it never saw
+    (a mirrored chest X-ray puts the heart on the wrong side)."""
+    spec = augment._PRESETS.get(preset)  # the presets table is the single source of truth
+    if spec is None:  # "none", or an unresolved/unknown name: no flips are known to be safe
+        return ()
+    return tuple(name for name, on in (("hflip", spec.hflip), ("vflip", spec.vflip)) if on)
+
+
+def read_temperature(run_dir: Path) -> float | None:
+    """The calibration temperature, or None when the run has no calibration.json."""
+    path = run_dir / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())["temperature"]
+        temperature = float(value)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MedfitError(f"{path}: expected a JSON object with a number 'temperature'") from None
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise MedfitError(f"{path}: temperature must be a positive number, got {value!r}")
+    return temperature
+
+
+def _config(run: RunDir) -> dict[str, Any]:
+    """config.yaml as plain data (the resolved config: `data.aug` is never "auto" there)."""
+    try:
+        config = yaml.safe_load(run.config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = None
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k, {}), dict) for k in ("data", "model")
+    ):
+        raise MedfitError(f"{run.config}: not a readable run config")
+    return config
+
+
+def _summary(run: RunDir) -> dict[str, Any]:
+    try:
+        raw = json.loads(run.summary.read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
