@@ -6,6 +6,8 @@
     medfit predict RUN IMAGE_OR_DIR ... [--out preds.csv]
     medfit demo [--data PATH]
     medfit models '*efficientnet*'
+    medfit check DATA [--strict] ; medfit split DATA --by group --out split.csv
+    medfit export RUN --format onnx ; medfit serve RUN
 
 User mistakes (MedfitError) print one line and exit 2; anything else is a bug and keeps its
 traceback.
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medfit.check.cli import CHECK_COMMANDS, add_check_commands
 from medfit.config import AUG_PRESETS, BALANCE_MODES, BN_POLICIES, SELECT_METRICS
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.errors import MedfitError
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3)
 
     add_deploy_commands(sub)
+    add_check_commands(sub)
 
     p = sub.add_parser("models", help="list timm model names (and which have offline weights)")
     p.add_argument("pattern", nargs="?", default="*", help="a glob, e.g. '*efficientnet*'")
@@ -178,6 +182,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "models": cmd_models,
     **DEPLOY_COMMANDS,
+    **CHECK_COMMANDS,
 }
 
 

@@ -1,0 +1,153 @@
+"""Shortcuts: file or acquisition properties that predict the class by themselves.
+
+If one class was scanned on another machine, saved in another format or padded with another
+colour, a network learns that instead of the disease, and validation (drawn from the same
+collection) rewards it. For each property we fit a trivial classifier on that property alone and
+measure its cross-validated balanced accuracy (all splits pooled: the shortcut is a property of
+how the data was collected):
+
+- categorical (mode, format, size as WxH): each value predicts the class it is most over-
+  represented in (count / class size), learnt on the training folds;
+- numeric (width/height/aspect, corner and border brightness, JPEG quality): a depth-3 decision
+  tree with balanced class weights.
+
+Balanced accuracy is 1/K for a majority-class or constant predictor whatever the imbalance, so
+"chance" is 1/K. A property is flagged when it beats chance by MIN_MARGIN and by 3 standard errors
+of a chance-level score on n images (sqrt(c(1-c)/n)); 32 images need +0.23 over 0.25, 1,000 binary
+images +0.10 over 0.5. The report states the margin.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from medfit.check.context import Context
+
+MIN_MARGIN = 0.10
+FOLDS = 5
+
+
+def _properties(ctx: Context, rows: np.ndarray) -> dict[str, tuple[str, np.ndarray]]:
+    """name -> (kind, values) for the readable rows."""
+    infos = [ctx.scan.infos[r] for r in rows]
+    props: dict[str, tuple[str, np.ndarray]] = {
+        "image mode": ("categorical", np.array([i.shown_mode for i in infos])),
+        "file format": ("categorical", np.array([i.format for i in infos])),
+        "image size": ("categorical", np.array([f"{i.width}x{i.height}" for i in infos])),
+        "width/height": (
+            "numeric",
+            np.array([[i.width, i.height, i.width / max(1, i.height)] for i in infos], float),
+        ),
+        "corner/border brightness": (
+            "numeric",
+            np.array([[*i.corners, i.border] if i.corners else [0.0] * 5 for i in infos], float),
+        ),
+    }
+    if any(i.jpeg_quality is not None for i in infos):
+        quality = [i.jpeg_quality if i.jpeg_quality is not None else -1 for i in infos]
+        props["JPEG quality"] = ("numeric", np.array(quality, float)[:, None])
+    return props
+
+
+def find_shortcuts(ctx: Context) -> dict[str, Any]:
+    """Balanced accuracy of each single-property classifier, flagged when clearly above chance."""
+    rows = ctx.readable()
+    labels = ctx.labels[rows]
+    n_classes = len(np.unique(labels))
+    if n_classes < 2 or len(rows) < 2 * FOLDS:
+        return {"checked": False, "reason": "too few readable images or classes", "properties": []}
+    chance = 1.0 / n_classes
+    margin = max(MIN_MARGIN, 3.0 * float(np.sqrt(chance * (1 - chance) / len(rows))))
+    results = []
+    for name, (kind, values) in _properties(ctx, rows).items():
+        results.append(_score(name, kind, values, labels, ctx, chance, margin))
+    results.sort(key=lambda r: -r["balanced_accuracy"])
+    return {
+        "checked": True,
+        "images": len(rows),
+        "chance": round(chance, 4),
+        "margin": round(margin, 4),
+        "flagged": [r["property"] for r in results if r["flagged"]],
+        "properties": results,
+    }
+
+
+def _score(
+    name: str,
+    kind: str,
+    values: np.ndarray,
+    labels: np.ndarray,
+    ctx: Context,
+    chance: float,
+    margin: float,
+) -> dict[str, Any]:
+    distinct = (
+        len({str(v) for v in values.tolist()})
+        if values.ndim == 1
+        else len(np.unique(values, axis=0))
+    )
+    if distinct < 2:
+        accuracy = chance  # a constant property predicts nothing
+    else:
+        pred = _cv_predict(kind, values, labels, ctx.options.seed)
+        accuracy = _balanced_accuracy(labels, pred)
+    result: dict[str, Any] = {
+        "property": name,
+        "balanced_accuracy": round(accuracy, 4),
+        "above_chance": round(accuracy - chance, 4),
+        "flagged": distinct > 1 and accuracy - chance >= margin,
+        "distinct_values": distinct,
+    }
+    if kind == "categorical":
+        result["by_class"] = _value_table(values, labels, ctx.classes)
+    return result
+
+
+def _cv_predict(kind: str, values: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.tree import DecisionTreeClassifier
+
+    counts = np.bincount(labels)
+    folds = max(2, min(FOLDS, int(counts[counts > 0].min())))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    pred = np.zeros_like(labels)
+    for train, test in splitter.split(np.zeros(len(labels)), labels):
+        if kind == "categorical":
+            pred[test] = _category_rule(values[train], labels[train], values[test])
+        else:
+            leaf = max(2, len(train) // 100)
+            tree = DecisionTreeClassifier(
+                max_depth=3, min_samples_leaf=leaf, class_weight="balanced", random_state=seed
+            )
+            tree.fit(values[train], labels[train])
+            pred[test] = tree.predict(values[test])
+    return pred
+
+
+def _category_rule(train_v: np.ndarray, train_y: np.ndarray, test_v: np.ndarray) -> np.ndarray:
+    """Each value -> the class it is most over-represented in; unseen values -> that of all."""
+    classes = np.unique(train_y)
+    size = {c: max(1, int(np.sum(train_y == c))) for c in classes}
+    rule: dict[str, int] = {}
+    for value in np.unique(train_v):
+        here = Counter(train_y[train_v == value].tolist())
+        rule[str(value)] = max(classes, key=lambda c: (here.get(int(c), 0) / size[c], -int(c)))
+    fallback = max(classes, key=lambda c: (size[c], -int(c)))
+    return np.array([rule.get(str(v), fallback) for v in test_v])
+
+
+def _balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    recalls = [np.mean(pred[labels == c] == c) for c in np.unique(labels)]
+    return float(np.mean(recalls))
+
+
+def _value_table(values: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """The most common values and how each splits over the classes (for the report)."""
+    table: dict[str, Any] = {}
+    for value, _ in Counter(values.tolist()).most_common(6):
+        here = Counter(labels[values == value].tolist())
+        table[str(value)] = {classes[c]: int(here.get(c, 0)) for c in range(len(classes))}
+    return table

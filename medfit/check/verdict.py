@@ -1,0 +1,242 @@
+"""The verdict: the few findings that matter, most serious first, each with what to do.
+
+critical  the validation score is not trustworthy as the data stands (copies of training images
+          in val/test, the same patient's alike images on both sides); `--strict` fails on these
+warning   likely to mislead or hurt training (near duplicates, shortcuts, unreadable files,
+          labels that look wrong, ids shared across splits with different images)
+info      worth knowing (imbalance, checks that could not decide)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SEVERITIES = ("critical", "warning", "info")
+SPLIT_FIX = "medfit split DATA --by group --out split.csv, then train on split.csv"
+SHORTCUT_FIXES = {
+    "image mode": "convert every image to one mode (e.g. all grayscale) and check whether the "
+    "classes come from different sources",
+    "file format": "re-encode every image in one format, and check whether the classes come "
+    "from different sources",
+    "image size": "check why the classes differ in size (different scanners or crops?); resize "
+    "or crop all images the same way before training",
+    "width/height": "check why the classes differ in size (different scanners or crops?); resize "
+    "or crop all images the same way before training",
+    "corner/border brightness": "look at the corners: padding, burned-in text or markers "
+    "differ between classes; crop them off or make them uniform",
+    "JPEG quality": "re-encode every image at one JPEG quality; the classes were saved differently",
+}
+
+
+def _finding(severity: str, title: str, fix: str, key: str) -> dict[str, str]:
+    return {"severity": severity, "title": title, "fix": fix, "key": key}
+
+
+def make_verdict(report: dict[str, Any]) -> list[dict[str, str]]:
+    findings: list[dict[str, str]] = []
+    findings += _exact(report["exact_duplicates"])
+    findings += _groups(report["groups"], report["inventory"])
+    findings += _near(report["near_duplicates"])
+    findings += _unreadable(report["inventory"])
+    findings += _shortcuts(report["shortcuts"])
+    findings += _labels(report["label_issues"])
+    findings += _info(report)
+    findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
+    return findings
+
+
+def strict_failures(report: dict[str, Any]) -> list[str]:
+    """What `--strict` fails on: findings that invalidate validation."""
+    return [f["title"] for f in report["verdict"] if f["severity"] == "critical"]
+
+
+def _exact(exact: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    cross = exact["cross_split_images"]
+    if cross:
+        parts = ", ".join(
+            f"{n} {key.split('->')[0]} image(s) identical to {key.split('->')[1]} images"
+            for key, n in cross.items()
+        )
+        conflicting = sum(p["conflicting_labels"] for p in exact["cross_split_pairs"])
+        title = f"exact copies across splits: {parts}"
+        if conflicting:
+            title += f"; {conflicting} of them with a different label"
+        fix = (
+            "delete the val/test copies (or keep each image in one split); for a copy whose "
+            "labels differ, decide the right label first"
+        )
+        out.append(_finding("critical", title, fix, "exact_cross_split"))
+    within = exact["conflicting_clusters"] - exact["conflicting_cross_split"]
+    if within:
+        out.append(
+            _finding(
+                "warning",
+                f"{within} set(s) of identical images inside one split carry different labels",
+                "decide the right label and keep one copy",
+                "exact_conflicting",
+            )
+        )
+    return out
+
+
+def _groups(groups: dict[str, Any], inventory: dict[str, Any]) -> list[dict[str, str]]:
+    if not groups.get("available"):
+        return []
+    out = []
+    random_val = (
+        " (val was split off train at random by medfit)" if inventory["val_from_train"] else ""
+    )
+    if groups["leaking_groups"]:
+        out.append(
+            _finding(
+                "critical",
+                f"patient leakage: {groups['leaking_groups']} id(s) have alike images in more "
+                f"than one split ({groups['leaking_images']} images){random_val}",
+                SPLIT_FIX,
+                "group_leak",
+            )
+        )
+    if groups["different_content_groups"]:
+        out.append(
+            _finding(
+                "warning",
+                f"{groups['different_content_groups']} id(s) occur in more than one split but "
+                "their images are not alike: same id, different content",
+                "check whether ids are shared between splits (or numbered per split); if they "
+                f"are the same patients: {SPLIT_FIX}",
+                "group_same_id",
+            )
+        )
+    return out
+
+
+def _near(near: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    hashed = near["hash"]
+    hits = {k: v for k, v in hashed["per_split"].items() if v["with_near_duplicate"]}
+    if hits:
+        parts = ", ".join(f"{v['with_near_duplicate']}/{v['queries']} {k}" for k, v in hits.items())
+        turned = hashed["rotated_or_flipped"]
+        title = (
+            f"near duplicates across splits: {parts} have a near-identical image "
+            f"(dHash <= {hashed['threshold_bits']}/{hashed['hash_bits']} bits"
+            + (f"; {turned} pair(s) only when flipped or rotated" if turned else "")
+            + ")"
+        )
+        fix = (
+            "look at the pairs; if they show the same image or lesion, give each pair one group "
+            f"id (manifest group column) and {SPLIT_FIX}"
+        )
+        out.append(_finding("warning", title, fix, "near_hash"))
+    emb = near["embedding"]
+    hits = {k: v for k, v in emb.get("per_split", {}).items() if v["with_near_duplicate"]}
+    if hits:
+        parts = ", ".join(f"{v['with_near_duplicate']}/{v['queries']} {k}" for k, v in hits.items())
+        out.append(
+            _finding(
+                "warning",
+                f"near duplicates by embedding: {parts} are as alike as augmented copies "
+                f"(cosine >= {emb['threshold']:.3f}, calibrated on synthetic copies)",
+                "look at the pairs; if one is an augmented copy of the other, keep copies of one "
+                f"source image in one split: {SPLIT_FIX}",
+                "near_embedding",
+            )
+        )
+    calibration = near["embedding_calibration"]
+    if not calibration.get("usable") and "threshold" in calibration:
+        out.append(
+            _finding(
+                "info",
+                "embedding near-duplicate check inconclusive (augmented copies rotated by any "
+                "angle cannot be ruled out): " + calibration["reason"],
+                "if the set was built by augmenting source images, split by source image "
+                f"(a group id per source): {SPLIT_FIX}",
+                "near_embedding_inconclusive",
+            )
+        )
+    return out
+
+
+def _unreadable(inventory: dict[str, Any]) -> list[dict[str, str]]:
+    n = inventory["unreadable_count"]
+    if not n:
+        return []
+    first = inventory["unreadable"][0]["error"]
+    return [
+        _finding(
+            "warning",
+            f"{n} file(s) cannot be decoded (first: {first})",
+            "fix or delete them; training skips them (and fails under --strict)",
+            "unreadable",
+        )
+    ]
+
+
+def _shortcuts(shortcuts: dict[str, Any]) -> list[dict[str, str]]:
+    if not shortcuts.get("checked"):
+        return []
+    out = []
+    for prop in shortcuts["properties"]:
+        if not prop["flagged"]:
+            continue
+        title = (
+            f"shortcut: {prop['property']} alone predicts the class (balanced accuracy "
+            f"{prop['balanced_accuracy']:.2f} vs chance {shortcuts['chance']:.2f}; flagged above "
+            f"+{shortcuts['margin']:.2f})"
+        )
+        fix = SHORTCUT_FIXES.get(prop["property"], "make the property uniform across classes")
+        out.append(_finding("warning", title, fix, f"shortcut:{prop['property']}"))
+    return out
+
+
+def _labels(labels: dict[str, Any]) -> list[dict[str, str]]:
+    if not labels.get("checked") or not labels["issues_total"]:
+        return []
+    if labels["probe_balanced_accuracy"] < labels["chance"] + 0.15:
+        return []  # a probe near chance lists noise; the section still shows it
+    # A probe that gets at most halfway from chance to perfect, or that flags more than a quarter
+    # of the images, says more about the features than about the labels.
+    chance = labels["chance"]
+    weak = labels["probe_balanced_accuracy"] < chance + 0.5 * (1 - chance)
+    weak = weak or labels["issue_rate"] > 0.25
+    title = (
+        f"{labels['issues_total']} image(s) may be mislabeled ({labels['issue_rate']:.1%}; "
+        f"frozen-feature probe balanced accuracy {labels['probe_balanced_accuracy']:.2f})"
+    )
+    if weak:
+        title += " — the probe is weak here, so treat the list as a hint"
+    return [
+        _finding(
+            "info" if weak else "warning",
+            title,
+            "review the listed images (most likely first); fix or remove wrong labels",
+            "label_issues",
+        )
+    ]
+
+
+def _info(report: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    ratio = report["inventory"]["imbalance_ratio"]
+    if ratio is not None and ratio >= 3:
+        out.append(
+            _finding(
+                "info",
+                f"train is imbalanced {ratio:g}:1 (largest : smallest class)",
+                "medfit train balances classes by default (--balance auto); watch balanced "
+                "accuracy, not accuracy",
+                "imbalance",
+            )
+        )
+    groups = report["groups"]
+    if not groups.get("available"):
+        out.append(
+            _finding(
+                "info",
+                "no patient ids: group leakage was not checked",
+                "give ids with --group-pattern REGEX (or a preset) or a manifest group column",
+                "no_groups",
+            )
+        )
+    return out
