@@ -325,7 +325,7 @@ def test_stage_plan_skips_empty_stages() -> None:
 
 def test_zero_warmup_full_stage_starts_at_scaled_peak(lite0: nn.Module) -> None:
     stage = Stage("full", 2, 1e-3, 5)
-    cfg = TrainConfig(warmup_epochs=0.0)
+    cfg = TrainConfig(warmup_epochs=0.0, layer_decay=0.9)
     opt = recipe.build_optimizer(lite0, stage, cfg)
     sched = recipe.build_scheduler(opt, stage, cfg)
     for g in opt.param_groups:  # the first step already honours layer decay

@@ -26,7 +26,7 @@ FAST = {
     "img_size": 32,
     "batch_size": 16,
     "head_epochs": 1,
-    "epochs": 2,
+    "epochs": 3,
     "workers": 0,
 }
 
@@ -47,18 +47,18 @@ def make_dataset(root: Path, per_class: int = 24, size: int = 40) -> Path:
 
 
 def test_train_writes_a_complete_run_and_learns(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "data")
+    data = make_dataset(tmp_path / "data", per_class=64)
     run = medfit.train(data, out=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"), **FAST)
 
-    assert [row["epoch"] for row in run.history] == [1, 2, 3]
-    assert [row["stage"] for row in run.history] == ["head", "full", "full"]
+    assert [row["epoch"] for row in run.history] == [1, 2, 3, 4]
+    assert [row["stage"] for row in run.history] == ["head", "full", "full", "full"]
     for name in ("config.yaml", "classes.json", "preprocess.json", "split.csv", "summary.json"):
         assert (run.dir / name).is_file(), name
     assert (run.dir / "checkpoints" / "best.pt").is_file()
     assert any((run.dir / "tb").iterdir())
     rows = (run.dir / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 3 and "data_s" in json.loads(rows[0])
-    assert (run.dir / "metrics.csv").read_text().count("\n") == 4
+    assert len(rows) == 4 and "data_s" in json.loads(rows[0])
+    assert (run.dir / "metrics.csv").read_text().count("\n") == 5
     assert json.loads((run.dir / "classes.json").read_text()) == ["left", "right"]
     assert json.loads((run.dir / "preprocess.json").read_text())["mean"] == [0.5, 0.5, 0.5]
 
@@ -73,7 +73,7 @@ def test_train_writes_a_complete_run_and_learns(tmp_path: Path) -> None:
         (data / "val" / "right").glob("*.png")
     )
     result = classifier.predict(paths)
-    expected = ["left"] * 12 + ["right"] * 12
+    expected = ["left"] * 32 + ["right"] * 32
     assert np.mean([a == b for a, b in zip(result.labels, expected, strict=True)]) >= 0.9
     assert np.allclose(result.probs.sum(1), 1.0, atol=1e-5)
 
