@@ -13,11 +13,8 @@ flight, so a slow consumer (the embedding model) cannot make finished results pi
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from PIL import Image
 from medfit.check.hashing import dihedral_dhash_gray, is_gray_rgb, luminance, pixel_hash, shrink
 from medfit.data.cache import resize_square
 from medfit.data.decode import DICOM_SUFFIXES, DecodeError, decode_image
+from medfit.data.parallel import bounded_map
 
 CORNER_FRACTION = 0.05  # a corner patch is 5% of the short side (at least 1 pixel)
 THUMB_SIDE = 8  # thumbnail features: 8x8 gray + per-channel mean and std = 70 numbers
@@ -181,16 +179,7 @@ def scan_stream(
     if workers <= 1 or len(paths) < 2 * _CHUNK:
         yield from map(scan_one, jobs)
         return
-    chunks = iter(lambda: list(islice(jobs, _CHUNK)), [])
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[list[Scanned]]] = deque(
-            pool.submit(_scan_many, chunk) for chunk in islice(chunks, 4 * workers)
-        )
-        while pending:
-            results = pending.popleft().result()
-            for chunk in islice(chunks, 1):
-                pending.append(pool.submit(_scan_many, chunk))
-            yield from results
+    yield from bounded_map(_scan_many, jobs, workers, chunk=_CHUNK)
 
 
 @dataclass

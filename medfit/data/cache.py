@@ -32,11 +32,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections import deque
 from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +42,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from medfit.data.decode import DecodeError, decode_image
+from medfit.data.parallel import bounded_map
 from medfit.data.sources import Sample
 
 CACHE_VERSION = 1
@@ -147,19 +145,7 @@ def _decoded_stream(
     if workers <= 1:
         yield from map(_decode_one, jobs)
         return
-    # Results come back in order, and only a few chunks per worker are in flight at a time:
-    # memory stays bounded even when the consumer is slower than the pool (Executor.map would
-    # submit everything at once and keep every finished result until it is consumed).
-    chunks = iter(lambda: list(islice(jobs, _DECODE_CHUNK)), [])
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[list[tuple[np.ndarray | None, str]]]] = deque(
-            pool.submit(_decode_many, chunk) for chunk in islice(chunks, 4 * workers)
-        )
-        while pending:
-            results = pending.popleft().result()
-            for chunk in islice(chunks, 1):
-                pending.append(pool.submit(_decode_many, chunk))
-            yield from results
+    yield from bounded_map(_decode_many, jobs, workers, chunk=_DECODE_CHUNK)
 
 
 def build_or_load(
