@@ -7,6 +7,7 @@
     medfit demo [--data PATH]
     medfit models '*efficientnet*'
     medfit check DATA [--strict] ; medfit split DATA --by group --out split.csv
+    medfit eval RUN [--split test] [--tta]
     medfit export RUN --format onnx ; medfit serve RUN
 
 User mistakes (MedfitError) print one line and exit 2; anything else is a bug and keeps its
@@ -25,6 +26,7 @@ from medfit.check.cli import CHECK_COMMANDS, add_check_commands
 from medfit.config import AUG_PRESETS, BALANCE_MODES, BN_POLICIES, SELECT_METRICS
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.errors import MedfitError
+from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
 
 
 def _lr(value: str) -> float | str:
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=3)
 
+    add_eval_commands(sub)
     add_deploy_commands(sub)
     add_check_commands(sub)
 
@@ -183,6 +186,7 @@ COMMANDS = {
     "models": cmd_models,
     **DEPLOY_COMMANDS,
     **CHECK_COMMANDS,
+    **EVAL_COMMANDS,
 }
 
 

@@ -124,11 +124,18 @@ def test_full_rotation_paints_no_black_corners() -> None:
     assert y.flatten(1).std(dim=1).max() < 1e-3
 
 
-def test_stain_jitter_shifts_hue_on_colour_input() -> None:
+def test_dermoscopy_jitter_shifts_hue_on_colour_input() -> None:
     x = torch.tensor([0.3, 0.7, 0.2]).view(1, 3, 1, 1).expand(32, 3, CACHE, CACHE).contiguous()
-    y = build_train_augment("microscopy", SIZE)(x)
+    y = build_train_augment("dermoscopy", SIZE)(x)
     hue = rgb_to_hsv(y)[:, 0].mean(dim=(1, 2))  # radians, ~1.9 (green)
     assert hue.std() > 0.02
+
+
+def test_microscopy_jitter_varies_saturation_but_keeps_stain_hue() -> None:
+    x = torch.tensor([0.3, 0.7, 0.2]).view(1, 3, 1, 1).expand(32, 3, CACHE, CACHE).contiguous()
+    hsv = rgb_to_hsv(build_train_augment("microscopy", SIZE)(x))
+    assert hsv[:, 0].mean(dim=(1, 2)).std() < 0.01  # hue: granule colour is the label
+    assert hsv[:, 1].mean(dim=(1, 2)).std() > 0.02  # saturation: stain strength varies
 
 
 def test_resolve_preset() -> None:

@@ -1,0 +1,173 @@
+"""Classification and calibration metrics from labels (N,) and probabilities (N, K).
+
+Every classification number comes from scikit-learn. Expected calibration error (ECE) is the
+top-label version over B = 15 equal-width confidence bins:
+
+    conf_i = max_k p_ik,  correct_i = [argmax_k p_ik == y_i],
+    bin b = (b/B, (b+1)/B]  (a confidence of exactly 0 goes to the first bin),
+    ECE = sum_b (n_b / N) * | mean_{i in b} correct_i - mean_{i in b} conf_i |.
+
+Confidence intervals are 95% percentile bootstrap intervals: resample the N images with
+replacement `n_boot` times (seeded), recompute the metric, take the 2.5th and 97.5th percentiles.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+ECE_BINS = 15
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+
+
+def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro-F1 (over all K classes) and one-vs-rest AUC."""
+    predicted = probs.argmax(1)
+    classes = np.arange(probs.shape[1])
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(
+            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+        ),
+        "auc": roc_auc(labels, probs)[0],
+    }
+
+
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> tuple[float, str | None]:
+    """Macro one-vs-rest ROC-AUC and a note when classes are absent (NaN if fewer than 2 left).
+
+    Binary: the AUC of the positive (second) column. Multi-class with every class present:
+    `roc_auc_score(..., multi_class="ovr")`. Classes absent from the labels have no ROC curve, so
+    the macro mean is taken over the present classes only, and the note says which were left out.
+    """
+    k = probs.shape[1]
+    present = np.unique(labels)
+    if len(present) < 2:
+        return math.nan, "AUC undefined: fewer than 2 classes present in the labels"
+    if k == 2:
+        return float(roc_auc_score(labels, probs[:, 1])), None
+    if len(present) == k:
+        scores = probs / probs.sum(1, keepdims=True)
+        return float(roc_auc_score(labels, scores, multi_class="ovr", labels=np.arange(k))), None
+    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+    missing = sorted(set(range(k)) - set(present.tolist()))
+    return float(np.mean(aucs)), f"AUC averaged over present classes only; absent: {missing}"
+
+
+def per_class_auc(labels: np.ndarray, probs: np.ndarray) -> list[float]:
+    """One-vs-rest AUC of each class; NaN for a class that is absent (or the only one present)."""
+    out = []
+    for c in range(probs.shape[1]):
+        positive = labels == c
+        ok = 0 < positive.sum() < len(labels)
+        out.append(float(roc_auc_score(positive, probs[:, c])) if ok else math.nan)
+    return out
+
+
+def reliability(
+    labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """Per-bin mean confidence, accuracy and count (top label; equal-width bins on [0, 1])."""
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(float)
+    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        rows.append(
+            {
+                "lo": b / bins,
+                "hi": (b + 1) / bins,
+                "confidence": float(conf[members].mean()) if n else None,
+                "accuracy": float(correct[members].mean()) if n else None,
+                "count": n,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """Top-label ECE (see the module docstring for the formula)."""
+    total = len(labels)
+    if total == 0:
+        return math.nan
+    return float(
+        sum(
+            row["count"] / total * abs(row["accuracy"] - row["confidence"])
+            for row in reliability(labels, probs, bins)
+            if row["count"]
+        )
+    )
+
+
+def nll(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class."""
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-12, None))))
+
+
+def bootstrap_ci(
+    labels: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict[str, list[float | None]]:
+    """95% percentile bootstrap CI of each headline metric ([None, None] when undefined)."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {name: [] for name in HEADLINE}
+    n = len(labels)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        for name, value in headline_metrics(labels[idx], probs[idx]).items():
+            samples[name].append(value)
+    out: dict[str, list[float | None]] = {}
+    for name, values in samples.items():
+        arr = np.asarray(values, dtype=float)
+        arr = arr[np.isfinite(arr)]
+        if len(arr) == 0:
+            out[name] = [None, None]
+        else:
+            out[name] = [float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))]
+    return out
+
+
+def classification_report(
+    labels: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Everything `medfit eval` reports for one set of probabilities."""
+    k = len(classes)
+    predicted = probs.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=np.arange(k), zero_division=0
+    )
+    aucs = per_class_auc(labels, probs)
+    per_class = {
+        name: {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+            "auc": aucs[c],
+        }
+        for c, name in enumerate(classes)
+    }
+    auc, note = roc_auc(labels, probs)
+    report: dict[str, Any] = {**headline_metrics(labels, probs), "auc": auc, "auc_note": note}
+    report["ci95"] = bootstrap_ci(labels, probs, n_boot, seed) if n_boot > 0 else {}
+    report["per_class"] = per_class
+    report["confusion_matrix"] = confusion_matrix(labels, predicted, labels=np.arange(k)).tolist()
+    report["ece"] = expected_calibration_error(labels, probs)
+    report["nll"] = nll(labels, probs)
+    report["reliability"] = reliability(labels, probs)
+    return report

@@ -1,0 +1,59 @@
+"""The readable console summary of an evaluation result."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from medfit.evaluate.calibration import T_BOUNDS
+
+NAMES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced acc",
+    "macro_f1": "macro-F1",
+    "auc": "ROC-AUC (ovr)",
+}
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "  n/a"
+    return f"{value:.3f}"
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """Headline metrics with 95% CIs, a per-class table, calibration before/after, skipped."""
+    m, cal = result["metrics"], result["calibration"]
+    lines = [
+        f"medfit eval: {result['run']} on {result['split']} ({result['n_images']} images"
+        + (f", TTA {'+'.join(result['views'])}" if result["tta"] else "")
+        + f") from {result['data']}",
+    ]
+    for key, name in NAMES.items():
+        lo, hi = m["ci95"].get(key, [None, None])
+        ci = f"  (95% CI {_num(lo)}-{_num(hi)})" if lo is not None else ""
+        lines.append(f"  {name:<14} {_num(m[key])}{ci}")
+    if m.get("auc_note"):
+        lines.append(f"  note: {m['auc_note']}")
+    width = max(8, *(len(c) for c in result["classes"]))
+    lines.append(f"  {'class':<{width}}  precision  recall     F1    AUC  support")
+    for name, row in m["per_class"].items():
+        lines.append(
+            f"  {name:<{width}}  {_num(row['precision']):>9}  {_num(row['recall']):>6}"
+            f"  {_num(row['f1']):>5}  {_num(row['auc']):>5}  {row['support']:>7}"
+        )
+    lines.append(
+        f"  calibration: T = {cal['temperature']:.3f} fitted on val ({cal['n_images']} images); "
+        f"{result['split']} ECE {_num(result['uncalibrated']['ece'])} -> {_num(m['ece'])}, "
+        f"NLL {_num(result['uncalibrated']['nll'])} -> {_num(m['nll'])}"
+    )
+    if not T_BOUNDS[0] * 1.01 < cal["temperature"] < T_BOUNDS[1] * 0.99:
+        lines.append("  note: T hit its search bound: the model is near chance or val is too small")
+    if result["tta"] and len(result["views"]) == 1:
+        lines.append("  note: --tta had no effect: the run's augmentation preset used no flips")
+    if result["split"] == "val":
+        lines.append("  note: T was fitted on these same val images, so calibration is optimistic")
+    if result["skipped"]:
+        lines.append(f"  skipped {len(result['skipped'])} unreadable image(s):")
+        lines += [f"    {s['path']}: {s['reason']}" for s in result["skipped"][:10]]
+    return lines

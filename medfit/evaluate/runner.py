@@ -1,0 +1,195 @@
+"""`run_eval`: logits on val (to fit the temperature) and on the evaluated split, then metrics.
+
+Which images: the temperature is fitted on the run's own val images (the `val` rows of
+RUN/split.csv, exactly what training validated on). The evaluated split comes from DATA (default:
+the run's `data.root`) indexed as training indexes it, with the run's seed and val fraction, so
+`--split val` reproduces a val set split off train; without --data, `--split val` uses split.csv.
+Labels are matched to the run's classes by name.
+
+Headline metrics use the temperature-scaled probabilities (what `medfit predict
+--temperature-scaled` returns); the uncalibrated numbers are kept next to them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfit.config import RunConfig
+from medfit.data.dataset import load_index
+from medfit.data.decode import DecodeError
+from medfit.deploy.predict import Predictor
+from medfit.deploy.runinfo import FLIP_DIMS
+from medfit.errors import DataError, MedfitError
+from medfit.evaluate.calibration import calibrate, probabilities, write_calibration
+from medfit.evaluate.metrics import classification_report
+from medfit.evaluate.report import summary_lines
+from medfit.training.rundir import RunDir, existing_run_dir
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Logits:
+    """(V, N, K) logits for the readable images, their labels and paths, and what was skipped."""
+
+    values: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def run_eval(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    split: str = "test",
+    tta: bool = False,
+    n_boot: int = 1000,
+    batch_size: int = 32,
+    device: str = "auto",
+    log: Log = print,
+) -> dict[str, Any]:
+    """Evaluate RUN on SPLIT; writes calibration.json, eval_SPLIT.json, predictions_SPLIT.csv."""
+    run = existing_run_dir(str(run_dir))
+    predictor = Predictor(run.path, device=device)
+    classes = predictor.classes
+    items, source = _split_items(run, data, split, classes)
+    val_items = _split_csv_items(run, "val", classes)
+    if not val_items:
+        raise MedfitError(f"{run.split}: no val images to fit the temperature on")
+    target = collect_logits(predictor, items, tta, batch_size)
+    val = (
+        target
+        if split == "val" and data is None
+        else collect_logits(predictor, val_items, tta, batch_size)
+    )
+    if len(target.labels) == 0:
+        raise DataError(f"no readable images in the {split} split of {source}")
+    calibration = {**calibrate(val.values, val.labels), "tta": tta}
+    write_calibration(run.path, calibration)
+    t = calibration["temperature"]
+    probs = probabilities(target.values, t)
+    result = {
+        "run": str(run.path),
+        "data": source,
+        "split": split,
+        "tta": tta,
+        "views": list(predictor.views(tta)),
+        "classes": classes,
+        "n_images": len(target.labels),
+        "skipped": [{"path": p, "reason": r} for p, r in target.skipped],
+        "calibration": calibration,
+        "metrics": classification_report(target.labels, probs, classes, n_boot),
+        "uncalibrated": classification_report(
+            target.labels, probabilities(target.values, 1.0), classes, n_boot=0
+        ),
+    }
+    _write_predictions(run.path / f"predictions_{split}.csv", target, probs, classes)
+    RunDir(run.path).write_json(run.path / f"eval_{split}.json", _json_safe(result))
+    for line in summary_lines(result):
+        log(line)
+    return result
+
+
+# --- which images ----------------------------------------------------------------------------
+
+
+def _split_items(
+    run: RunDir, data: str | Path | None, split: str, classes: list[str]
+) -> tuple[list[tuple[str, int]], str]:
+    cfg = RunConfig.load(run.config)
+    if data is None and split == "val":
+        return _split_csv_items(run, "val", classes), str(run.split)
+    root = str(data) if data is not None else cfg.data.root
+    index = load_index(replace(cfg.data, root=root), cfg.train.seed)
+    samples = index.split(split)
+    if not samples:
+        present = sorted({s.split for s in index.samples})
+        raise DataError(
+            f"no '{split}' split in {root} (it has: {', '.join(present) or 'nothing'}); "
+            f"add {root}/{split}/<class>/ images, pass --data, or use --split val"
+        )
+    return [(s.path, _class_index(index.classes[s.label], classes, root)) for s in samples], root
+
+
+def _split_csv_items(run: RunDir, split: str, classes: list[str]) -> list[tuple[str, int]]:
+    """The readable rows of RUN/split.csv for one split, as (path, class index)."""
+    if not run.split.is_file():
+        raise MedfitError(f"{run.path} has no split.csv; pass --data with a val folder")
+    with run.split.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split and r["status"] == "ok"]
+    return [(r["path"], _class_index(r["label"], classes, str(run.split))) for r in rows]
+
+
+def _class_index(label: str, classes: list[str], source: str) -> int:
+    if label not in classes:
+        raise DataError(f"{source}: class {label!r} is not one the run knows ({classes})")
+    return classes.index(label)
+
+
+# --- logits ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def view_logits(predictor: Predictor, x: torch.Tensor, tta: bool) -> np.ndarray:
+    """(V, B, K) logits of a normalised batch for each of the predictor's TTA views."""
+    out = []
+    for view in predictor.views(tta):
+        xv = x if view == "identity" else torch.flip(x, dims=(FLIP_DIMS[view],))
+        out.append(predictor.model(xv).float().cpu().numpy())
+    return np.stack(out)
+
+
+def collect_logits(
+    predictor: Predictor, items: Sequence[tuple[str, int]], tta: bool, batch_size: int = 32
+) -> Logits:
+    """Decode with the run's preprocessing and run the model; unreadable files are skipped."""
+    chunks: list[np.ndarray] = []
+    labels: list[int] = []
+    paths: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for start in range(0, len(items), batch_size):
+        squares = []
+        for path, label in items[start : start + batch_size]:
+            try:
+                squares.append(predictor.load_square(path))
+            except DecodeError as exc:
+                skipped.append((path, str(exc).removeprefix(f"{path}: ")))
+                continue
+            labels.append(label)
+            paths.append(path)
+        if squares:
+            chunks.append(view_logits(predictor, predictor.model_input(np.stack(squares)), tta))
+    k, v = len(predictor.classes), len(predictor.views(tta))
+    values = np.concatenate(chunks, axis=1) if chunks else np.zeros((v, 0, k), np.float32)
+    return Logits(values, np.asarray(labels, dtype=int), paths, skipped)
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def _write_predictions(path: Path, target: Logits, probs: np.ndarray, classes: list[str]) -> None:
+    """path, label, predicted, p_<class>... (temperature-scaled probabilities)."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+        for p, y, row in zip(target.paths, target.labels, probs, strict=True):
+            writer.writerow([p, classes[y], classes[int(row.argmax())], *[f"{v:.6f}" for v in row]])
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> null (strict JSON), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
