@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +25,18 @@ def shared_dataset(name: str) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny trained run (tests/deploy_helpers.py), trained once and shared."""
+    from tests.deploy_helpers import trained_run
+
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def predictor(run: Path) -> Any:
+    from medfit.deploy.predict import Predictor
+
+    return Predictor(run, device="cpu")

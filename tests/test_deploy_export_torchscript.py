@@ -21,14 +21,9 @@ from medfit.deploy.export import (
     preprocess_numpy,
 )
 from medfit.deploy.predict import Predictor
-from tests.deploy_helpers import trained_run, val_images
+from tests.deploy_helpers import val_images
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
 
 
 def test_torchscript_export_matches_and_embeds_metadata(run: Path, tmp_path: Path) -> None:

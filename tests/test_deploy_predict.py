@@ -15,17 +15,7 @@ from medfit.data.decode import decode_image
 from medfit.deploy.predict import Predictor, collect_inputs
 from medfit.deploy.runinfo import allowed_flips
 from medfit.errors import DataError, MedfitError
-from tests.deploy_helpers import copy_run, run_cli, set_aug, trained_run, val_images
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(run: Path) -> Predictor:
-    return Predictor(run, device="cpu")
+from tests.deploy_helpers import copy_run, run_cli, set_aug, val_images
 
 
 def test_predictor_gives_the_same_probabilities_as_medfit_load(

@@ -13,12 +13,7 @@ import medfit
 from medfit.deploy.export import export_model
 from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
-from tests.deploy_helpers import copy_run, run_cli, trained_run, val_images
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
+from tests.deploy_helpers import copy_run, run_cli, val_images
 
 
 class _Payload:

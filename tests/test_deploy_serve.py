@@ -27,20 +27,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from medfit.deploy.predict import Predictor  # noqa: E402
 from medfit.deploy.serve import Limits, create_app  # noqa: E402
-from tests.deploy_helpers import copy_run, run_cli, trained_run, val_images  # noqa: E402
+from tests.deploy_helpers import copy_run, run_cli, val_images  # noqa: E402
 from tests.test_decode import write_dicom  # noqa: E402
 
 LIMIT = 256 * 1024  # a small upload limit keeps the 413 tests cheap
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(run: Path) -> Predictor:
-    return Predictor(run, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -94,12 +94,10 @@ def _add_group_pattern(p: argparse.ArgumentParser) -> None:
 
 
 def _index(data: str, val_fraction: float, seed: int) -> DatasetIndex:
-    from medfit.data.manifest import index_manifest, is_manifest_path
-    from medfit.data.sources import index_folder
+    from medfit.config import DataConfig
+    from medfit.data.dataset import load_index
 
-    if is_manifest_path(data):
-        return index_manifest(data, val_fraction, seed)
-    return index_folder(data, val_fraction, seed)
+    return load_index(DataConfig(root=data, val_fraction=val_fraction), seed)
 
 
 def cmd_check(args: argparse.Namespace) -> None:

@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
     confusion_matrix,
-    f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+from medfit.training.engine import classification_metrics
 
 ECE_BINS = 15
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
@@ -32,16 +31,7 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 
 def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro-F1 (over all K classes) and one-vs-rest AUC."""
-    predicted = probs.argmax(1)
-    classes = np.arange(probs.shape[1])
-    return {
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
-        "macro_f1": float(
-            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
-        ),
-        "auc": roc_auc(labels, probs)[0],
-    }
+    return {**classification_metrics(labels, probs), "auc": roc_auc(labels, probs)[0]}
 
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> tuple[float, str | None]:
