@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from medfit.check.cli import CHECK_COMMANDS, add_check_commands
-from medfit.config import AUG_PRESETS, BALANCE_MODES, BN_POLICIES, SELECT_METRICS
+from medfit.config import (
+    AUG_PRESETS,
+    BALANCE_MODES,
+    BN_POLICIES,
+    NORMALIZE_MODES,
+    OPTIMIZERS,
+    SELECT_METRICS,
+)
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.errors import MedfitError
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
@@ -51,6 +58,9 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="timm model name (default tf_efficientnet_lite0)")
     g.add_argument("--weights", help="auto | hub | lite | none | PATH to a state dict")
+    g.add_argument(
+        "--normalize", choices=NORMALIZE_MODES, help="weights (default) | unit = 1/255 only"
+    )
     g = p.add_argument_group("recipe")
     g.add_argument("--epochs", type=int, help="full fine-tuning epochs (default 10)")
     g.add_argument("--head-epochs", type=int, help="head-only epochs first (default 1)")
@@ -59,6 +69,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-lr", type=_lr, help="head-stage LR or 'auto'")
     g.add_argument("--layer-decay", type=float)
     g.add_argument("--weight-decay", type=float)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="full-stage optimizer (default adamw)")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--bn", choices=BN_POLICIES, help="BatchNorm statistics policy (default auto)")
     g.add_argument("--balance", choices=BALANCE_MODES, help="class-imbalance handling")

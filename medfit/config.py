@@ -17,10 +17,14 @@ import yaml
 
 from medfit.errors import ConfigError
 
-AUG_PRESETS = ("auto", "none", "light", "xray", "oct", "microscopy", "dermoscopy", "mri")
+AUG_PRESETS = (
+    "auto", "none", "light", "xray", "oct", "microscopy", "dermoscopy", "mri", "rotate90"
+)  # fmt: skip
 BN_POLICIES = ("auto", "train", "frozen")
 BALANCE_MODES = ("auto", "none", "loss", "sampler")
 SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1")
+NORMALIZE_MODES = ("weights", "unit")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -50,6 +54,10 @@ class ModelConfig:
     weights: str = "auto"
     # Dropout before the classifier: a mild regulariser (timm's own default for Lite0).
     drop_rate: float = 0.2
+    # Input normalisation. weights: the pretrained config's own mean/std (the only correct one).
+    # unit: pixels/255 with no mean/std, the Keras `rescale=1./255` mistake; it exists so that
+    # runs reproducing it can be compared and `medfit diagnose` can show what it costs.
+    normalize: str = "weights"
 
 
 @dataclass
@@ -77,6 +85,9 @@ class TrainConfig:
     layer_decay: float = 1.0
     # AdamW decoupled weight decay; 0.05 is the common fine-tuning value (DeiT/ConvNeXt recipes).
     weight_decay: float = 0.05
+    # Stage 2 optimizer. adamw: per-parameter step sizes suit a pretrained net whose layers need
+    # very different updates. sgd (momentum 0.9) is kept for comparisons with Keras recipes.
+    optimizer: str = "adamw"
     # Linear warmup avoids the first-epoch shock to pretrained features, then cosine decay to ~0.
     warmup_epochs: float = 1.0
     # Label smoothing tempers over-confidence on noisy medical labels (Müller et al. 2019).
@@ -122,6 +133,8 @@ class RunConfig:
             _check_types(section)
         _check_choice("data.aug", self.data.aug, AUG_PRESETS)
         _check_choice("train.bn", self.train.bn, BN_POLICIES)
+        _check_choice("model.normalize", self.model.normalize, NORMALIZE_MODES)
+        _check_choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
         _check_choice("train.balance", self.train.balance, BALANCE_MODES)
         _check_choice("train.select_metric", self.train.select_metric, SELECT_METRICS)
         for name in ("lr", "head_lr"):

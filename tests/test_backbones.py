@@ -18,6 +18,7 @@ from medfit.model.backbones import (
     lite_pack_path,
     read_state_dict,
     resolve_weight_source,
+    unit_normalized,
 )
 
 LITE0 = "tf_efficientnet_lite0"
@@ -79,6 +80,13 @@ def test_lite_preprocess_comes_from_the_weights_config(lite_model) -> None:
     assert preprocess.std == (0.5, 0.5, 0.5)
     assert preprocess.interpolation == "bicubic"
     assert str(lite_pack_path(LITE0)) in note
+
+
+def test_unit_normalized_is_the_keras_rescale_and_keeps_the_rest(lite_model) -> None:
+    _, preprocess, _ = lite_model
+    unit = unit_normalized(preprocess)
+    assert unit.mean == (0.0, 0.0, 0.0) and unit.std == (1.0, 1.0, 1.0)
+    assert (unit.img_size, unit.interpolation) == (preprocess.img_size, preprocess.interpolation)
 
 
 def test_auto_picks_lite_pack_and_none_is_random(lite_pack) -> None:

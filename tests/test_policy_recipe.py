@@ -177,6 +177,13 @@ def test_layer_decay_one_means_one_scale(lite0: nn.Module) -> None:
     assert {g.get("lr_scale", 1.0) for g in opt.param_groups} == {1.0}
 
 
+def test_sgd_option_is_plain_momentum_not_nesterov(lite0: nn.Module) -> None:
+    opt = recipe.build_optimizer(lite0, Stage("full", 1, 1e-2, 1), TrainConfig(optimizer="sgd"))
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.defaults["momentum"] == pytest.approx(0.9)
+    assert opt.defaults["nesterov"] is False
+
+
 def test_head_stage_optimizer_holds_only_the_head(lite0: nn.Module) -> None:
     stage = Stage("head", 1, 3e-3, 1)
     recipe.prepare_model(lite0, stage)

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfit.config import AUG_PRESETS
 from medfit.errors import ConfigError
-
-AUG_PRESETS = ("auto", "none", "light", "xray", "oct", "microscopy", "dermoscopy", "mri")
 
 
 class _Preset(NamedTuple):
@@ -55,6 +54,9 @@ _PRESETS: dict[str, _Preset] = {
     # Lesions have no canonical orientation either and often fill less of the frame (stronger
     # crop); a smaller hue shift, as lesion colour itself is diagnostic.
     "dermoscopy": _Preset(0.6,  180, True,  True,  0.2, 0.2, 0.2, 0.02, "any orientation"),
+    # Our user's Keras ImageDataGenerator(rotation_range=90, both flips): wrong for any oriented
+    # scan (a chest X-ray on its side is not a chest X-ray). Kept to reproduce and diagnose it.
+    "rotate90":   _Preset(1.0,  90,  True,  True,  0,   0,   0,   0,    "forum recipe"),
 }
 # fmt: on
 

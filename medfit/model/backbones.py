@@ -14,6 +14,7 @@ pretrained config; it travels with the run as a `Preprocess` record and is never
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import json
@@ -261,6 +262,12 @@ def _sidecar_config(source: str) -> dict[str, Any]:
         except (ValueError, TypeError):
             raise WeightsError(f"{sidecar}: not a JSON object with mean/std") from None
     return {}
+
+
+def unit_normalized(preprocess: Preprocess) -> Preprocess:
+    """The Keras `rescale=1./255` input: pixels in [0, 1], the weights' mean/std ignored."""
+    channels = len(preprocess.mean)
+    return dataclasses.replace(preprocess, mean=(0.0,) * channels, std=(1.0,) * channels)
 
 
 def preprocess_for(

@@ -27,7 +27,7 @@ from medfit.data.dataset import cache_splits, load_index
 from medfit.data.loader import BatchLoader, to_model_input
 from medfit.data.sources import DatasetIndex
 from medfit.errors import DataError
-from medfit.model.backbones import Preprocess, create_model
+from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
 from medfit.training import recipe
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
@@ -97,6 +97,8 @@ def _setup(cfg: RunConfig, run: RunDir, log: Log) -> Job:
         cfg.data.img_size,
         cfg.model.drop_rate,
     )
+    if cfg.model.normalize == "unit":
+        preprocess = unit_normalized(preprocess)
     cfg.data.img_size = preprocess.img_size
     data = cache_splits(
         index, cfg.data, preprocess.img_size, preprocess.interpolation, cfg.train.seed, log

@@ -60,13 +60,13 @@ def prepare_model(model: nn.Module, stage: Stage) -> None:
 
 
 def build_optimizer(model: nn.Module, stage: Stage, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; in the full stage with timm's layer-wise decay (no weight decay on norms/biases)."""
+    """AdamW (or SGD+momentum); full stage via timm: layer decay, no decay on norms/biases."""
     if stage.name == "head":
         params = [p for p in model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
     return create_optimizer_v2(
         model,
-        opt="adamw",
+        opt="momentum" if cfg.optimizer == "sgd" else "adamw",  # timm's "sgd" is Nesterov
         lr=stage.lr,
         weight_decay=cfg.weight_decay,
         layer_decay=cfg.layer_decay if cfg.layer_decay < 1.0 else None,
