@@ -1,0 +1,47 @@
+"""The `report` subcommand, wired into `medfit.cli` by
+
+    add_report_commands(sub)        # in build_parser()
+    COMMANDS.update(REPORT_COMMANDS)
+
+    medfit report RUN [--split test] [--no-gradcam]
+
+Heavy imports (matplotlib, torch, captum) happen inside the handler: `medfit --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from medfit.errors import MedfitError
+
+Handler = Callable[[argparse.Namespace], None]
+SPLITS = ("train", "val", "test")  # what `medfit eval --split` accepts
+
+
+def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `report` on the `medfit` subcommand parser."""
+    p = sub.add_parser(
+        "report", help="write RUN/report.html: curves, metrics with CIs, errors, Grad-CAM, checks"
+    )
+    p.add_argument("run")
+    p.add_argument(
+        "--split", help="which evaluation to show: train, val or test (default: the newest)"
+    )
+    p.add_argument(
+        "--no-gradcam",
+        dest="gradcam",
+        action="store_false",
+        help="skip the Grad-CAM overlays (they load the model; a few seconds on a CPU)",
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    if args.split is not None and args.split not in SPLITS:
+        raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
+    from medfit.report import write_report
+
+    write_report(args.run, split=args.split, gradcam=args.gradcam)
+
+
+REPORT_COMMANDS: dict[str, Handler] = {"report": cmd_report}

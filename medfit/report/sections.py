@@ -1,0 +1,316 @@
+"""One builder per report section: RunData -> the plain dict the template renders.
+
+Every builder returns {"absent": "<what is missing and the command that produces it>"} when its
+inputs are not in the run directory; otherwise the section's numbers, tables and base64 figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medfit.report import plots
+from medfit.report.images import thumbnail
+from medfit.report.rundata import Prediction, RunData
+
+Section = dict[str, Any]
+HEADLINE = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("macro_f1", "Macro F1"),
+    ("auc", "ROC-AUC"),
+)
+VAL_HEADLINE = (
+    ("val_acc", "Accuracy"),
+    ("val_balanced_accuracy", "Balanced accuracy"),
+    ("val_macro_f1", "Macro F1"),
+)
+TOP_LOSSES = 12  # a screenful: enough to see a pattern (one scanner, one label) without paging
+PAIRS_SHOWN = 6  # per kind of cross-split pair; check.json keeps them all
+LABEL_ISSUES_SHOWN = 8
+SEVERITY_ORDER = ("high", "medium", "low", "info")
+DATA_WAIT_WARN = 0.2  # share of an epoch spent waiting for data above which the input is the limit
+
+
+def image_bases(data: RunData) -> list[Path]:
+    """Where relative image paths may start: eval writes them as given on its command line."""
+    bases = [Path.cwd(), data.path, data.path.parent]
+    root = config_value(data, "data", "root")
+    if isinstance(root, str):
+        bases.append(Path(root).expanduser())
+    return bases
+
+
+def config_value(data: RunData, section: str, key: str) -> Any:
+    try:
+        config = yaml.safe_load(data.config_text or "") or {}
+        return config.get(section, {}).get(key)
+    except (yaml.YAMLError, AttributeError):
+        return None
+
+
+def eval_missing(data: RunData) -> str:
+    split = data.split or "test"
+    if data.split and data.eval_splits and data.split not in data.eval_splits:
+        have = ", ".join(data.eval_splits)
+        return (
+            f"no eval_{split}.json (evaluated splits: {have}): run "
+            f"`medfit eval {data.path} --split {split}`"
+        )
+    return f"not evaluated yet: run `medfit eval {data.path}` (held-out test split by default)"
+
+
+# --- headline ---------------------------------------------------------------------------------
+
+
+def headline(data: RunData) -> Section:
+    s = data.summary
+    facts = [
+        ("model", s.get("model") or config_value(data, "model", "name")),
+        ("classes", ", ".join(data.classes) if data.classes else None),
+        ("train / val images", _pair(s.get("train_images"), s.get("val_images"))),
+        ("best epoch", _pair(s.get("best_epoch"), s.get("epochs_run"), " of ")),
+        ("selected on", s.get("selected_metric")),
+        ("device, wall time", _pair(s.get("device"), _seconds(s.get("wall_s")), ", ")),
+    ]
+    out: Section = {"facts": [(k, v) for k, v in facts if v not in (None, "")]}
+    if data.evaluation:
+        m = data.evaluation.get("metrics", {})
+        ci = m.get("ci95", {})
+        out["metrics"] = [
+            (name, m.get(key), *(ci.get(key) or [None, None])) for key, name in HEADLINE
+        ]
+        out["source"] = (
+            f"{data.split} split, {data.evaluation.get('n_images', '?')} images, "
+            "temperature-scaled probabilities; 95% bootstrap CIs"
+        )
+        cal = data.evaluation.get("calibration", {})
+        out["calibration"] = (m.get("ece"), cal.get("temperature"))
+        if data.split == "val":
+            out["warning"] = "val was used to select the model: these numbers are optimistic"
+        return out
+    final = s.get("final") or {}
+    if final:
+        out["metrics"] = [(name, final.get(key), None, None) for key, name in VAL_HEADLINE]
+        out["source"] = "validation set at the end of training (no CIs)"
+    out["warning"] = eval_missing(data)
+    return out
+
+
+def _pair(a: Any, b: Any, sep: str = " / ") -> str | None:
+    return (
+        None
+        if a is None and b is None
+        else f"{'?' if a is None else a}{sep}{'?' if b is None else b}"
+    )
+
+
+def _seconds(value: Any) -> str | None:
+    if not isinstance(value, int | float):
+        return None
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def curves(data: RunData) -> Section:
+    if not data.history:
+        return {"absent": "no metrics.jsonl rows: the run has not finished an epoch yet"}
+    best = data.summary.get("best_epoch")
+    stages = [r.get("stage") for r in data.history]
+    changes = [
+        f"{a} -> {b} after epoch {r['epoch']}"
+        for r, (a, b) in zip(data.history, itertools.pairwise(stages), strict=False)
+        if a != b
+    ]
+    return {
+        "png": plots.learning_curves(data.history, best if isinstance(best, int) else None),
+        "stages": changes,
+    }
+
+
+def timing(data: RunData) -> Section:
+    if not data.history:
+        return {"absent": "no metrics.jsonl rows: the run has not finished an epoch yet"}
+    keys = [*plots.TIMING, "epoch_s"]
+    rows = [
+        {"epoch": r["epoch"], "stage": r.get("stage", ""), **{k: r.get(k) for k in keys}}
+        for r in data.history
+    ]
+    total = {k: sum(float(r.get(k) or 0) for r in data.history) for k in keys}
+    wait = total["data_s"] / total["epoch_s"] if total["epoch_s"] else 0.0
+    return {
+        "png": plots.timing_chart(data.history),
+        "rows": rows,
+        "total": total,
+        "data_share": wait,
+        "input_bound": wait > DATA_WAIT_WARN,
+    }
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+def confusion(data: RunData) -> Section:
+    matrix = (data.evaluation or {}).get("metrics", {}).get("confusion_matrix")
+    if not matrix:
+        return {"absent": eval_missing(data)}
+    classes = data.evaluation.get("classes") or data.classes  # type: ignore[union-attr]
+    return {"png": plots.confusion_matrix(matrix, classes), "split": data.split}
+
+
+def per_class(data: RunData) -> Section:
+    table = (data.evaluation or {}).get("metrics", {}).get("per_class")
+    if not table:
+        return {"absent": eval_missing(data)}
+    rows = []
+    for name, row in table.items():
+        ci = row.get("ci95") or {}
+        cells = {
+            k: (row.get(k), *(ci.get(k) or [None, None]))
+            for k in ("precision", "recall", "f1", "auc")
+        }
+        rows.append({"name": name, "support": row.get("support"), **cells})
+    return {"rows": rows, "has_ci": any(r["precision"][1] is not None for r in rows)}
+
+
+def calibration(data: RunData) -> Section:
+    ev = data.evaluation or {}
+    after = ev.get("metrics", {}).get("reliability")
+    if not after:
+        return {"absent": eval_missing(data)}
+    before = ev.get("uncalibrated", {}).get("reliability") or []
+    cal = ev.get("calibration", {})
+    return {
+        "png": plots.reliability(before, after, cal.get("temperature")),
+        "temperature": cal.get("temperature"),
+        "fitted_on": cal.get("n_images"),
+        "ece": (ev.get("uncalibrated", {}).get("ece"), ev["metrics"].get("ece")),
+        "nll": (ev.get("uncalibrated", {}).get("nll"), ev["metrics"].get("nll")),
+    }
+
+
+def top_losses(data: RunData) -> Section:
+    if not data.evaluation:
+        return {"absent": eval_missing(data)}
+    if not data.predictions:
+        return {"absent": f"no predictions_{data.split}.csv: re-run `medfit eval {data.path}`"}
+    wrong = sorted((p for p in data.predictions if not p.correct), key=lambda p: -p.loss)
+    bases = image_bases(data)
+    return {
+        "cards": [_card(p, bases) for p in wrong[:TOP_LOSSES]],
+        "wrong": len(wrong),
+        "total": len(data.predictions),
+    }
+
+
+def _card(p: Prediction, bases: list[Path]) -> dict[str, Any]:
+    png, why = thumbnail(p.path, bases)
+    return {"p": p, "png": png, "why": why}
+
+
+def gradcam(data: RunData, enabled: bool) -> Section:
+    if not enabled:
+        return {"absent": "skipped (--no-gradcam)"}
+    if not data.evaluation or not data.predictions:
+        return {"absent": eval_missing(data)}
+    if not data.checkpoint.is_file():
+        return {"absent": f"no {data.checkpoint}: the run has no selected weights yet"}
+    try:
+        import captum  # noqa: F401
+    except ImportError:
+        return {"absent": "captum is not installed: pip install captum (or medfit[report])"}
+    from medfit.report.gradcam import overlays
+
+    result = overlays(data.path, data.predictions, image_bases(data))
+    if not result.images:
+        return {"absent": result.note or "no images to explain"}
+    return {"result": result}
+
+
+# --- data check and diagnosis ------------------------------------------------------------------
+
+
+def data_check(data: RunData) -> Section:
+    if data.check is None:
+        root = config_value(data, "data", "root") or "DATA"
+        return {"absent": f"no check.json: run `medfit check {root} --out {data.path}`"}
+    c = data.check
+    inv = c.get("inventory") or {}
+    classes = inv.get("classes") or []
+    counts = [
+        (split, [row.get(name, 0) for name in classes], (inv.get("split_totals") or {}).get(split))
+        for split, row in (inv.get("counts") or {}).items()
+    ]
+    near = c.get("near_duplicates") or {}
+    bases = [*image_bases(data), Path(str(c.get("root", ".")))]
+    kinds = [
+        (
+            "identical images in two splits",
+            (c.get("exact_duplicates") or {}).get("cross_split_pairs"),
+        ),
+        ("near duplicates across splits (dHash)", (near.get("hash") or {}).get("pairs")),
+        ("near duplicates across splits (embedding)", (near.get("embedding") or {}).get("pairs")),
+    ]
+    pairs = [
+        (title, [_pair_view(p, bases) for p in items[:PAIRS_SHOWN]], len(items))
+        for title, items in kinds
+        if items
+    ]
+    labels = c.get("label_issues") or {}
+    return {
+        "root": c.get("root"),
+        "verdict": c.get("verdict") or [],
+        "classes": classes,
+        "counts": counts,
+        "pairs": pairs,
+        "label_issues": (labels.get("issues") or [])[:LABEL_ISSUES_SHOWN],
+        "label_issues_total": labels.get("issues_total", 0),
+    }
+
+
+def _pair_view(pair: dict[str, Any], bases: list[Path]) -> dict[str, Any]:
+    side = {}
+    for key in ("a", "b"):
+        ref = pair.get(key) or {}
+        png, why = thumbnail(str(ref.get("path", "")), bases)
+        side[key] = {**ref, "png": png, "why": why}
+    how = pair.get("transform")
+    detail = [
+        f"{pair['distance']} bits" if pair.get("kind") == "dhash" and "distance" in pair else "",
+        f"cosine {pair['similarity']:.3f}" if isinstance(pair.get("similarity"), float) else "",
+        f"after {how}" if how and how != "identity" else "",
+        "DIFFERENT LABELS" if pair.get("conflicting_labels") else "",
+    ]
+    return {**side, "detail": ", ".join(d for d in detail if d)}
+
+
+def diagnosis(data: RunData) -> Section:
+    if data.diagnosis is None:
+        return {"absent": f"no diagnosis.json: run `medfit diagnose {data.path}`"}
+    findings = [f for f in data.diagnosis.get("findings") or [] if isinstance(f, dict)]
+    rank = {s: i for i, s in enumerate(SEVERITY_ORDER)}
+    findings.sort(key=lambda f: rank.get(str(f.get("severity")), len(rank)))  # stable: keeps the
+    # diagnoser's own order (strongest evidence first) within a severity
+    return {"findings": [{**f, "numbers": _numbers(f.get("numbers"))} for f in findings]}
+
+
+def _numbers(numbers: Any) -> list[tuple[str, str]]:
+    if not isinstance(numbers, dict):
+        return []
+    return [(str(k), _fmt(v)) for k, v in numbers.items()]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
