@@ -15,16 +15,25 @@ finding the issue asks to show, with the expected value from ../shared/data/READ
 real images and synthetic copies of them (JPEG q90, brightness +5%, noise sd 3, each then flipped
 or rotated by a random dihedral transform), and how close the nearest *other* image is.
 
-Measured on 2 shared CPU cores under nice -n 19 (no GPU), embeddings at 64 px:
-    breastmnist_28     780 images  26 s   pair found (conflicting); near-dups val 16/78, test 23/156
-    pneumoniamnist_28  5,856       62 s   val->train exact copies: 8
-    oct_kermany_val32  32           4 s   25 patient ids; the random 15% val shares 2 of them, both
+Every set also gets: dHash near duplicates inside a split, the flagged shortcuts, how many
+images per class have burned-in corner strokes (`medfit.check.markers`), and images/s.
+
+Latest numbers (2026-11-29, 2 CPU cores under a load average of 11-16, no GPU, embeddings at
+64 px; the tables and the load are in bench/README.md, "check_real.py"):
+    breastmnist_28     780 images  156 s  pair found (conflicting); near-dups val 16/78,
+                                          test 23/156; inside train 72/546 (38 pairs)
+    pneumoniamnist_28  5,856      421 s   val->train exact copies: 8; corner/border brightness
+                                          shortcut (balanced accuracy 0.73)
+    oct_kermany_val32  32           8 s   25 patient ids; the random 15% val shares 2 of them, both
                                           alike by embedding (leak)
-    blood_cells_bccd   12,444      39 s with --features thumbnail (316 images/s; scan 425/s);
-                                   366 s with the backbone (scan 46 images/s: CPU embedding)
-                       no exact or dHash near copies across splits; embedding check inconclusive
-                       (synthetic augmented copies: median cosine 0.793 vs random same-class
-                       pairs 0.776, 99.9% below 0.926)
+    blood_cells_bccd   12,444     326 s with --features thumbnail (38 images/s; scan 76/s);
+                                 1282 s with the backbone (scan 11 images/s: CPU embedding)
+                       no exact or dHash near copies across splits; inside train 78/9957 and val
+                       20/2487 have a flipped/rotated copy of the same cell; embedding check
+                       inconclusive (synthetic augmented copies: median cosine 0.793 vs random
+                       same-class pairs 0.776, 99.9% below 0.926)
+An earlier run on a less loaded machine, before the within-split search: blood 39 s with
+thumbnails (316 images/s), 366 s with the backbone; breast 26 s, pneumonia 62 s, oct 4 s.
 
 Run (nice: the machine is shared):
 
@@ -126,7 +135,6 @@ def blood_rows(report: CheckReport) -> list[Row]:
     else:
         emb = cal.get("reason", "-")
     emb_pairs = near["embedding"]
-    t = report.timing
     return [
         ("blood", "cross-split exact copies", _cross(exact), "none (README)"),
         (
@@ -142,8 +150,37 @@ def blood_rows(report: CheckReport) -> list[Row]:
             _near(emb_pairs["per_split"]) if emb_pairs.get("checked") else "not listed",
             "-",
         ),
+    ]
+
+
+def common_rows(key: str, report: CheckReport) -> list[Row]:
+    """What every set gets: near copies inside a split, shortcuts, the marker feature, timing."""
+    within = report.near_duplicates["within_split"]
+    parts = [
+        f"{split} {v['with_near_duplicate']}/{v['images']}"
+        for split, v in within["per_split"].items()
+        if v["with_near_duplicate"]
+    ]
+    inside = ", ".join(parts) or "none"
+    if within["pairs_total"]:
+        inside += f" ({within['pairs_total']} pairs, {within['rotated_or_flipped']} flipped/rotated"
+        inside += f", {within['conflicting_pairs']} conflicting)"
+    props = {p["property"]: p for p in report.shortcuts.get("properties", [])}
+    marks = props.get("burned-in text/markers", {})
+    marked = marks.get("images_with_marks_by_class", {})
+    t = report.timing
+    return [
+        (key, "dHash near-dups inside a split", inside, "-"),
+        (key, "shortcuts flagged", ", ".join(report.shortcuts.get("flagged", [])) or "none", "-"),
         (
-            "blood",
+            key,
+            "images with corner strokes, by class",
+            ", ".join(f"{c} {n}" for c, n in marked.items())
+            + f" (bal. acc {marks.get('balanced_accuracy', 0):.2f})",
+            "-",
+        ),
+        (
+            key,
             "images/s (whole check / scan)",
             f"{t['images_per_second']:.0f} / {t['scan_images_per_second']:.0f}",
             "-",
@@ -239,9 +276,16 @@ def main() -> None:
         workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"{key}: {len(index.samples)} images in {seconds:.1f} s")
         rows += ROWS[key](report)
+        rows += common_rows(key, report)
         # Peak resident memory so far (ru_maxrss: KiB on Linux); torch alone is ~0.4 GB.
         rows.append((key, "peak RSS: main / largest worker", f"{peak:.0f} / {workers:.0f} MB", "-"))
-        results["sets"][key] = {"timing": report.timing, "verdict": report.verdict}
+        results["sets"][key] = {
+            "timing": report.timing,
+            "verdict": report.verdict,
+            "within_split": {
+                k: v for k, v in report.near_duplicates["within_split"].items() if k != "pairs"
+            },
+        }
         if args.calibrate:
             results["calibration"].append(calibrate(index, key))
 

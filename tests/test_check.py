@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from medfit.check import (
     CheckOptions,
@@ -31,6 +31,7 @@ from medfit.check.labels import (
     softmax_regression,
     torch_softmax_regression,
 )
+from medfit.check.markers import marker_stats
 from medfit.data.manifest import index_manifest
 from medfit.data.sources import index_folder
 from medfit.errors import ConfigError, DataError
@@ -96,6 +97,7 @@ def test_clean_set_has_no_false_alarms(tmp_path: Path) -> None:
     assert serious(report) == []
     assert report.exact_duplicates["clusters"] == 0
     assert report.near_duplicates["hash"]["pairs_total"] == 0
+    assert report.near_duplicates["within_split"]["pairs_total"] == 0
     assert report.shortcuts["flagged"] == []
     assert report.label_issues["checked"] and report.label_issues["issues_total"] == 0
     assert report.label_issues["probe_balanced_accuracy"] > 0.95
@@ -182,6 +184,74 @@ def test_colour_mode_shortcut_is_flagged(tmp_path: Path) -> None:
     assert scores["image mode"]["by_class"]["RGB"] == {"left": 32, "right": 0}
     assert severity(report, "shortcut:image mode") == "warning"
     assert report.label_issues["checked"] is False  # --features none
+
+
+def picture64(rng: np.random.Generator, label: int, glyph: str = "") -> np.ndarray:
+    """`picture` at 64 px, with `glyph` burned in white near the top-right corner."""
+    image = Image.fromarray(picture(rng, label)).resize((64, 64), Image.Resampling.BICUBIC)
+    if glyph:
+        x, y = 52 + int(rng.integers(-2, 1)), 2 + int(rng.integers(0, 3))
+        ImageDraw.Draw(image).text((x, y), glyph, fill=255, font=ImageFont.load_default(size=11))
+    return np.asarray(image)
+
+
+def test_marker_strokes_are_glyphs_not_bright_regions() -> None:
+    rng = np.random.default_rng(10)
+    marked = marker_stats(picture64(rng, 1, glyph="R").astype(np.float32))
+    assert marked[1] > 0.02 and marked[4] >= 1  # top-right corner, one component
+    assert marked[0] == marked[2] == marked[3] == 0
+    clean = picture64(rng, 0).astype(np.float32)
+    assert marker_stats(clean) == (0.0,) * 5
+    yy, xx = np.mgrid[:64, :64]
+    filled = np.where(xx + yy < 30, 255.0, clean)  # a white corner fill (rotation padding)
+    filled[40:50, 40:50] = 255  # a bright square region
+    assert marker_stats(filled) == (0.0,) * 5
+
+
+@pytest.mark.parametrize("glyphs", [("", "R"), ("R", "R")])
+def test_burned_in_marker_shortcut(tmp_path: Path, glyphs: tuple[str, str]) -> None:
+    """A letter in one class only is a shortcut; the same letter in every image is not."""
+    rng = np.random.default_rng(11)
+    for split, n in (("train", 24), ("val", 8)):
+        for label, cls in enumerate(CLASSES):
+            for i in range(n):
+                save(tmp_path / split / cls / f"{i}.png", picture64(rng, label, glyphs[label]))
+    report = check(tmp_path, features="none")
+    scores = {p["property"]: p for p in report.shortcuts["properties"]}
+    markers = scores["burned-in text/markers"]
+    assert markers["images_with_marks_by_class"] == {"left": 32 if glyphs[0] else 0, "right": 32}
+    if glyphs[0]:
+        assert not markers["flagged"] and "examples" not in markers
+        return
+    assert report.shortcuts["flagged"] == ["burned-in text/markers"]
+    assert markers["balanced_accuracy"] == 1.0
+    assert {e["label"] for e in markers["examples"]} == {"right"} and len(markers["examples"]) == 3
+    assert severity(report, "shortcut:burned-in text/markers") == "warning"
+    assert "images with strokes: left 0, right 32" in render_text(report)
+
+
+def test_near_duplicates_inside_a_split(tmp_path: Path) -> None:
+    paths = make_set(tmp_path, {"train": 12, "val": 6})
+    source, other = paths["train"][3], paths["train"][14]  # a "left" and a "right" image
+    flipped = np.fliplr(np.asarray(Image.open(source)))
+    turned = np.rot90(np.asarray(Image.open(other)))
+    flipped_path = save(tmp_path / "train" / "left" / "flipped.png", flipped)
+    turned_path = save(tmp_path / "train" / "left" / "turned.png", turned)
+    report = check(tmp_path)
+    within = report.near_duplicates["within_split"]
+    pairs = {frozenset((p["a"]["path"], p["b"]["path"])): p for p in within["pairs"]}
+    assert set(pairs) == {
+        frozenset((str(flipped_path), str(source))),
+        frozenset((str(turned_path), str(other))),
+    }
+    assert pairs[frozenset((str(flipped_path), str(source)))]["transform"] == "flip"
+    assert within["per_split"]["train"]["with_near_duplicate"] == 4
+    assert within["per_split"]["val"]["with_near_duplicate"] == 0
+    assert within["conflicting_pairs"] == 1 and within["pairs"][0]["conflicting_labels"]
+    assert severity(report, "near_within_split") == "warning"  # the "right" image filed as left
+    assert report.near_duplicates["hash"]["pairs_total"] == 0  # not a cross-split finding
+    assert report.failures == []
+    assert "inside one split: train: 4/26, val: 0/12 (2 pairs)" in render_text(report)
 
 
 def test_flipped_labels_are_listed(tmp_path: Path) -> None:
@@ -324,6 +394,16 @@ def test_cli_strict_json_and_run_dir(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert saved == json.loads((tmp_path / "r.json").read_text())
     pair = saved["exact_duplicates"]["cross_split_pairs"][0]
     assert pair["a"]["path"].endswith("dup.png") and pair["b"]["split"] == "train"
+    assert list(saved)[:3] == ["schema_version", "root", "summary"] and saved["schema_version"] == 2
+    assert saved["summary"] == {
+        "findings": {"critical": 1, "warning": 0, "info": 1},
+        "strict_fails": True,
+    }
+    for finding in saved["verdict"]:  # each finding points at its evidence in the document
+        evidence: object = saved
+        for key in finding["details"].split("."):
+            assert isinstance(evidence, dict) and key in evidence, finding["details"]
+            evidence = evidence[key]
     with pytest.raises(StrictCheckFailed, match="--strict: exact copies"):
         _cli([*argv, "--strict"])
     with pytest.raises(ConfigError, match="--near-bits"):

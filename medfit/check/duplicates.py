@@ -5,7 +5,8 @@
   it both ways).
 - Near, by hash: for every val/test image, the closest image of each earlier split by the dHash
   of its 8 dihedral transforms; listed at <= `near_bits` of 256 (see options.NEAR_DHASH_BITS for
-  the calibration).
+  the calibration). Near pairs inside one split are listed apart (`within_split_near_duplicates`):
+  they inflate a split and distort its class counts, but do not invalidate validation.
 - Near, by embedding: cosine similarity of frozen-backbone features, with a threshold calibrated
   on the user's own data each run: 64 images get a synthetic augmented copy (rotated by any angle,
   flipped, shifted, brightened); the threshold is the similarity that 90% of those copies reach.
@@ -28,6 +29,9 @@ COPY_QUANTILE = 10.0  # % of synthetic copies allowed below the embedding thresh
 NULL_QUANTILE = 99.9  # % of random same-class pairs that must stay below it
 NULL_PAIRS = 20_000  # random pairs drawn for that null distribution
 NEIGHBOURS = 3  # nearest references kept per query
+# Queries per split for the within-split search: beyond this a random sample of the split is
+# compared with all of it, which keeps a 200,000-image train split at ~1/4 of the full N^2 work.
+WITHIN_QUERIES = 50_000
 
 
 def exact_duplicates(ctx: Context) -> dict[str, Any]:
@@ -141,6 +145,64 @@ def hash_near_duplicates(ctx: Context) -> dict[str, Any]:
         "rotated_or_flipped": sum(p["transform"] != "identity" for p in pairs),
         "pairs": pairs[: ctx.options.max_pairs],
         "nearest_distance_histogram": {k: _histogram(v) for k, v in nearest.items()},
+    }
+
+
+def within_split_near_duplicates(ctx: Context) -> dict[str, Any]:
+    """Pairs inside one split within `near_bits` by dihedral dHash (exact copies excluded).
+
+    Listed apart from the cross-split pairs: they do not make validation a memory test, but they
+    inflate the effective size of a split and distort its class counts (a class of augmented
+    copies looks bigger than it is). A split larger than WITHIN_QUERIES is queried with a random
+    sample of that many images (against all of it), and the counts say so.
+    """
+    limit = ctx.options.near_bits
+    device = _device(ctx)
+    rng = np.random.default_rng(ctx.options.seed)
+    seen: set[tuple[int, int]] = set()
+    pairs: list[dict[str, Any]] = []
+    per_split: dict[str, dict[str, Any]] = {}
+    for split in ctx.present_splits():
+        rows = ctx.readable(split)
+        if len(rows) < 2:
+            continue
+        queries = np.arange(len(rows))
+        if len(rows) > WITHIN_QUERIES:
+            queries = np.sort(rng.choice(len(rows), WITHIN_QUERIES, replace=False))
+        found = hamming_search(
+            ctx.scan.dhash[rows[queries]], ctx.scan.dhash[rows], NEIGHBOURS + 1, device=device
+        )
+        involved: set[int] = set()
+        for qi, q in enumerate(queries):
+            a = int(rows[q])
+            for j in range(found.index.shape[1]):
+                d, ri = int(found.distance[qi, j]), int(found.index[qi, j])
+                if ri < 0 or d > limit:
+                    break
+                b = int(rows[ri])
+                if b == a or ctx.scan.hashes[a] == ctx.scan.hashes[b]:
+                    continue  # itself, or an exact copy (listed with the exact duplicates)
+                involved.update((a, b))
+                key = (min(a, b), max(a, b))
+                if key not in seen:
+                    seen.add(key)
+                    t = TRANSFORMS[int(found.transform[qi, j])]
+                    pairs.append(_pair(ctx, a, b, "dhash", distance=d, transform=t))
+        per_split[split] = {
+            "images": len(rows),
+            "queries": len(queries),
+            "sampled": len(queries) < len(rows),
+            "with_near_duplicate": len(involved),
+        }
+    pairs.sort(key=lambda p: (not p["conflicting_labels"], p["distance"], p["a"]["path"]))
+    return {
+        "threshold_bits": limit,
+        "hash_bits": HASH_BITS,
+        "per_split": per_split,
+        "pairs_total": len(pairs),
+        "conflicting_pairs": sum(p["conflicting_labels"] for p in pairs),
+        "rotated_or_flipped": sum(p["transform"] != "identity" for p in pairs),
+        "pairs": pairs[: ctx.options.max_pairs],
     }
 
 

@@ -131,9 +131,11 @@ def hamming_search(
             run_t = torch.zeros((n, k), dtype=torch.int64, device=device)
             offset = 0
             for r in ref_signs:
-                dot = q.reshape(n * 8, n_bits) @ r.T
-                dist = ((n_bits - dot) / 2).round().to(torch.int32).reshape(n, 8, -1)
-                d_min, t_min = dist.min(dim=1)  # (n, r): best transform per pair
+                dot = (q.reshape(n * 8, n_bits) @ r.T).reshape(n, 8, -1)
+                # The largest dot product is the smallest distance: pick the transform first and
+                # convert only (n, r) values, not 8x that (most of the search time on a CPU).
+                d_max, t_min = dot.max(dim=1)  # (n, r): best transform per pair
+                d_min = ((n_bits - d_max) / 2).round().to(torch.int32)
                 kk = min(k, d_min.shape[1])
                 d_top, i_top = torch.topk(d_min, kk, dim=1, largest=False)
                 t_top = torch.gather(t_min, 1, i_top)

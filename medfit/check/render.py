@@ -97,6 +97,7 @@ def _near(near: dict[str, Any], shown: int) -> list[str]:
     for pair in hashed["pairs"][:shown]:
         how = "" if pair["transform"] == "identity" else f" after {pair['transform']}"
         lines.append(f"  {_name(pair['a'])} ~ {_name(pair['b'])}  {pair['distance']} bits{how}")
+    lines += _within(near.get("within_split", {}), shown)
     cal = near["embedding_calibration"]
     emb = near["embedding"]
     if emb.get("checked"):
@@ -114,6 +115,24 @@ def _near(near: dict[str, Any], shown: int) -> list[str]:
         verdict = "inconclusive: " if "threshold" in cal else ""
         lines.append(f"  by embedding: {verdict}{cal['reason']}")
     return [*lines, ""]
+
+
+def _within(within: dict[str, Any], shown: int) -> list[str]:
+    """Near copies inside one split (same dHash threshold), apart from the cross-split ones."""
+    if not within.get("per_split"):
+        return []
+    parts = ", ".join(
+        f"{k}: {v['with_near_duplicate']}/{v['images']}" + (" (sampled)" if v["sampled"] else "")
+        for k, v in within["per_split"].items()
+    )
+    lines = [f"  inside one split: {parts} ({within['pairs_total']} pairs)"]
+    for pair in within["pairs"][:shown]:
+        how = "" if pair["transform"] == "identity" else f" after {pair['transform']}"
+        flag = "  CONFLICTING LABELS" if pair["conflicting_labels"] else ""
+        lines.append(
+            f"  {_name(pair['a'])} ~ {_name(pair['b'])}  {pair['distance']} bits{how}{flag}"
+        )
+    return lines
 
 
 def _groups(groups: dict[str, Any], shown: int) -> list[str]:
@@ -148,6 +167,9 @@ def _shortcuts(shortcuts: dict[str, Any]) -> list[str]:
     ]
     for prop in shortcuts["properties"]:
         flag = "  <- FLAGGED" if prop["flagged"] else ""
+        marked = prop.get("images_with_marks_by_class")
+        if marked is not None and any(marked.values()):
+            flag += f"  (images with strokes: {_counts(marked)})"
         lines.append(f"  {prop['property']:<26}{prop['balanced_accuracy']:.2f}{flag}")
     return [*lines, ""]
 

@@ -1,4 +1,63 @@
-"""`run_check`: index -> one scan -> every check -> a `CheckReport` (JSON-serialisable)."""
+"""`run_check`: index -> one scan -> every check -> a `CheckReport` (JSON-serialisable).
+
+The check.json schema (`schema_version` 2)
+------------------------------------------
+`medfit check DATA --out RUN` writes `RUN/check.json` (`--json PATH` the same document). It is
+what an HTML report renders, so its shape is a contract: keys are only ever added; renaming,
+removing or changing the meaning of one bumps `SCHEMA_VERSION`. Lists of pairs/images are cut at
+`options.max_pairs` (`max_label_issues` for label issues); the counts beside them are complete.
+
+An image reference ("ref") is `{path, split, label, group}`: `path` as indexed (absolute for a
+folder, as written in a manifest otherwise), `label` the class name, `group` the patient id or
+null. A pair is `{kind, a, b, conflicting_labels, ...}` with `a` the later-split image (val/test;
+within a split, the one that was queried) and `b` its match; `kind` is "exact" / "dhash" (with
+`distance` in bits and `transform`, one of `hashing.TRANSFORMS`, applied to `a`) / "embedding"
+(with `similarity`, a cosine).
+
+- `schema_version` int; `root` str (the data folder or manifest)
+- `summary`: `findings` {critical, warning, info: int}, `strict_fails` bool
+- `options`: the `CheckOptions` used (without `progress`)
+- `verdict`: list, most severe first, of {`severity` ("critical"|"warning"|"info"), `title` (one
+  line), `fix` (one line), `key` (stable id: "exact_cross_split", "group_leak", "near_hash",
+  "near_within_split", "shortcut:<property>", ... see `verdict.DETAILS`), `details` (dotted path
+  of the evidence in this document, e.g. "exact_duplicates.cross_split_pairs")}
+- `inventory`: `classes` [str], `images`, `counts` {split: {class: n}}, `split_totals`
+  {split: n}, `imbalance_ratio` (train, largest/smallest, or null), `val_from_train` bool,
+  `sizes` {distinct, most_common {"WxH": n}, width/height {min, median, max}}, `modes`, `formats`,
+  `conversions` {name: n}, `bytes`, `unreadable_count`, `unreadable` [{path, split, error}],
+  `ignored_count`, `ignored_files` [str]
+- `exact_duplicates`: counts (`clusters`, `images_in_clusters`, `extra_copies`,
+  `cross_split_clusters`, `conflicting_clusters`, `conflicting_cross_split`),
+  `cross_split_images` {"val->train": n}, `cross_split_pairs` [pair] (conflicting first),
+  `cluster_list` [{hash, splits, labels, cross_split, conflicting_labels, members [ref]}]
+- `near_duplicates`:
+  - `hash` (across splits): `threshold_bits`, `hash_bits`, `per_split` {"val->train":
+    {queries, with_near_duplicate}}, `pairs_total`, `rotated_or_flipped`, `pairs` [pair],
+    `nearest_distance_histogram` {"val->train": {"0-7": n, ...}}
+  - `within_split` (inside one split): `threshold_bits`, `hash_bits`, `per_split` {split:
+    {images, queries, sampled, with_near_duplicate}}, `pairs_total`, `conflicting_pairs`,
+    `rotated_or_flipped`, `pairs` [pair] (conflicting first)
+  - `embedding_calibration`: `usable` bool, and `reason` when not usable; when calibrated also
+    `threshold`, `copy_similarity_median`, `random_same_class_median`,
+    `random_same_class_p999`, `random_pairs_above_threshold`
+  - `embedding` (across splits): `checked` bool, `pairs_total`, `pairs` [pair], `per_split` as
+    in `hash`; `threshold` when checked
+- `groups`: `available` bool, `source` str; when available `groups`, `images_with_id`,
+  `images_without_id`, `groups_per_split` {split: n}, `images_per_group` {median, max},
+  `shared_groups`, `leaking_groups`, `leaking_images`, `different_content_groups`,
+  `null_pairs`, `shared` [{group, status ("leak"|"same id, different content"), splits
+  {split: n}, images, min_hash_distance, max_similarity, alike_by [str], pair {a: ref, b: ref}}]
+- `shortcuts`: `checked` bool (`reason` when not); `images`, `chance`, `margin`, `flagged`
+  [property], `properties` [{property, balanced_accuracy, above_chance, flagged,
+  distinct_values; categorical ones add `by_class` {value: {class: n}}; "burned-in
+  text/markers" adds `images_with_marks_by_class` {class: n} and, when flagged, `examples`
+  [ref + stroke_fraction] (the most marked images of each class)}]
+- `label_issues`: `checked` bool (`reason` when not); `features`, `method`, `probe_accuracy`,
+  `probe_balanced_accuracy`, `chance`, `issues_total`, `issue_rate`, `issues` [ref +
+  suggested, p_given, p_suggested] (most likely wrong first)
+- `timing`: `images`, `seconds` {step: s}, `total_seconds`, `scan_images_per_second`,
+  `images_per_second`, `embedding` (model and size, "" when none)
+"""
 
 from __future__ import annotations
 
@@ -17,6 +76,7 @@ from medfit.check.duplicates import (
     embedding_near_duplicates,
     exact_duplicates,
     hash_near_duplicates,
+    within_split_near_duplicates,
 )
 from medfit.check.groups import resolve_groups
 from medfit.check.inventory import inventory
@@ -24,11 +84,11 @@ from medfit.check.labels import label_issues
 from medfit.check.leakage import group_leakage
 from medfit.check.options import CheckOptions
 from medfit.check.shortcuts import find_shortcuts
-from medfit.check.verdict import make_verdict, strict_failures
+from medfit.check.verdict import SEVERITIES, make_verdict, strict_failures
 from medfit.data.sources import DatasetIndex
 from medfit.errors import MedfitError
 
-REPORT_VERSION = 1
+SCHEMA_VERSION = 2  # bump on any change a reader of check.json must know about
 
 
 class StrictCheckFailed(MedfitError):
@@ -42,8 +102,9 @@ class CheckReport:
     Image pairs carry both images' path, split, label and group: what a thumbnail view needs.
     """
 
-    version: int
+    schema_version: int
     root: str
+    summary: dict[str, Any]
     options: dict[str, Any]
     verdict: list[dict[str, str]]
     inventory: dict[str, Any]
@@ -112,6 +173,7 @@ def run_check(index: DatasetIndex, options: CheckOptions | None = None) -> Check
             "embedding": timed(
                 "near_embedding", lambda: embedding_near_duplicates(ctx, calibration)
             ),
+            "within_split": timed("near_within", lambda: within_split_near_duplicates(ctx)),
         },
         "groups": timed("groups", lambda: group_leakage(ctx, groups.source)),
         "shortcuts": timed("shortcuts", lambda: find_shortcuts(ctx)),
@@ -127,7 +189,14 @@ def run_check(index: DatasetIndex, options: CheckOptions | None = None) -> Check
         "embedding": scan.embed_note,
     }
     parts["verdict"] = make_verdict(parts)
-    return CheckReport(REPORT_VERSION, index.root, _options_dict(options), **parts)
+    parts["summary"] = _summary(parts["verdict"])
+    return CheckReport(SCHEMA_VERSION, index.root, options=_options_dict(options), **parts)
+
+
+def _summary(verdict: list[dict[str, str]]) -> dict[str, Any]:
+    """Findings per severity and whether `--strict` would fail: the report's headline."""
+    counts = {s: sum(f["severity"] == s for f in verdict) for s in SEVERITIES}
+    return {"findings": counts, "strict_fails": counts["critical"] > 0}
 
 
 def _options_dict(options: CheckOptions) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """One streaming pass over the images: decode each file once, keep only small per-image facts.
 
 Per image we keep its file properties (format, mode, size, JPEG quality), a pixel hash, the 8
-dihedral dHashes, corner/border brightness, a 70-number thumbnail feature vector and, when the
-backbone is used, a small square copy for the embedding model that is consumed batch by batch.
+dihedral dHashes, corner/border brightness, burned-in corner strokes (`markers`), a 70-number
+thumbnail feature vector and, when the backbone is used, a small square copy for the embedding
+model that is consumed batch by batch.
 Nothing full-size outlives its worker call, so memory grows with N by a few hundred bytes (plus
 the embedding when on), never by N x H x W.
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from medfit.check.hashing import dihedral_dhash_gray, is_gray_rgb, luminance, pixel_hash, shrink
+from medfit.check.markers import marker_stats
 from medfit.data.cache import resize_square
 from medfit.data.decode import DICOM_SUFFIXES, DecodeError, decode_image
 from medfit.data.parallel import bounded_map
@@ -49,6 +51,7 @@ class ImageInfo:
     jpeg_quality: int | None = None  # estimated from the luminance table (JPEG only)
     corners: tuple[float, ...] = ()  # mean gray of the 4 corner patches (TL, TR, BL, BR)
     border: float = 0.0  # mean gray of the outer 5% frame
+    marks: tuple[float, ...] = ()  # burned-in text/markers in the corners (see check.markers)
     file_bytes: int = 0
     note: str = ""  # what decoding converted (16-bit windowing, EXIF rotation, ...)
     error: str = ""  # the one-line decode error, "" when the image is readable
@@ -161,6 +164,7 @@ def scan_one(job: ScanJob) -> Scanned:
         info.height, info.width = pixels.shape[:2]
     gray = luminance(pixels)
     info.corners, info.border = corner_stats(gray)
+    info.marks = marker_stats(gray)
     thumb = resize_square(pixels, job.embed_size) if job.embed_size else None
     features = thumb_features(pixels, gray)
     return Scanned(info, pixel_hash(pixels), dihedral_dhash_gray(gray), features, thumb)

@@ -8,8 +8,8 @@ how the data was collected):
 
 - categorical (mode, format, size as WxH): each value predicts the class it is most over-
   represented in (count / class size), learnt on the training folds;
-- numeric (width/height/aspect, corner and border brightness, JPEG quality): a depth-3 decision
-  tree with balanced class weights.
+- numeric (width/height/aspect, corner and border brightness, burned-in text/markers in the
+  corners — see `markers` —, JPEG quality): a depth-3 decision tree with balanced class weights.
 
 Balanced accuracy is 1/K for a majority-class or constant predictor whatever the imbalance, so
 "chance" is 1/K. A property is flagged when it beats chance by MIN_MARGIN and by 3 standard errors
@@ -25,7 +25,10 @@ from typing import Any
 import numpy as np
 
 from medfit.check.context import Context
+from medfit.check.markers import N_VALUES as N_MARKS
 
+MARKERS = "burned-in text/markers"
+EXAMPLES = 3  # images per class shown for a flagged marker property (most stroke pixels first)
 MIN_MARGIN = 0.10
 FOLDS = 5
 
@@ -45,6 +48,10 @@ def _properties(ctx: Context, rows: np.ndarray) -> dict[str, tuple[str, np.ndarr
             "numeric",
             np.array([[*i.corners, i.border] if i.corners else [0.0] * 5 for i in infos], float),
         ),
+        MARKERS: (
+            "numeric",
+            np.array([i.marks if i.marks else [0.0] * N_MARKS for i in infos], float),
+        ),
     }
     if any(i.jpeg_quality is not None for i in infos):
         quality = [i.jpeg_quality if i.jpeg_quality is not None else -1 for i in infos]
@@ -63,7 +70,10 @@ def find_shortcuts(ctx: Context) -> dict[str, Any]:
     margin = max(MIN_MARGIN, 3.0 * float(np.sqrt(chance * (1 - chance) / len(rows))))
     results = []
     for name, (kind, values) in _properties(ctx, rows).items():
-        results.append(_score(name, kind, values, labels, ctx, chance, margin))
+        result = _score(name, kind, values, labels, ctx, chance, margin)
+        if name == MARKERS:
+            result.update(_marker_details(ctx, rows, values, labels, result["flagged"]))
+        results.append(result)
     results.sort(key=lambda r: -r["balanced_accuracy"])
     return {
         "checked": True,
@@ -104,6 +114,25 @@ def _score(
     if kind == "categorical":
         result["by_class"] = _value_table(values, labels, ctx.classes)
     return result
+
+
+def _marker_details(
+    ctx: Context, rows: np.ndarray, values: np.ndarray, labels: np.ndarray, flagged: bool
+) -> dict[str, Any]:
+    """How many images per class carry strokes, and (when flagged) the most marked ones, so
+    that a report can show what the letters look like."""
+    marked = values[:, -1] > 0  # at least one stroke component
+    counts = {name: int(np.sum(marked[labels == c])) for c, name in enumerate(ctx.classes)}
+    details: dict[str, Any] = {"images_with_marks_by_class": counts}
+    if flagged:
+        score = values[:, :-1].sum(axis=1)
+        examples = []
+        for c in np.unique(labels):
+            mine = np.flatnonzero((labels == c) & marked)
+            for i in mine[np.argsort(-score[mine], kind="stable")][:EXAMPLES]:
+                examples.append({**ctx.ref(int(rows[i])), "stroke_fraction": round(score[i], 5)})
+        details["examples"] = examples
+    return details
 
 
 def _cv_predict(kind: str, values: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:

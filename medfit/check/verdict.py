@@ -2,9 +2,10 @@
 
 critical  the validation score is not trustworthy as the data stands (copies of training images
           in val/test, the same patient's alike images on both sides); `--strict` fails on these
-warning   likely to mislead or hurt training (near duplicates, shortcuts, unreadable files,
-          labels that look wrong, ids shared across splits with different images)
-info      worth knowing (imbalance, checks that could not decide)
+warning   likely to mislead or hurt training (near duplicates across splits, shortcuts,
+          unreadable files, labels that look wrong, ids shared across splits with different
+          images, near copies inside a split whose labels disagree)
+info      worth knowing (imbalance, near copies inside a split, checks that could not decide)
 """
 
 from __future__ import annotations
@@ -25,11 +26,32 @@ SHORTCUT_FIXES = {
     "corner/border brightness": "look at the corners: padding, burned-in text or markers "
     "differ between classes; crop them off or make them uniform",
     "JPEG quality": "re-encode every image at one JPEG quality; the classes were saved differently",
+    "burned-in text/markers": "look at the listed examples: letters, rulers or annotations in the "
+    "corners differ between classes; crop or mask them (the same way in every class)",
+}
+
+
+# Where each finding's evidence lies in check.json (dotted path): what a report links or renders.
+DETAILS = {
+    "exact_cross_split": "exact_duplicates.cross_split_pairs",
+    "exact_conflicting": "exact_duplicates.cluster_list",
+    "group_leak": "groups.shared",
+    "group_same_id": "groups.shared",
+    "near_hash": "near_duplicates.hash.pairs",
+    "near_embedding": "near_duplicates.embedding.pairs",
+    "near_embedding_inconclusive": "near_duplicates.embedding_calibration",
+    "near_within_split": "near_duplicates.within_split.pairs",
+    "unreadable": "inventory.unreadable",
+    "shortcut": "shortcuts.properties",
+    "label_issues": "label_issues.issues",
+    "imbalance": "inventory.counts",
+    "no_groups": "groups",
 }
 
 
 def _finding(severity: str, title: str, fix: str, key: str) -> dict[str, str]:
-    return {"severity": severity, "title": title, "fix": fix, "key": key}
+    details = DETAILS[key.split(":", 1)[0]]
+    return {"severity": severity, "title": title, "fix": fix, "key": key, "details": details}
 
 
 def make_verdict(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -143,6 +165,7 @@ def _near(near: dict[str, Any]) -> list[dict[str, str]]:
                 "near_embedding",
             )
         )
+    out += _near_within(near.get("within_split", {}))
     calibration = near["embedding_calibration"]
     if not calibration.get("usable") and "threshold" in calibration:
         out.append(
@@ -156,6 +179,31 @@ def _near(near: dict[str, Any]) -> list[dict[str, str]]:
             )
         )
     return out
+
+
+def _near_within(within: dict[str, Any]) -> list[dict[str, str]]:
+    """Near copies inside one split: info (they do not invalidate validation), a warning when a
+    pair's labels disagree (one of the two labels is likely wrong)."""
+    hits = {k: v for k, v in within.get("per_split", {}).items() if v["with_near_duplicate"]}
+    if not hits:
+        return []
+    parts = ", ".join(
+        f"{v['with_near_duplicate']}/{v['images']} {k}" + (" (sampled)" if v["sampled"] else "")
+        for k, v in hits.items()
+    )
+    conflicting = within["conflicting_pairs"]
+    title = (
+        f"near duplicates inside a split: {parts} images have a near-identical image in the same "
+        f"split (dHash <= {within['threshold_bits']}/{within['hash_bits']} bits; "
+        f"{within['pairs_total']} pairs, {within['rotated_or_flipped']} flipped or rotated)"
+        + (f"; {conflicting} pair(s) with different labels" if conflicting else "")
+    )
+    fix = (
+        "they inflate the split and its class counts (augmented copies?); keep one image per "
+        "source, or give copies one group id so that they stay together"
+        + ("; decide the right label of the conflicting pairs" if conflicting else "")
+    )
+    return [_finding("warning" if conflicting else "info", title, fix, "near_within_split")]
 
 
 def _unreadable(inventory: dict[str, Any]) -> list[dict[str, str]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from tqdm import tqdm
 from medfit.data.decode import DecodeError, decode_image
 from medfit.data.parallel import bounded_map
 from medfit.data.sources import Sample
+from medfit.errors import DataError
 
 CACHE_VERSION = 1
 # Random-resized crops come from a slightly larger image: real pixels, not upsampling.
@@ -165,9 +167,16 @@ def build_or_load(
     entry = Path(cache_dir) / _key(samples, stamps, size, interpolation)
     if (entry / "index.json").exists():
         return _load(entry)
-    reused, decoded = _build(
-        samples, stamps, size, interpolation, entry, workers or os.cpu_count() or 1, desc
-    )
+    try:
+        reused, decoded = _build(
+            samples, stamps, size, interpolation, entry, workers or os.cpu_count() or 1, desc
+        )
+    except OSError as exc:  # the cache folder: full disk, read-only, no permission
+        need = len(samples) * size * size * 3 / 1e6
+        raise DataError(
+            f"cannot write the image cache in {cache_dir}: {exc.strerror or exc} (needs up to "
+            f"{need:.0f} MB); free space there or pass --cache-dir on another disk"
+        ) from None
     return dataclasses.replace(_load(entry), reused=reused, decoded=decoded)
 
 
@@ -249,6 +258,7 @@ class _RowWriter:
         shape = (self.capacity, self.size, self.size, channels)
         array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
         assert isinstance(array, np.memmap)
+        _reserve(path)
         return array
 
     def append(self, rows: np.ndarray) -> None:
@@ -279,6 +289,23 @@ class _RowWriter:
         if self.count < self.capacity:
             _shrink_npy_rows(self.path, self.count)
         os.replace(self.path, out)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of the (sparse) file now, so a full disk fails here.
+
+    Otherwise a store into the memory map on a full disk kills the process with SIGBUS: no
+    message, no traceback, just "Bus error". posix_fallocate raises ENOSPC instead.
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS/Windows: no such call, keep the sparse file
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # the filesystem cannot reserve
+                return
+            raise
 
 
 def _rows_per_chunk(size: int, channels: int) -> int:

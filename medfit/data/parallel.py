@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from typing import TypeVar
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """In a pool worker: ask Linux to SIGKILL this process when its parent dies.
+
+    A kill -9 of medfit during a parallel decode otherwise leaves the idle workers orphaned,
+    blocked forever on their task queue (and holding the parent's stdout open). The pool's
+    initializer, so every worker asks once, even one that never gets a task; a no-op off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,7 +47,7 @@ def bounded_map(
     """
     source = iter(items)
     chunks = iter(lambda: list(islice(source, chunk)), [])
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
         pending: deque[Future[list[R]]] = deque(
             pool.submit(work, c) for c in islice(chunks, depth * workers)
         )

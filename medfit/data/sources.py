@@ -12,8 +12,10 @@ other source: `medfit.data.manifest`; both share `check_classes` and `stratified
 What the walk does with odd entries:
 - a file directly in a split folder (train/x.png, not in a class folder) is listed in
   `ignored_files`, as are non-image files inside class folders; OS clutter is skipped silently;
-- a symlinked class folder is followed; a symlinked folder *inside* a class folder is not (it could
-  loop, or pull in another class's images) and is listed in `ignored_files`;
+- a symlinked class folder is followed, unless it points at its own split folder, above it or into
+  it (it would list every class again, or one class's images under a second label); such a link
+  and a symlinked folder *inside* a class folder (it could loop, or pull in another class's
+  images) are not followed and are listed in `ignored_files`;
 - a symlinked file is indexed under its link path; a dangling or looping one is indexed too, and
   the decode step reports it as unreadable (skipped with a count, fatal under --strict);
 - file names that are not valid UTF-8 come through as surrogate-escaped `str` and still open;
@@ -132,8 +134,25 @@ def _split_contents(split_dir: Path) -> tuple[list[Path], list[Path]]:
         if is_junk(Path(child.name)):
             continue
         # is_dir follows a symlinked class folder; a looping or dangling link is not a folder.
-        (folders if child.is_dir() else loose).append(child)
+        is_class = child.is_dir() and not _links_into(child, split_dir)
+        (folders if is_class else loose).append(child)
     return folders, loose
+
+
+def _links_into(child: Path, split_dir: Path) -> bool:
+    """True for a symlinked folder that points at `split_dir`, above it or inside it.
+
+    Followed, it would list every class again under its own name (`train/all -> train`) or
+    another class's images a second time (`train/a2 -> train/a`): one image, two labels.
+    """
+    if not child.is_symlink():
+        return False
+    target, split = os.path.realpath(child), os.path.realpath(split_dir)
+    return (
+        split == target
+        or split.startswith(target.rstrip(os.sep) + os.sep)
+        or target.startswith(split + os.sep)
+    )
 
 
 def dicom_group(path: str | Path) -> str | None:

@@ -256,6 +256,7 @@ def data_check(data: RunData) -> Section:
         ),
         ("near duplicates across splits (dHash)", (near.get("hash") or {}).get("pairs")),
         ("near duplicates across splits (embedding)", (near.get("embedding") or {}).get("pairs")),
+        ("near duplicates inside a split (dHash)", (near.get("within_split") or {}).get("pairs")),
     ]
     pairs = [
         (title, [_pair_view(p, bases) for p in items[:PAIRS_SHOWN]], len(items))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +31,19 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
         raise
 
 
+def stale_temp_files(path: Path) -> list[Path]:
+    """Temp files `atomic_write_bytes` left beside `path` when a kill interrupted a write."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write `path` atomically; first remove the half-written temps of earlier killed writes.
+
+    Removing them is safe because one run holds the run directory's lock (`RunDir.acquire`), and
+    it keeps a series of kills and resumes from filling the disk with dead temp files.
+    """
+    for stale in stale_temp_files(path):
+        stale.unlink(missing_ok=True)
     try:
         atomic_write_bytes(path, lambda f: torch.save(state, f))
     except OSError as exc:

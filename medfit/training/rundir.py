@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,13 @@ class RunDir:
     lock = property(lambda self: self.path / ".lock")
 
     def write_text(self, path: Path, text: str) -> None:
-        atomic_write_bytes(path, lambda f: f.write(text.encode()))
+        try:
+            atomic_write_bytes(path, lambda f: f.write(text.encode()))
+        except OSError as exc:  # a full disk must not end the run with a traceback
+            raise MedfitError(
+                f"could not write {path}: {exc.strerror or exc}; free disk space (checkpoints "
+                "already written are intact) and resume with --resume, or use another --out"
+            ) from None
 
     def write_json(self, path: Path, data: Any) -> None:
         self.write_text(path, json.dumps(data, indent=2) + "\n")
@@ -54,23 +61,62 @@ class RunDir:
             writer.writerows(history)
         self.write_text(self.metrics_csv, buffer.getvalue())
 
-    def acquire(self) -> None:
-        """Refuse to share the directory with a live run (two runs would interleave files)."""
-        if self.lock.exists():
-            try:
-                pid = int(self.lock.read_text().strip() or 0)
-            except ValueError:
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+    def acquire(self, new: bool = False) -> None:
+        """Take the directory's lock, or refuse: two runs in one directory would interleave files.
+
+        The lock file is created with O_EXCL, so of two processes starting at the same moment
+        exactly one gets it. A lock left by a killed run (its pid is gone) is taken over, which is
+        what `--resume` after a kill -9 needs. With `new=True` (a run that is not resuming) a
+        directory that already holds another run's files is refused as well: it was empty when
+        its name was picked, and another run filled it in the meantime.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        for attempt in range(5):  # a stale lock is removed and the claim retried
+            if self._create_lock():
+                if new and self._foreign_entries():
+                    self.release()
+                    raise MedfitError(
+                        f"{self.path} was filled by another medfit run while this one started; "
+                        "start again (a free name is picked) or use another --out"
+                    )
+                return
+            pid = self._lock_pid()
+            if pid == os.getpid():
+                return
+            if pid and _alive(pid):
                 raise MedfitError(
                     f"{self.path} is in use by another medfit run (pid {pid}); "
                     "use another --out or wait for it to finish"
                 )
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.lock.write_text(str(os.getpid()))
+            if not pid and attempt < 2:  # created an instant ago, its pid not written yet
+                time.sleep(0.1)
+                continue
+            self.lock.unlink(missing_ok=True)  # left by a run that was killed
+        raise MedfitError(f"{self.path}: could not take the run lock {self.lock}; try again")
+
+    def _create_lock(self) -> bool:
+        try:
+            fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+    def _lock_pid(self) -> int:
+        """The pid in the lock file; 0 when it is unreadable or still being written."""
+        try:
+            return int(self.lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _foreign_entries(self) -> bool:
+        return any(child.name != self.lock.name for child in self.path.iterdir())
 
     def release(self) -> None:
-        self.lock.unlink(missing_ok=True)
+        """Remove the lock if it is this process's (never another run's)."""
+        if self._lock_pid() == os.getpid():
+            self.lock.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
