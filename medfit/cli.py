@@ -34,6 +34,7 @@ from medfit.config import (
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.errors import MedfitError
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
+from medfit.report.cli import REPORT_COMMANDS, add_report_commands, refresh_report
 
 
 def _lr(value: str) -> float | str:
@@ -78,6 +79,18 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="early-stopping patience (0 = off)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument(
+        "--sync-bn",
+        action="store_const",
+        const=True,
+        help="torchrun on GPUs: BatchNorm statistics over the global batch (default off)",
+    )
+    g.add_argument(
+        "--deterministic",
+        action="store_const",
+        const=True,
+        help="deterministic kernels and seeds: bit-identical reruns (slower on GPU)",
+    )
 
 
 RECIPE_DESTS = {
@@ -105,6 +118,8 @@ RECIPE_DESTS = {
     "patience": "train.patience",
     "seed": "train.seed",
     "device": "train.device",
+    "sync_bn": "train.sync_bn",
+    "deterministic": "train.deterministic",
 }
 
 
@@ -117,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/run; never overwritten)")
     p.add_argument("--config", help="a config.yaml to start from (e.g. RUN/config.yaml)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    p.add_argument(
+        "--seeds", type=int, metavar="N", help="N runs with seeds seed..seed+N-1: mean ± sd"
+    )
+    p.add_argument("--mlflow", metavar="URI", help="log the run(s) to this MLflow tracking URI")
+    p.add_argument("--mlflow-experiment", default="medfit", help="MLflow experiment name")
     _add_recipe_options(p)
 
     p = sub.add_parser("lr-find", help="LR range test; saves the plot and the suggestion")
@@ -133,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub)
     add_deploy_commands(sub)
     add_check_commands(sub)
+    add_report_commands(sub)
 
     p = sub.add_parser("models", help="list timm model names (and which have offline weights)")
     p.add_argument("pattern", nargs="?", default="*", help="a glob, e.g. '*efficientnet*'")
@@ -154,15 +175,40 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from medfit.training import distributed
+
+    out = _train_seeds(args) if args.seeds is not None else _train_one(args)
+    if out is None or not distributed.launched().is_main:  # torchrun: rank 0 reports
+        return
+    if args.mlflow:
+        from medfit.training.tracking import log_run_to_mlflow
+
+        run_id = log_run_to_mlflow(out, args.mlflow, args.mlflow_experiment)
+        print(f"MLflow: run {run_id} in experiment {args.mlflow_experiment!r} at {args.mlflow}")
+
+
+def _train_one(args: argparse.Namespace) -> Path | None:
     from medfit.api import resume
     from medfit.training.fit import fit
 
     result = resume(args.resume) if args.resume else fit(_config_from_args(args))
+    if not result.is_main:
+        return None
     s = result.summary
     print(
         f"done: best {s['selected_metric']} {s['best_metric']:.3f} (smoothed) at epoch "
         f"{s['best_epoch']}; final val acc {s['final']['val_acc']:.3f}. Run: {result.dir}"
     )
+    refresh_report(result.dir, gradcam=False)  # Grad-CAM picks from eval's predictions
+    return result.dir
+
+
+def _train_seeds(args: argparse.Namespace) -> Path:
+    from medfit.training.seeds import resume_seeds, train_seeds
+
+    if args.resume:
+        return resume_seeds(args.resume, args.seeds).dir
+    return train_seeds(_config_from_args(args), args.seeds).dir
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
@@ -198,6 +244,7 @@ COMMANDS = {
     **DEPLOY_COMMANDS,
     **CHECK_COMMANDS,
     **EVAL_COMMANDS,
+    **REPORT_COMMANDS,
 }
 
 

@@ -119,6 +119,19 @@ class TrainConfig:
     channels_last: bool = True
     # Data-loading threads for augmentation/prefetch (0 = in the main thread).
     workers: int = 2
+    # torchrun only: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA only). Off:
+    # with the default per-device batch (32 >= bn_min_batch) per-device statistics are already
+    # reliable and syncing costs an all-reduce per BN layer per step; with frozen BN it does
+    # nothing. Turn it on when the per-device batch is small and BN trains (bn=auto then counts
+    # the global batch).
+    sync_bn: bool = False
+    # Bit-identical reruns (same machine, software, world size and batch size): deterministic
+    # kernels, no cuDNN autotuning, CUBLAS_WORKSPACE_CONFIG, every RNG seeded. Off by default
+    # because deterministic CUDA kernels are slower and a few ops have none (the run then stops
+    # with a one-line error). Not covered on GPUs: NCCL all-reduces repeat for a fixed topology
+    # but are not promised across GPU counts or NCCL versions; AMP stays on (deterministic, but
+    # rounds differently from fp32). README "Bit-identical reruns" has the details.
+    deterministic: bool = False
 
 
 @dataclass

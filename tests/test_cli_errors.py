@@ -154,10 +154,17 @@ def test_train_config_invalid_yaml_is_one_line(tmp_path: Path, capsys) -> None:
         (["--img-size", "8"], "--img-size"),
         (["--batch-size", "0"], "--batch-size"),
         (["--val-fraction", "1.5"], "--val-fraction"),
+        (["--seeds", "0"], "--seeds"),
     ],
 )
 def test_train_bad_option_values(data: Path, capsys, extra: list[str], words: str) -> None:
     assert words in _fails(["train", str(data), *extra], capsys)
+
+
+def test_resume_seeds_of_a_plain_folder(tmp_path: Path, capsys) -> None:
+    assert "no seeds_config.yaml" in _fails(
+        ["train", "--resume", str(tmp_path), "--seeds", "2"], capsys
+    )
 
 
 def test_lr_find_missing_data_dir(capsys) -> None:

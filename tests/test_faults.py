@@ -318,11 +318,6 @@ def test_kill_9_at_five_points_then_resume_matches_uninterrupted(
         assert torch.allclose(final[name].float(), tensor.float(), atol=TOLERANCE), name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fit.py: `--resume` of a run killed in its first epoch (no last.pt yet) says "
-    "'checkpoint not found' instead of starting the run over; see docs/reliability.md",
-)
 def test_resume_of_a_run_killed_in_its_first_epoch_starts_it_over(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -589,11 +584,6 @@ def test_new_run_refuses_a_directory_another_run_filled_meanwhile(tmp_path: Path
     existing_run_dir(str(first.path)).acquire()  # --resume of that run is still allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fit.py: _open_run must call job.run.acquire(new=<not resuming>) so that a run refuses "
-    "a directory another run filled after this one picked its name; see docs/reliability.md",
-)
 def test_a_run_never_writes_into_a_run_that_took_its_name_meanwhile(
     reference: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,6 +22,13 @@ class BatchLoader:
 
     `order` decides the epoch's sample order: shuffled (seeded by epoch, so a resumed run sees the
     same order), class-balanced sampling with replacement (`sample_weights`), or sequential.
+
+    Distributed (`world_size` > 1): every rank draws the same seeded global order and cuts it into
+    global batches of `batch_size * world_size`; rank r takes every world_size-th image of each
+    global batch, starting at r. Global batch i is therefore the same set of images as batch i of
+    a single process with batch size `batch_size * world_size` (and the same seed), and the length
+    is counted in global batches. Use `drop_last` (or a split that fills whole global batches)
+    for training: a short last global batch would give the ranks unequal (or empty) batches.
     """
 
     def __init__(
@@ -34,6 +41,8 @@ class BatchLoader:
         drop_last: bool = False,
         seed: int = 0,
         prefetch: int = 2,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.pixels = pixels
         self.labels = labels
@@ -44,10 +53,16 @@ class BatchLoader:
         self.seed = seed
         self.prefetch = prefetch
         self.epoch = 0
+        self.rank = rank
+        self.world_size = world_size
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -64,8 +79,9 @@ class BatchLoader:
 
     def _batches(self) -> Iterator[Batch]:
         order = self.epoch_order()
+        step = self.global_batch
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = order[i * step : (i + 1) * step][self.rank :: self.world_size]
             # Sorted reads are sequential on disk; the labels follow the same permutation.
             sort = np.argsort(idx, kind="stable")
             rows = idx[sort]

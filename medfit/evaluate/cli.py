@@ -42,6 +42,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.bootstrap < 0 or args.batch_size < 1:
         raise MedfitError("--bootstrap must be >= 0 and --batch-size >= 1")
     from medfit.evaluate.runner import run_eval
+    from medfit.report.cli import refresh_report
 
     run_eval(
         args.run,
@@ -52,6 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
     )
+    refresh_report(args.run, gradcam=True)
 
 
 EVAL_COMMANDS: dict[str, Handler] = {"eval": cmd_eval}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from medfit.errors import MedfitError
 
@@ -42,6 +43,22 @@ def cmd_report(args: argparse.Namespace) -> None:
     from medfit.report import write_report
 
     write_report(args.run, split=args.split, gradcam=args.gradcam)
+
+
+def refresh_report(run: str | Path, gradcam: bool) -> None:
+    """Rewrite RUN/report.html after train/eval/diagnose; never fails the command that ran.
+
+    The report is a view of the run directory: if it cannot be written, the run's own files are
+    intact and `medfit report RUN` says why.
+    """
+    from medfit.report import write_report
+
+    try:
+        path = write_report(run, log=lambda _: None, gradcam=gradcam)
+    except Exception as exc:
+        print(f"warning: report.html not written ({exc}); run `medfit report {run}`")
+    else:
+        print(f"report: {path}")
 
 
 REPORT_COMMANDS: dict[str, Handler] = {"report": cmd_report}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import random
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,10 @@ class EpochStats:
     compute_s: float = 0.0  # forward/backward/step (synchronised on CUDA)
     skipped_steps: int = 0
     steps: int = 0
+    # The sums behind loss/acc, so that ranks can add theirs up (medfit.training.distributed).
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
 
 
 @dataclass
@@ -44,6 +50,51 @@ def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[
         return nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+# cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2; see torch's reproducibility
+# notes); ":4096:8" is the setting PyTorch documents, costing a few MiB of GPU memory.
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+@contextmanager
+def deterministic_mode(enabled: bool, seed: int) -> Iterator[None]:
+    """Run the body with deterministic kernels and every RNG seeded; restore the settings after.
+
+    torch.use_deterministic_algorithms(True) picks deterministic kernels and raises on ops that
+    have none (turned into a one-line error here); cuDNN autotuning is off because it may pick a
+    different (differently rounding) kernel per run. Batch order is already seeded per epoch
+    (medfit.data.loader) and the prefetch threads only copy rows, so they add no randomness.
+    """
+    if not enabled:
+        yield
+        return
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    try:
+        yield
+    except RuntimeError as exc:
+        if "deterministic" not in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[0]
+        raise MedfitError(
+            f"--deterministic: an operation has no deterministic kernel on this device ({first}); "
+            "run without --deterministic or on the CPU"
+        ) from None
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
 
 
 def _sync(device: torch.device) -> None:
@@ -64,12 +115,19 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     desc: str = "train",
     total: int | None = None,
+    agree: Callable[[bool], bool] | None = None,
+    show_progress: bool = True,
 ) -> EpochStats:
-    """Train over `batches` once. `on_step` runs after each optimizer step (LR schedule, EMA)."""
+    """Train over `batches` once. `on_step` runs after each optimizer step (LR schedule, EMA).
+
+    `agree` turns this process's "loss is finite" into the verdict of all processes (DDP: every
+    rank must skip the same steps, or their gradient all-reduces would no longer pair up).
+    """
     stats = EpochStats()
     loss_sum, correct, seen, bad_in_a_row = 0.0, 0, 0, 0
     params = [p for p in model.parameters() if p.requires_grad]
-    progress = tqdm(batches, total=total, desc=desc, leave=False, disable=None)
+    disable = None if show_progress else True  # None: tqdm decides (off when not a terminal)
+    progress = tqdm(batches, total=total, desc=desc, leave=False, disable=disable)
     tick = time.perf_counter()
     for pixels, labels in progress:
         started = time.perf_counter()
@@ -82,7 +140,8 @@ def train_one_epoch(
         with autocast_for(device, amp):
             logits = model(inputs)
             loss = loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if not (agree(finite) if agree is not None else finite):
             stats.skipped_steps += 1
             bad_in_a_row += 1
             if bad_in_a_row >= MAX_BAD_STEPS:
@@ -117,6 +176,7 @@ def train_one_epoch(
         tick = time.perf_counter()
         stats.compute_s += tick - augmented
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    stats.loss_sum, stats.correct, stats.seen = loss_sum, correct, seen
     stats.loss = loss_sum / max(seen, 1)
     stats.acc = correct / max(seen, 1)
     return stats

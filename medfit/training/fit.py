@@ -3,6 +3,10 @@
 `fit(cfg)` starts a run, `fit(cfg, resume_dir=RUN)` continues one from `RUN/checkpoints/last.pt`.
 Every epoch is reseeded from (seed, epoch), so a resumed run replays exactly what an
 uninterrupted run would have done.
+
+Under torchrun the same code runs on every rank (medfit.training.distributed): each rank trains on
+its shard of every global batch through DistributedDataParallel; rank 0 alone builds the cache,
+evaluates, writes the run directory and decides early stopping, and the others follow it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +31,27 @@ from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
 from medfit.data.loader import BatchLoader, to_model_input
 from medfit.data.sources import DatasetIndex
-from medfit.errors import DataError
+from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
-from medfit.training import recipe
+from medfit.training import distributed, recipe
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
-from medfit.training.engine import autocast_for, evaluate, train_one_epoch
+from medfit.training.distributed import DistContext
+from medfit.training.engine import (
+    EpochStats,
+    autocast_for,
+    deterministic_mode,
+    evaluate,
+    train_one_epoch,
+)
 from medfit.training.lr_find import lr_range_test, plot_lr_find
 from medfit.training.rundir import RunDir, existing_run_dir, fresh_run_dir
 
 Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0: one voice per job."""
 
 
 @dataclass
@@ -44,6 +60,7 @@ class RunResult:
     history: list[dict[str, Any]]
     summary: dict[str, Any]
     config: RunConfig
+    is_main: bool = True  # False on torchrun ranks other than 0 (which must not print results)
 
 
 @dataclass
@@ -58,6 +75,8 @@ class Job:
     model: nn.Module
     preprocess: Preprocess
     weights_note: str
+    dist: DistContext = distributed.SINGLE
+    sync_bn_done: bool = False
     stages: list[recipe.Stage] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"metric": -1.0, "epoch": 0})
@@ -75,53 +94,135 @@ def pick_device(name: str) -> torch.device:
 
 
 def fit(cfg: RunConfig, resume_dir: str | None = None, log: Log = print) -> RunResult:
+    """Train (or resume) a run; under torchrun, one rank of a DistributedDataParallel job."""
     cfg.validate()
-    run = existing_run_dir(resume_dir) if resume_dir else fresh_run_dir(cfg.out)
-    job = _setup(cfg, run, log)  # checks data and weights before the run dir is created
+    ctx = distributed.launched()
+    if ctx.enabled:
+        device = distributed.device_for(ctx, cfg.train.device)
+        _check_distributed(cfg, device)
+    else:
+        device = pick_device(cfg.train.device)
+    distributed.start(ctx, device)
+    try:
+        with deterministic_mode(cfg.train.deterministic, cfg.train.seed):
+            return _fit(cfg, ctx, device, resume_dir, log if ctx.is_main else _quiet)
+    except Exception as exc:
+        if not ctx.enabled:
+            raise
+        error = distributed.rank_error(ctx, exc)
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        distributed.stop()  # on a failing rank: closes the connections the others wait on
+
+
+def _fit(
+    cfg: RunConfig, ctx: DistContext, device: torch.device, resume_dir: str | None, log: Log
+) -> RunResult:
+    run = _run_dir(cfg.out, resume_dir)
+    # Data and weights are checked before the run directory is claimed.
+    job = _setup(cfg, run, log, device, ctx, new_run=not resume_dir)
     try:
         state = _resume_state(job, log) if resume_dir else None
         _train(job, state, log)
-        return RunResult(run.path, job.history, _write_summary(job), job.cfg)
+        summary = distributed.on_main(partial(_write_summary, job))
+        return RunResult(run.path, job.history, summary, job.cfg, ctx.is_main)
     finally:
-        run.release()
+        if ctx.is_main:
+            run.release()
 
 
-def _setup(cfg: RunConfig, run: RunDir, log: Log) -> Job:
+def _run_dir(out: str, resume_dir: str | None) -> RunDir:
+    """Rank 0 picks a fresh directory name and the others use it (each would pick its own)."""
+    if resume_dir:
+        return existing_run_dir(resume_dir)
+    return RunDir(Path(distributed.on_main(lambda: str(fresh_run_dir(out).path))))
+
+
+def _check_distributed(cfg: RunConfig, device: torch.device) -> None:
+    """Options that a DistributedDataParallel run cannot honour, refused before any work."""
+    t = cfg.train
+    if "auto" in (t.lr, t.head_lr):
+        raise ConfigError(
+            "--lr/--head-lr auto (LR range test) runs in a single process: run `medfit lr-find "
+            "DATA` first, then pass the suggested --lr/--head-lr to torchrun"
+        )
+    if t.sync_bn and device.type != "cuda":
+        raise ConfigError(
+            "--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); drop it on CPU"
+        )
+
+
+def _setup(
+    cfg: RunConfig,
+    run: RunDir,
+    log: Log,
+    device: torch.device | None = None,
+    ctx: DistContext = distributed.SINGLE,
+    new_run: bool = True,
+) -> Job:
     torch.manual_seed(cfg.train.seed)
-    device = pick_device(cfg.train.device)
+    device = device or pick_device(cfg.train.device)
     index = load_index(cfg.data, cfg.train.seed)
-    model, preprocess, note = create_model(
-        cfg.model.name,
-        len(index.classes),
-        cfg.model.weights,
-        cfg.data.img_size,
-        cfg.model.drop_rate,
+    # Rank 0 first: a hub download lands in the local cache once, then the others read it.
+    model, preprocess, note = distributed.main_first(
+        lambda: create_model(
+            cfg.model.name,
+            len(index.classes),
+            cfg.model.weights,
+            cfg.data.img_size,
+            cfg.model.drop_rate,
+        )
     )
     if cfg.model.normalize == "unit":
         preprocess = unit_normalized(preprocess)
     cfg.data.img_size = preprocess.img_size
-    data = cache_splits(
-        index, cfg.data, preprocess.img_size, preprocess.interpolation, cfg.train.seed, log
+    # Rank 0 decodes the cache (atomic entries) while the others wait, then they all open it.
+    data = distributed.main_first(
+        lambda: cache_splits(
+            index, cfg.data, preprocess.img_size, preprocess.interpolation, cfg.train.seed, log
+        )
     )
     if "val" not in data:
         raise DataError(f"{index.root}: the validation split is empty")
-    _resolve_auto(cfg, data["train"], len(index.classes))
+    _check_global_batch(cfg, len(data["train"].labels), ctx)
+    _resolve_auto(cfg, data["train"], len(index.classes), ctx)
     model.to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    job = Job(cfg, run, device, index, data, model, preprocess, note)
-    run.acquire()
-    _write_run_files(job)
+    job = Job(cfg, run, device, index, data, model, preprocess, note, dist=ctx)
+    job.cfg.out = str(run.path)
+    distributed.on_main(partial(_open_run, job, new_run))
     log(_describe(job))
     return job
 
 
-def _resolve_auto(cfg: RunConfig, train: CachedSplit, num_classes: int) -> None:
+def _open_run(job: Job, new: bool) -> None:
+    job.run.acquire(new=new)
+    _write_run_files(job)
+
+
+def _check_global_batch(cfg: RunConfig, n_train: int, ctx: DistContext) -> None:
+    """Every rank must get a full share of every global batch (see medfit.data.loader)."""
+    global_batch = cfg.train.batch_size * ctx.world_size
+    if ctx.enabled and n_train < global_batch:
+        raise DataError(
+            f"{n_train} training images cannot fill one global batch of {cfg.train.batch_size} "
+            f"x {ctx.world_size} ranks = {global_batch}; lower --batch-size or use fewer ranks"
+        )
+
+
+def _resolve_auto(
+    cfg: RunConfig, train: CachedSplit, num_classes: int, ctx: DistContext = distributed.SINGLE
+) -> None:
     """Replace every "auto" that can be decided from the data by its concrete value."""
     t = cfg.train
     ratio = recipe.imbalance_ratio(train.labels, num_classes)
     cfg.data.aug = resolve_preset(cfg.data.aug, grayscale=train.channels == 1)
-    t.bn = resolve_bn_policy(t.bn, t.batch_size, t.bn_min_batch)
+    # BatchNorm sees the per-device batch, or the global one when SyncBatchNorm pools them.
+    bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
+    t.bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
     if t.lr is None:
         t.lr = recipe.default_lr(t.bn)
     t.balance = recipe.resolve_balance(t.balance, ratio)
@@ -148,6 +249,15 @@ def _write_run_files(job: Job) -> None:
 def _describe(job: Job) -> str:
     cfg, p = job.cfg, job.preprocess
     counts = {s: len(d.labels) for s, d in job.data.items()}
+    world = job.dist.world_size
+    ddp = (
+        f"\n  DistributedDataParallel: {world} ranks, global batch {cfg.train.batch_size} x "
+        f"{world} = {cfg.train.batch_size * world}"
+        + (", SyncBatchNorm" if cfg.train.sync_bn else "")
+        + "; rank 0 evaluates and writes the run"
+        if job.dist.enabled
+        else ""
+    )
     return (
         f"medfit: {cfg.model.name} ({job.weights_note}) on {job.device}\n"
         f"  data {job.index.root}: {len(job.index.classes)} classes, "
@@ -156,7 +266,7 @@ def _describe(job: Job) -> str:
         + _ignored_note(job.index)
         + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} (from the weights' config), "
         f"aug {cfg.data.aug}, bn {cfg.train.bn}, balance {cfg.train.balance}, "
-        f"select on {cfg.train.select_metric}\n  run dir {job.run.path}"
+        f"select on {cfg.train.select_metric}\n  run dir {job.run.path}" + ddp
     )
 
 
@@ -176,6 +286,7 @@ class StageState:
         self.stage = stage
         if stage.name == "head" and cfg.bn_recalibrate and not restoring:
             _recalibrate(job, log)
+        _convert_sync_bn(job)  # after AdaBN: rank 0 alone must not run a synchronised BN forward
         recipe.prepare_model(job.model, stage)
         self.optimizer = recipe.build_optimizer(job.model, stage, cfg)
         if self._lr_is_auto(job):
@@ -190,6 +301,9 @@ class StageState:
         )
         use_scaler = job.device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        # What the training step calls: DDP around the model under torchrun (built after the
+        # stage's freezing, which decides the parameters it synchronises), else the model itself.
+        self.net = distributed.wrap(job.model, job.device)
 
     def _lr_is_auto(self, job: Job) -> bool:
         key = "head_lr" if self.stage.name == "head" else "lr"
@@ -248,15 +362,27 @@ class StageState:
             self.scaler.load_state_dict(state["scaler"])
 
 
+def _convert_sync_bn(job: Job) -> None:
+    if job.cfg.train.sync_bn and job.dist.enabled and not job.sync_bn_done:
+        job.model = distributed.convert_sync_bn(job.model)
+        job.sync_bn_done = True
+
+
 def _recalibrate(job: Job, log: Log) -> None:
-    part = job.data["train"]
-    loader = BatchLoader(
-        part.pixels, part.labels, job.cfg.train.batch_size, shuffle=True, seed=job.cfg.train.seed
-    )
+    """AdaBN on rank 0 over global batches (the statistics a single process would get with that
+    batch), then copied to every rank."""
+    used = distributed.on_main(partial(_recalibrate_here, job))
+    distributed.broadcast_state(job.model)
+    log(f"  BatchNorm statistics re-estimated on {used} training batches (AdaBN)")
+
+
+def _recalibrate_here(job: Job) -> int:
+    part, cfg = job.data["train"], job.cfg.train
+    batch = cfg.batch_size * job.dist.world_size
+    loader = BatchLoader(part.pixels, part.labels, batch, shuffle=True, seed=cfg.seed)
     loader.set_epoch(-1)  # an order no training epoch uses
     to_input = input_fn(job, train=False)
-    used = recalibrate_bn(job.model, (to_input(pixels) for pixels, _ in loader))
-    log(f"  BatchNorm statistics re-estimated on {used} training batches (AdaBN)")
+    return recalibrate_bn(job.model, (to_input(pixels) for pixels, _ in loader))
 
 
 def _cycle(loader: BatchLoader) -> Any:
@@ -265,7 +391,8 @@ def _cycle(loader: BatchLoader) -> Any:
 
 
 def train_loader(job: Job, epoch: int) -> BatchLoader:
-    cfg, part = job.cfg.train, job.data["train"]
+    cfg, part, ctx = job.cfg.train, job.data["train"], job.dist
+    global_batch = cfg.batch_size * ctx.world_size
     weights = None
     if cfg.balance == "sampler":
         per_class = recipe.class_weights(part.labels, len(job.index.classes))
@@ -276,9 +403,12 @@ def train_loader(job: Job, epoch: int) -> BatchLoader:
         cfg.batch_size,
         shuffle=True,
         sample_weights=weights,
-        drop_last=len(part.labels) > cfg.batch_size,  # a 1-image last batch breaks BN in train mode
+        # A 1-image last batch breaks BN in train mode; under DDP a short one starves some ranks.
+        drop_last=len(part.labels) > global_batch,
         seed=cfg.seed,
         prefetch=cfg.workers,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
     loader.set_epoch(epoch)
     return loader
@@ -294,7 +424,10 @@ def input_fn(job: Job, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda pixels: to_model_input(pixels, job.device, transform, mean, std, channels_last)
 
 
-def _resume_state(job: Job, log: Log) -> dict[str, Any]:
+def _resume_state(job: Job, log: Log) -> dict[str, Any] | None:
+    if not job.run.last.exists():
+        log(f"  {job.run.last} not written yet (stopped in the first epoch): starting over")
+        return None
     state = load_checkpoint(job.run.last)
     job.model.load_state_dict(state["model"])
     job.history = list(state["history"])
@@ -316,10 +449,12 @@ def _train(job: Job, resumed: dict[str, Any] | None, log: Log) -> None:
     train_input = input_fn(job, train=True)
     loss_fn = _loss_fn(job)
     current: StageState | None = None
-    writer = _tensorboard(job)
+    writer = _tensorboard(job) if job.dist.is_main else None
     for epoch in range(start, total):
         stage, _ = recipe.stage_of_epoch(job.stages, epoch)
         if current is None or current.stage is not stage:
+            if current is not None:
+                distributed.unwrap(current.net)
             if resumed and resumed["stage_state"]["stage"] == stage.name:
                 stage.lr = float(resumed["stage_state"]["lr"])
                 current = _restore_stage(job, stage, resumed, log)
@@ -327,23 +462,42 @@ def _train(job: Job, resumed: dict[str, Any] | None, log: Log) -> None:
                 current = StageState(job, stage, log)
         row = _run_epoch(job, current, epoch, total, train_input, eval_input, val_loader, loss_fn)
         job.history.append(row)
-        improved = _select(job, current, row)
-        job.run.write_history(job.history)
-        if writer is not None:
-            for key, value in row.items():
-                if isinstance(value, float):
-                    writer.add_scalar(key, value, epoch + 1)
-            writer.flush()
-        log(_epoch_line(row, total))
-        save_checkpoint(_last_state(job, current, epoch + 1), job.run.last)
-        if not improved and _should_stop(job, epoch):
-            log(
-                f"  early stop: {cfg.select_metric} (smoothed) has not improved "
-                f"for {cfg.patience} epochs"
-            )
+        # Rank 0 selects, writes and decides; every rank gets the same decision (and row).
+        record = partial(_record_epoch, job, current, row, writer, epoch, total, log)
+        stop, job.history[-1] = distributed.on_main(record)
+        if stop:
             break
     if writer is not None:
         writer.close()
+
+
+def _record_epoch(
+    job: Job,
+    current: StageState,
+    row: dict[str, Any],
+    writer: Any,
+    epoch: int,
+    total: int,
+    log: Log,
+) -> tuple[bool, dict[str, Any]]:
+    """Select, log and checkpoint one finished epoch; (stop early?, the row with its score)."""
+    cfg = job.cfg.train
+    improved = _select(job, current, row)
+    job.run.write_history(job.history)
+    if writer is not None:
+        for key, value in row.items():
+            if isinstance(value, float):
+                writer.add_scalar(key, value, epoch + 1)
+        writer.flush()
+    log(_epoch_line(row, total))
+    save_checkpoint(_last_state(job, current, epoch + 1), job.run.last)
+    stop = not improved and _should_stop(job, epoch)
+    if stop:
+        log(
+            f"  early stop: {cfg.select_metric} (smoothed) has not improved "
+            f"for {cfg.patience} epochs"
+        )
+    return stop, row
 
 
 def _restore_stage(job: Job, stage: recipe.Stage, resumed: dict[str, Any], log: Log) -> StageState:
@@ -383,15 +537,30 @@ def _run_epoch(
     val_loader: BatchLoader,
     loss_fn: nn.Module,
 ) -> dict[str, Any]:
-    cfg = job.cfg.train
-    torch.manual_seed(cfg.seed * 100_003 + epoch)  # same augmentation/dropout after a resume
+    """Train one epoch on every rank, then evaluate on rank 0; every rank gets the row."""
     started = time.perf_counter()
-    job.model.train()
+    stats = _train_epoch(job, current, epoch, total, train_input, loss_fn)
+    row = partial(_epoch_row, job, current, stats, epoch, started, eval_input, val_loader)
+    return distributed.on_main(row)
+
+
+def _train_epoch(
+    job: Job,
+    current: StageState,
+    epoch: int,
+    total: int,
+    train_input: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: nn.Module,
+) -> EpochStats:
+    cfg, ctx = job.cfg.train, job.dist
+    # Same augmentation/dropout after a resume; each rank its own draws for its own images.
+    torch.manual_seed((cfg.seed * 100_003 + epoch) * ctx.world_size + ctx.rank)
+    current.net.train()
     if current.stage.name == "head" or cfg.bn == "frozen":
         set_bn_eval(job.model)
     loader = train_loader(job, epoch)
     stats = train_one_epoch(
-        job.model,
+        current.net,
         loader,
         train_input,
         loss_fn,
@@ -403,7 +572,38 @@ def _run_epoch(
         scaler=current.scaler,
         desc=f"epoch {epoch + 1}/{total} {current.stage.name}",
         total=len(loader),
+        agree=distributed.all_true if ctx.enabled else None,
+        show_progress=ctx.is_main,
     )
+    return _summed_over_ranks(stats)
+
+
+def _summed_over_ranks(stats: EpochStats) -> EpochStats:
+    """Train loss/accuracy over the global batch: sums of loss*count and correct over ranks.
+
+    Timings stay rank 0's own (they describe that process's input pipeline and compute), and so
+    do skipped steps: every rank skips the same steps (`train_one_epoch(agree=...)`).
+    """
+    loss_sum, correct, seen = distributed.all_reduce_sums(
+        [stats.loss_sum, stats.correct, stats.seen]
+    )
+    stats.loss_sum, stats.correct, stats.seen = loss_sum, int(correct), int(seen)
+    stats.loss = loss_sum / max(seen, 1)
+    stats.acc = correct / max(seen, 1)
+    return stats
+
+
+def _epoch_row(
+    job: Job,
+    current: StageState,
+    stats: EpochStats,
+    epoch: int,
+    started: float,
+    eval_input: Callable[[torch.Tensor], torch.Tensor],
+    val_loader: BatchLoader,
+) -> dict[str, Any]:
+    """Rank 0's evaluation of the epoch (the exact metric over the whole val split)."""
+    cfg = job.cfg.train
     eval_started = time.perf_counter()
     val = evaluate(current.eval_model(job.model), val_loader, eval_input, job.device, cfg.amp)
     now = time.perf_counter()
@@ -512,6 +712,7 @@ def _write_summary(job: Job) -> dict[str, Any]:
         "augment_s": sum(r["augment_s"] for r in job.history),
         "compute_s": sum(r["compute_s"] for r in job.history),
         "device": str(job.device),
+        "world_size": job.dist.world_size,
         "wall_s": time.time() - job.started,
     }
     job.run.write_json(job.run.summary, summary)

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from medfit.config import RunConfig
 from medfit.data.loader import BatchLoader
-from medfit.training import recipe
+from medfit.errors import ConfigError
+from medfit.training import distributed, recipe
 from medfit.training.fit import StageState, _loss_fn, _run_epoch, _setup, input_fn, train_loader
 from medfit.training.rundir import fresh_run_dir
 
@@ -14,6 +15,8 @@ from medfit.training.rundir import fresh_run_dir
 def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = print) -> float:
     """Suggest the LR of `stage_name`; for "full" the head is trained first, as in a real run."""
     cfg.validate()
+    if distributed.launched().enabled:
+        raise ConfigError("medfit lr-find runs in one process: run it without torchrun")
     if stage_name == "head":
         cfg.train.head_lr = "auto"
     else:

@@ -1,0 +1,321 @@
+"""The same run with N seeds, and how much the outcome moves between them.
+
+Medical validation sets are small: on MedMNIST+ the same recipe moved by ±2-4 points of accuracy
+between seeds, which is larger than the gains recipe changes are usually credited with. One run
+per option cannot tell those apart; the mean and sample standard deviation over seeds can.
+
+OUT/seed<k>/   one ordinary run directory per seed (k = cfg.train.seed + i)
+OUT/seeds.json the per-seed table and mean ± sd (ddof=1) of each metric, written atomically
+
+Calling `train_seeds` again on the same OUT continues: a seed whose `summary.json` exists is
+reused, one with `checkpoints/last.pt` is resumed, anything else is trained from the start.
+The seed drives initialisation, augmentation and batch order, and also the validation split and
+`--max-train` subset when those are drawn from the data (no val folder), so then the spread
+includes split variance: each seed's `split.csv` says which images it used.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfit.config import RunConfig
+from medfit.errors import ConfigError, MedfitError
+from medfit.training import distributed
+from medfit.training.fit import fit
+from medfit.training.rundir import RunDir
+
+Log = Callable[[str], None]
+
+SEEDS_FILE = "seeds.json"
+REQUEST_FILE = "seeds_config.yaml"  # the config as requested, to refuse mixing two configs
+# Metrics aggregated over seeds, in table order. best_* are the val metrics of the selected
+# checkpoint (best.pt, at best_epoch), not the maximum over epochs: that maximum picks noise.
+METRICS = (
+    "best_epoch",
+    "selection_score",
+    "final_val_acc",
+    "final_val_balanced_accuracy",
+    "final_val_macro_f1",
+    "best_val_acc",
+    "best_val_balanced_accuracy",
+    "best_val_macro_f1",
+    "wall_s",
+)
+_VAL_KEYS = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+# One point of accuracy: the size of gain a recipe tweak is usually credited with. A seed-to-seed
+# sd above it means single-run comparisons cannot resolve such a gain.
+CHASED_DIFFERENCE = 0.01
+
+
+@dataclass
+class SeedsResult:
+    dir: Path
+    rows: list[dict[str, Any]]  # one per seed, keys: seed, dir, status and METRICS
+    mean: dict[str, float]
+    sd: dict[str, float | None]  # None with a single seed
+    note: str | None  # the seed-noise warning, when it applies
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return out / f"seed{seed}"
+
+
+def train_seeds(cfg: RunConfig, n: int, log: Log = print) -> SeedsResult:
+    """Train (or reuse, or resume) N runs of `cfg` with seeds cfg.train.seed + i under cfg.out.
+
+    Under torchrun every rank calls this (each fit needs all ranks); only rank 0 writes files
+    other than fit's own and prints. fit joins and leaves the process group per run, so between
+    seeds the ranks decide alone, from the same files.
+    """
+    if n < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {n}")
+    cfg.validate()
+    main = distributed.launched().is_main
+    say = log if main else _quiet
+    out = Path(cfg.out).expanduser()
+    _check_same_request(out, cfg, write=main)
+    rows = []
+    for i in range(n):
+        seed = cfg.train.seed + i
+        say(f"medfit seeds: seed {seed} ({i + 1}/{n})")
+        status = _run_one_seed(cfg, seed, seed_dir(out, seed), log, main)
+        rows.append(seed_row(seed_dir(out, seed), seed, status))
+    result = summarize(out, rows)
+    if main:
+        write_seeds_json(result, base_seed=cfg.train.seed)
+    for line in table_lines(result):
+        say(line)
+    return result
+
+
+def _quiet(_: str) -> None:
+    """The log of torchrun ranks other than 0: one rank prints the results."""
+
+
+def resume_seeds(out: str | Path, n: int, log: Log = print) -> SeedsResult:
+    """Continue `train_seeds` in OUT with the config it was started with (OUT/seeds_config.yaml)."""
+    path = Path(out).expanduser() / REQUEST_FILE
+    if not path.is_file():
+        raise MedfitError(f"{path.parent} holds no seed runs (no {REQUEST_FILE})")
+    cfg = RunConfig.load(path)
+    cfg.out = str(path.parent)
+    return train_seeds(cfg, n, log)
+
+
+# Options that change where or how fast a run goes, not its result: a set may be continued with
+# other values (another machine, another cache folder).
+_OPERATIONAL = (("data", "cache_dir"), ("train", "workers"), ("train", "device"))
+
+
+def _comparable(cfg: RunConfig) -> dict[str, Any]:
+    raw = cfg.to_dict()
+    raw.pop("out")
+    for section, name in _OPERATIONAL:
+        raw[section].pop(name)
+    return raw
+
+
+def _check_same_request(out: Path, cfg: RunConfig, write: bool) -> None:
+    """Refuse to add seeds of one config to seed dirs of another (their spread would be wrong)."""
+    request = copy.deepcopy(cfg)
+    request.out = str(out)
+    path = out / REQUEST_FILE
+    if path.is_file():
+        if _comparable(RunConfig.load(path)) != _comparable(request):
+            raise ConfigError(
+                f"{out} holds seed runs of a different config ({path}); "
+                "use another --out, or the same options to continue those runs"
+            )
+        return
+    if write:
+        RunDir(out).write_text(path, _yaml(request))
+
+
+def _yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _run_one_seed(cfg: RunConfig, seed: int, path: Path, log: Log, main: bool) -> str:
+    """Bring OUT/seed<k> to a finished run; return what it took: reused, resumed or trained."""
+    run = RunDir(path)
+    if run.summary.is_file():
+        if main:
+            log(f"  reusing the finished run {path}")
+        return "reused"
+    if run.last.is_file():
+        fit(RunConfig.load(run.config), resume_dir=str(path), log=log)
+        return "resumed"
+    if path.exists() and main:  # the other ranks wait for rank 0 inside fit's process-group start
+        _discard_unstarted(run)
+    seed_cfg = copy.deepcopy(cfg)  # fit resolves "auto" values in place
+    seed_cfg.train.seed = seed
+    seed_cfg.out = str(path)
+    fit(seed_cfg, log=log)
+    return "trained"
+
+
+def _discard_unstarted(run: RunDir) -> None:
+    """Remove a seed dir that holds no checkpoint: only set-up files that fit writes again."""
+    names = {p.name for p in run.path.iterdir()}
+    known = {"config.yaml", "classes.json", "preprocess.json", "split.csv", "tb", ".lock"}
+    known |= {"checkpoints", "metrics.jsonl", "metrics.csv"}
+    if not names <= known:
+        raise MedfitError(
+            f"{run.path} is not a medfit run directory ({', '.join(sorted(names - known))}); "
+            "move it away or use another --out"
+        )
+    run.acquire()  # raises if a live run holds it
+    shutil.rmtree(run.path)
+
+
+def seed_row(path: Path, seed: int, status: str) -> dict[str, Any]:
+    """One table row from a finished seed run's summary.json and metrics.jsonl."""
+    summary = json.loads((path / "summary.json").read_text())
+    history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    best: dict[str, Any] = next((r for r in history if r["epoch"] == summary["best_epoch"]), {})
+    row: dict[str, Any] = {
+        "seed": seed,
+        "dir": path.name,
+        "status": status,
+        "selected_metric": summary["selected_metric"],
+        "val_images": summary["val_images"],
+        "best_epoch": summary["best_epoch"],
+        "selection_score": summary["best_metric"],
+        "wall_s": summary["wall_s"],
+    }
+    for key in _VAL_KEYS:
+        row[f"final_{key}"] = summary["final"][key]
+        row[f"best_{key}"] = best.get(key)
+    return row
+
+
+def summarize(out: Path, rows: list[dict[str, Any]]) -> SeedsResult:
+    """Mean and sample sd (ddof=1) of each metric over the seed rows."""
+    mean: dict[str, float] = {}
+    sd: dict[str, float | None] = {}
+    for key in METRICS:
+        values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=float)
+        mean[key] = float(values.mean()) if len(values) else float("nan")
+        sd[key] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return SeedsResult(out, rows, mean, sd, noise_note(rows, mean, sd))
+
+
+def noise_note(
+    rows: list[dict[str, Any]], mean: dict[str, float], sd: dict[str, float | None]
+) -> str | None:
+    """The warning printed when seeds alone move the selection metric by more than a point."""
+    spread = sd.get("selection_score")
+    if spread is None or spread <= CHASED_DIFFERENCE:
+        return None
+    metric = rows[0]["selected_metric"]
+    p, n_val = mean["selection_score"], rows[0]["val_images"]
+    binomial = float(np.sqrt(max(p * (1 - p), 0.0) / max(n_val, 1)))
+    return (
+        f"note: {metric} moved by sd {100 * spread:.1f} points across {len(rows)} seeds "
+        f"({n_val} val images; binomial noise alone is {100 * binomial:.1f} points). Single-run "
+        f"differences smaller than ~{200 * spread:.0f} points (2 sd) are within seed noise: "
+        f"compare means over seeds (standard error here {100 * spread / np.sqrt(len(rows)):.1f} "
+        "points). MedMNIST+ saw ±2-4 points across seeds."
+    )
+
+
+def write_seeds_json(result: SeedsResult, base_seed: int) -> Path:
+    path = result.dir / SEEDS_FILE
+    data = {
+        "n": len(result.rows),
+        "base_seed": base_seed,
+        "seeds": result.rows,
+        "mean": result.mean,
+        "sd": result.sd,
+        "note": result.note,
+    }
+    RunDir(result.dir).write_json(path, _finite(data))
+    return path
+
+
+def _finite(value: Any) -> Any:
+    """NaN -> None: json.dumps would write NaN, which is not JSON."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# (key, title, decimals) of the printed table; every cell is as wide as its title (min 7).
+_COLUMNS = (
+    ("best_epoch", "best ep", 0),
+    ("selection_score", "selection", 3),
+    ("final_val_acc", "final acc", 3),
+    ("final_val_balanced_accuracy", "final bal", 3),
+    ("final_val_macro_f1", "final F1", 3),
+    ("best_val_acc", "best acc", 3),
+    ("best_val_balanced_accuracy", "best bal", 3),
+    ("best_val_macro_f1", "best F1", 3),
+    ("wall_s", "wall s", 0),
+)
+
+
+def _cell(value: Any, title: str, decimals: int) -> str:
+    width = max(len(title), 7)
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return f"{'n/a':>{width}}"
+    return f"{value:>{width}.{decimals}f}"
+
+
+def table_lines(result: SeedsResult) -> list[str]:
+    """The per-seed table with mean and sd rows, and the noise note when it applies."""
+    metric = result.rows[0]["selected_metric"] if result.rows else "?"
+    lines = [
+        f"medfit seeds: {len(result.rows)} runs in {result.dir} "
+        f"(selection = smoothed val {metric}; best = at the selected epoch; sd with ddof=1)",
+        f"  {'seed':>5} " + " ".join(f"{t:>{max(len(t), 7)}}" for _, t, _ in _COLUMNS),
+    ]
+    for row in result.rows:
+        cells = " ".join(_cell(row.get(key), t, d) for key, t, d in _COLUMNS)
+        lines.append(f"  {row['seed']:>5} {cells}  ({row['status']})")
+    for name, stats in (("mean", result.mean), ("sd", result.sd)):
+        cells = " ".join(_cell(stats.get(key), t, d + 1) for key, t, d in _COLUMNS)
+        lines.append(f"  {name:>5} {cells}")
+    if result.note:
+        lines.append(result.note)
+    return lines
+
+
+@dataclass
+class SeedsSection:
+    """What a report shows about the seeds a run belongs to."""
+
+    rows: list[dict[str, Any]]
+    mean: dict[str, float | None]
+    sd: dict[str, float | None]
+    note: str | None
+    this_seed: int | None  # the seed of the run the report is about, None for the OUT dir
+
+
+def seeds_section(run_dir: str | Path) -> SeedsSection | None:
+    """The seeds table of RUN (an OUT of train_seeds) or of the OUT holding RUN; None if neither."""
+    path = Path(run_dir)
+    for folder, this in ((path, None), (path.parent, path.name)):
+        file = folder / SEEDS_FILE
+        if not file.is_file():
+            continue
+        data = json.loads(file.read_text())
+        rows = data["seeds"]
+        if this is not None and all(r["dir"] != this for r in rows):
+            continue
+        seed = next((r["seed"] for r in rows if r["dir"] == this), None)
+        return SeedsSection(rows, data["mean"], data["sd"], data["note"], seed)
+    return None
