@@ -207,8 +207,12 @@ def _train_seeds(args: argparse.Namespace) -> Path:
     from medfit.training.seeds import resume_seeds, train_seeds
 
     if args.resume:
-        return resume_seeds(args.resume, args.seeds).dir
-    return train_seeds(_config_from_args(args), args.seeds).dir
+        result = resume_seeds(args.resume, args.seeds)
+    else:
+        result = train_seeds(_config_from_args(args), args.seeds)
+    for row in result.rows:
+        refresh_report(result.dir / row["dir"], gradcam=False)
+    return result.dir
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:

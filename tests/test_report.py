@@ -31,6 +31,7 @@ from tests.deploy_helpers import copy_run
 SECTIONS = (
     "headline",
     "curves",
+    "seeds",
     "confusion",
     "per_class",
     "calibration",
@@ -81,6 +82,19 @@ def _section(html: str, name: str) -> str:
 # --- a real run: trained, evaluated, checked, diagnosed -------------------------------------
 
 
+SEEDS = {
+    "n": 2,
+    "base_seed": 0,
+    "seeds": [
+        {"seed": 0, "dir": "run", "best_epoch": 2, "best_val_acc": 0.8125, "wall_s": 56.4},
+        {"seed": 1, "dir": "seed1", "best_epoch": 1, "best_val_acc": 0.6875, "wall_s": 27.9},
+    ],
+    "mean": {"best_epoch": 1.5, "best_val_acc": 0.75, "wall_s": 42.15},
+    "sd": {"best_epoch": 0.7071, "best_val_acc": 0.0884, "wall_s": 20.1},
+    "note": "seed-to-seed sd 8.8 points: single runs cannot resolve a 1-point gain",
+}
+
+
 @pytest.fixture(scope="module")
 def full_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the session's tiny run with eval_val.json, check.json (one val image is a copy
@@ -103,6 +117,7 @@ def full_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         out / "check.json"
     )
     (out / "diagnosis.json").write_text(json.dumps(DIAGNOSIS))
+    (base / "seeds.json").write_text(json.dumps(SEEDS))  # as if from `medfit train --seeds 2`
     return out
 
 
@@ -139,6 +154,12 @@ def test_full_run_renders_every_section(
     diagnosis = _section(html, "diagnosis")
     assert diagnosis.index("learning rate too high") < diagnosis.index("too small to rank")
     assert "undefined = n/a" in diagnosis
+    # Seeds: this run's row in bold, the other seed, mean and sd, and the noise note.
+    seeds = _section(html, "seeds")
+    assert '<tr style="font-weight: bold"><td>0</td><td>2</td>' in seeds
+    assert "<td>1</td><td>1</td>" in seeds and "0.688" in seeds
+    assert "<th>mean</th><th>1.5</th>" in seeds and "<th>0.088</th>" in seeds
+    assert "single runs cannot resolve" in seeds
 
 
 def test_bare_run_names_the_command_for_each_absent_section(run: Path, tmp_path: Path) -> None:
@@ -151,7 +172,8 @@ def test_bare_run_names_the_command_for_each_absent_section(run: Path, tmp_path:
     assert f"run <code>medfit diagnose {bare}</code>" in _section(html, "diagnosis")
     assert "Not in this report" not in _section(html, "curves")  # training history is there
     assert "Not in this report" not in _section(html, "timing")
-    assert sum("absent" in line for line in lines) == 7  # confusion ... diagnosis, logged
+    assert sum("absent" in line for line in lines) == 8  # seeds, confusion ... diagnosis, logged
+    assert "--seeds 3" in _section(html, "seeds")
     # No eval: the headline falls back to the val numbers of training and says so.
     assert "no CIs" in _section(html, "headline")
 

@@ -28,6 +28,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 TITLES = {
     "headline": "Headline",
     "curves": "Learning curves",
+    "seeds": "Seeds",
     "confusion": "Confusion matrix",
     "per_class": "Per-class metrics",
     "calibration": "Reliability (calibration)",
@@ -73,6 +74,7 @@ def build_sections(data: RunData, gradcam: bool, log: Log) -> dict[str, dict[str
     builders: dict[str, Callable[[], dict[str, Any]]] = {
         "headline": lambda: sections.headline(data),
         "curves": lambda: sections.curves(data),
+        "seeds": lambda: sections.seeds(data),
         "confusion": lambda: sections.confusion(data),
         "per_class": lambda: sections.per_class(data),
         "calibration": lambda: sections.calibration(data),

@@ -134,6 +134,53 @@ def curves(data: RunData) -> Section:
     }
 
 
+SEED_COLUMNS = (
+    ("seed", "seed"),
+    ("best_epoch", "best epoch"),
+    ("selection_score", "selection (smoothed)"),
+    ("best_val_acc", "val acc"),
+    ("best_val_balanced_accuracy", "val bal. acc"),
+    ("best_val_macro_f1", "val macro-F1"),
+    ("wall_s", "wall s"),
+)
+
+
+def seeds(data: RunData) -> Section:
+    """The seeds this run belongs to (`medfit train --seeds N`): per-seed rows, mean ± sd."""
+    from medfit.training.seeds import seeds_section
+
+    found = seeds_section(data.path)
+    if found is None:
+        return {
+            "absent": "a single seed: `medfit train DATA --seeds 3` shows how much the result "
+            "moves between seeds"
+        }
+    keys = [key for key, _ in SEED_COLUMNS]
+    return {
+        "titles": [title for _, title in SEED_COLUMNS],
+        "rows": [
+            ([_seed_cell(row.get(k), k) for k in keys], row.get("seed") == found.this_seed)
+            for row in found.rows
+        ],
+        "mean": [_seed_cell(found.mean.get(k), _summary_format(k)) for k in keys[1:]],
+        "sd": [_seed_cell(found.sd.get(k), _summary_format(k)) for k in keys[1:]],
+        "note": found.note,
+    }
+
+
+def _summary_format(key: str) -> str:
+    """Mean and sd of epochs and seconds get one decimal, like wall_s; metrics get three."""
+    return "wall_s" if key in ("best_epoch", "wall_s") else key
+
+
+def _seed_cell(value: Any, key: str) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    if key in ("seed", "best_epoch"):
+        return str(int(value))
+    return f"{value:.1f}" if key == "wall_s" else f"{value:.3f}"
+
+
 def timing(data: RunData) -> Section:
     if not data.history:
         return {"absent": "no metrics.jsonl rows: the run has not finished an epoch yet"}
