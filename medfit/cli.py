@@ -32,6 +32,7 @@ from medfit.config import (
     SELECT_METRICS,
 )
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
+from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
 from medfit.errors import MedfitError
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
 from medfit.report.cli import REPORT_COMMANDS, add_report_commands, refresh_report
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub)
     add_deploy_commands(sub)
     add_check_commands(sub)
+    add_diagnose_commands(sub)
     add_report_commands(sub)
 
     p = sub.add_parser("models", help="list timm model names (and which have offline weights)")
@@ -248,6 +250,7 @@ COMMANDS = {
     **DEPLOY_COMMANDS,
     **CHECK_COMMANDS,
     **EVAL_COMMANDS,
+    **DIAGNOSE_COMMANDS,
     **REPORT_COMMANDS,
 }
 

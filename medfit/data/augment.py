@@ -37,7 +37,7 @@ class _Preset(NamedTuple):
 _RATIO = (0.9, 1.1)
 # Brightness/contrast ±0.2 (all but light): exposure and windowing vary across scanners and labs.
 # fmt: off
-_PRESETS: dict[str, _Preset] = {
+PRESETS: dict[str, _Preset] = {
     #                    crop  rot° hflip  vflip  brig cont sat  hue
     # Safe for anything: a mild crop and a left/right mirror, no intensity change.
     "light":      _Preset(0.85, 0,   True,  False, 0,   0,   0,   0,    "mild, any modality"),
@@ -78,7 +78,7 @@ def describe_preset(name: str) -> str:
         return "auto: xray for grayscale data, microscopy for colour"
     if name == "none":
         return "none: resize only, no augmentation"
-    p = _PRESETS[resolve_preset(name, grayscale=False)]
+    p = PRESETS[resolve_preset(name, grayscale=False)]
     parts = [f"crop {round(p.crop * 100)}-100%"]
     flips = [f for f, on in (("horizontal", p.hflip), ("vertical", p.vflip)) if on]
     parts += [f"{' and '.join(flips)} flip"] if flips else []
@@ -132,7 +132,7 @@ def build_train_augment(preset: str, img_size: int) -> nn.Module:
         raise ValueError("resolve 'auto' with resolve_preset() before building the augmentation")
     if resolve_preset(preset, grayscale=False) == "none":
         return nn.Sequential(build_eval_transform(img_size), _Clamp01())
-    p = _PRESETS[preset]
+    p = PRESETS[preset]
     # The crop below warps without antialiasing (fine for the ~1.15× shrink from the cache size),
     # so a larger input is first brought down to the cache size, antialiased.
     steps: list[nn.Module] = [_Resize(math.ceil(img_size * 1.15), shrink_only=True)]

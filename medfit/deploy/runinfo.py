@@ -57,7 +57,7 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
 def allowed_flips(preset: str) -> tuple[str, ...]:
     """Flips the preset applied in training: TTA must not show the model views it never saw
     (a mirrored chest X-ray puts the heart on the wrong side)."""
-    spec = augment._PRESETS.get(preset)  # the presets table is the single source of truth
+    spec = augment.PRESETS.get(preset)  # the presets table is the single source of truth
     if spec is None:  # "none", or an unresolved/unknown name: no flips are known to be safe
         return ()
     return tuple(name for name, on in (("hflip", spec.hflip), ("vflip", spec.vflip)) if on)

@@ -94,7 +94,7 @@ def create_model(
             path = lite_pack_path(name) if source == "lite" else Path(source)
             note = load_weights_file(model, path)
     reset_head(model)
-    return model, preprocess_for(model, img_size, _sidecar_config(source)), note
+    return model, preprocess_for(model, img_size, sidecar_config(source)), note
 
 
 def reset_head(model: nn.Module) -> None:
@@ -251,7 +251,7 @@ def _match_keys(
     return by_name, False
 
 
-def _sidecar_config(source: str) -> dict[str, Any]:
+def sidecar_config(source: str) -> dict[str, Any]:
     """Normalisation shipped beside a weights file (`W.json`), which overrides timm's defaults."""
     if source in ("hub", "lite", "none"):
         return {}

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def classifier_of(model: nn.Module) -> nn.Module:
@@ -42,7 +42,7 @@ def set_bn_eval(model: nn.Module) -> int:
     """
     count = 0
     for module in model.modules():
-        if isinstance(module, _BN_TYPES):
+        if isinstance(module, BN_TYPES):
             module.eval()
             count += 1
     return count
@@ -71,7 +71,7 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], max_batches
     use batch statistics (Li et al. 2016, "Revisiting Batch Normalization for Practical Domain
     Adaptation"). Weights are untouched. Returns the number of batches used.
     """
-    norms = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
+    norms = [m for m in model.modules() if isinstance(m, BN_TYPES)]
     if not norms:
         return 0
     saved = [(m, m.momentum, m.state_dict()) for m in norms]

@@ -1,0 +1,203 @@
+"""Probes: run the selected checkpoint on a few hundred training images to test two suspicions.
+
+- BatchNorm mismatch: the same batches through the network with BatchNorm in eval mode (running
+  statistics, what validation and deployment use) and in train mode (batch statistics, what the
+  weights were trained with). A healthy network gives nearly the same answers either way.
+- Augmentation destroying the label: the same images un-augmented and augmented with the run's
+  own preset. The model was trained on augmented images, so if the preset keeps the label it
+  recognises them about as well as the originals.
+
+Everything goes through medfit's own pieces: `medfit.api.load` for the checkpoint (weights only),
+`cache_splits` for decoding, `to_model_input` with the run's transforms and normalisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfit.data.augment import build_eval_transform, build_train_augment
+from medfit.data.dataset import cache_splits
+from medfit.data.loader import to_model_input
+from medfit.data.sources import DatasetIndex, Sample
+from medfit.diagnose.facts import RunFacts
+from medfit.errors import MedfitError
+from medfit.model.policy import BN_TYPES
+
+Log = Callable[[str], None]
+
+# 256 images: binomial noise of an accuracy is at most ±0.031, so the 10-point effects the rules
+# look for stand out, and two forward passes at 64 px take seconds on a CPU.
+PROBE_IMAGES = 256
+PROBE_SEED = 0  # the same images and augmentation draws on every diagnose of a run
+
+
+@dataclass(frozen=True)
+class BNProbe:
+    images: int
+    batch_size: int
+    policy: str  # the run's BatchNorm policy in the full stage
+    acc_eval: float  # BatchNorm running statistics (what validation used)
+    acc_batch_stats: float  # BatchNorm batch statistics (what training used)
+    agreement: float  # share of images with the same predicted class in both modes
+
+
+@dataclass(frozen=True)
+class AugProbe:
+    images: int
+    preset: str
+    acc_clean: float  # un-augmented training images (eval transform)
+    acc_augmented: float  # the same images through the run's training augmentation
+
+
+@dataclass(frozen=True)
+class ProbeResults:
+    bn: BNProbe | None
+    aug: AugProbe | None
+    seconds: float
+    skipped: str | None = None  # why no probe ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bn": dataclasses.asdict(self.bn) if self.bn else None,
+            "augmentation": dataclasses.asdict(self.aug) if self.aug else None,
+            "seconds": round(self.seconds, 2),
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProbeResults:
+        """The record `to_dict` wrote (diagnosis.json "probes"), to re-apply the rules to it."""
+        bn, aug = raw.get("bn"), raw.get("augmentation")
+        return cls(
+            BNProbe(**bn) if bn else None,
+            AugProbe(**aug) if aug else None,
+            float(raw.get("seconds") or 0.0),
+            raw.get("skipped"),
+        )
+
+
+def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> ProbeResults:
+    """Both probes on up to PROBE_IMAGES training images; skipped (with the reason) when the
+    checkpoint or the training images are not available."""
+    started = time.perf_counter()
+    reason = _unavailable(facts)
+    if reason:
+        return ProbeResults(None, None, 0.0, reason)
+    from medfit.api import load
+
+    classifier = load(facts.path, device=device)
+    pixels, labels = _probe_images(facts, log)
+    order = np.random.default_rng(PROBE_SEED).permutation(len(labels))  # mixed-class batches
+    pixels, labels = pixels[order], labels[order]
+    model, dev = classifier.model, classifier.device
+    mean = torch.tensor(facts.preprocess.mean, device=dev)
+    std = torch.tensor(facts.preprocess.std, device=dev)
+    size = facts.preprocess.img_size
+
+    def inputs(transform: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        transform = transform.to(dev)
+        return lambda batch: to_model_input(batch, dev, transform, mean, std)
+
+    clean = inputs(build_eval_transform(size))
+    bn = _bn_probe(facts, model, pixels, labels, clean)
+    aug = None
+    if facts.config.data.aug not in ("none", "auto"):
+        augment = inputs(build_train_augment(facts.config.data.aug, size))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PROBE_SEED)
+            acc_aug = _accuracy(model, pixels, labels, augment, facts.config.train.batch_size)
+        acc_clean = _accuracy(model, pixels, labels, clean, facts.config.train.batch_size)
+        aug = AugProbe(len(labels), facts.config.data.aug, acc_clean, acc_aug)
+    return ProbeResults(bn, aug, time.perf_counter() - started)
+
+
+def _unavailable(facts: RunFacts) -> str | None:
+    if not (facts.path / "checkpoints" / "best.pt").is_file():
+        return "no checkpoints/best.pt"
+    if not facts.train_paths:
+        return "split.csv lists no training images"
+    missing = next((p for p, _ in facts.train_paths if not Path(p).exists()), None)
+    if missing:
+        return (
+            f"training image {missing} not found (split.csv paths are relative to where "
+            "training ran: run diagnose from there)"
+        )
+    return None
+
+
+def _probe_images(facts: RunFacts, log: Log) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of the run's training images, decoded through medfit's cache."""
+    index_of = {c: i for i, c in enumerate(facts.classes)}
+    samples = [Sample(p, index_of[c], "train") for p, c in facts.train_paths if c in index_of]
+    index = DatasetIndex(facts.config.data.root, list(facts.classes), samples)
+    data_cfg = dataclasses.replace(facts.config.data, max_train=PROBE_IMAGES, strict=False)
+    p = facts.preprocess
+    part = cache_splits(
+        index, data_cfg, p.img_size, p.interpolation, PROBE_SEED, log, splits=("train",)
+    )
+    if "train" not in part:
+        raise MedfitError(f"{facts.path}: none of the training images could be decoded")
+    return np.asarray(part["train"].pixels), np.asarray(part["train"].labels)
+
+
+@torch.no_grad()
+def _predict(
+    model: nn.Module,
+    pixels: np.ndarray,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> np.ndarray:
+    preds = []
+    for start in range(0, len(pixels), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size]))
+        preds.append(model(to_input(batch)).argmax(1).cpu().numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def _accuracy(
+    model: nn.Module,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> float:
+    model.eval()
+    return float(np.mean(_predict(model, pixels, to_input, batch_size) == labels))
+
+
+def _bn_probe(
+    facts: RunFacts,
+    model: nn.Module,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+) -> BNProbe:
+    """Eval-mode vs batch-statistics predictions on whole batches of the run's batch size."""
+    batch = facts.config.train.batch_size
+    n = max(len(labels) // batch, 1) * batch  # whole batches only: a 1-image batch has no stats
+    pixels, labels = pixels[:n], labels[:n]
+    model.eval()
+    eval_preds = _predict(model, pixels, to_input, batch)
+    batch_stats = copy.deepcopy(model)  # train-mode BN updates running stats: never the original
+    for module in batch_stats.modules():
+        if isinstance(module, BN_TYPES):
+            module.train()
+    train_preds = _predict(batch_stats, pixels, to_input, batch)
+    return BNProbe(
+        images=len(labels),
+        batch_size=batch,
+        policy=facts.config.train.bn,
+        acc_eval=float(np.mean(eval_preds == labels)),
+        acc_batch_stats=float(np.mean(train_preds == labels)),
+        agreement=float(np.mean(eval_preds == train_preds)),
+    )

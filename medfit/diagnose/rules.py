@@ -1,0 +1,557 @@
+"""Rules over a run's history and config: each a pure function `RunFacts -> Finding | None`.
+
+Every threshold is a named constant with the reason for its value. Thresholds that compare
+accuracies are stated in units of the binomial noise of the validation set,
+sigma = sqrt(p(1-p)/n_val): on 400 val images at p = 0.7 that is 0.023, so a 3-point change is
+barely above noise while on 5,000 images it is far above it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from medfit.data.augment import PRESETS
+from medfit.diagnose.facts import Epoch, RunFacts
+from medfit.diagnose.findings import Finding
+from medfit.training.recipe import default_lr
+
+Rule = Callable[[RunFacts], Finding | None]
+
+# --- overfitting -------------------------------------------------------------------------------
+# A trend needs a minimum and at least one epoch after it; fewer full epochs say nothing.
+MIN_TREND_EPOCHS = 3
+# Val loss 10% above its minimum: an epoch-mean loss over hundreds of images moves a few percent
+# from noise; 10% is a rise, 25% a clear one.
+VAL_LOSS_RISE = 0.10
+VAL_LOSS_RISE_HIGH = 0.25
+# Train loss must still be falling (>= 5% lower than at the val-loss minimum): otherwise the val
+# rise is not the model fitting the training set but something else (LR, instability).
+TRAIN_LOSS_FALL = 0.05
+# The train-val accuracy gap must have grown by 3 points and 2 sigma; at the end a gap of 15
+# points on un-noisy data is the textbook picture (train_acc is on augmented batches, so the
+# true gap is larger than the one measured).
+GAP_GROWTH = 0.03
+GAP_HIGH = 0.15
+
+# --- validation instability --------------------------------------------------------------------
+# Std of consecutive full-stage Δval_acc over the binomial sigma. If each epoch's val accuracy were
+# an independent binomial draw around a constant true accuracy, the differences would have std
+# √2·sigma ≈ 1.4 sigma (the same val images every epoch make real noise smaller still): medfit's
+# defaults measured 1.37 on blood cells (bench/README.md). 2.0 is ~1.4x that noise level and what
+# the forum recipe measured (2.04); 3.0 is twice the noise level.
+JITTER_RATIO = 2.0
+JITTER_RATIO_HIGH = 3.0
+# Steady improvement is not instability: at least one epoch must lose 2 sigma (3 for high).
+DROP_SIGMAS = 2.0
+DROP_SIGMAS_HIGH = 3.0
+
+# --- learning rate -----------------------------------------------------------------------------
+# An epoch-mean train loss rising 30% from one full epoch to the next: with warmup and cosine
+# decay a healthy run's loss falls or stays flat; a spike this large is the optimiser overshooting.
+LOSS_SPIKE = 1.3
+# "Stuck at chance": train loss within 10% of ln(K) (the loss of uniform predictions) after the
+# whole full stage, i.e. the network predicts nothing.
+CHANCE_LOSS_FRACTION = 0.9
+# A decline from the best val accuracy by 3 sigma while the train loss does not fall: the run got
+# worse as it trained, which is the LR (overfitting lowers train loss as val gets worse).
+DECLINE_SIGMAS = 3.0
+# Too low: an LR below the default, the full stage lowered train loss by under 5% and train
+# accuracy stayed under 90% (a converged run is flat too, but at high train accuracy).
+FLAT_LOSS_FALL = 0.05
+FLAT_MAX_TRAIN_ACC = 0.90
+
+# --- input pipeline ----------------------------------------------------------------------------
+# Share of training time (epoch minus eval) spent waiting for data or augmenting. Above half,
+# the model waits more than it computes; above 30% a faster pipeline buys a visible speed-up.
+DATA_BOUND_SHARE = 0.5
+DATA_BOUND_SHARE_LOW = 0.3
+
+# --- normalisation -----------------------------------------------------------------------------
+# timm configs state mean/std to 3-4 decimals; a difference past 0.01 is another convention
+# (1/255 only, ImageNet vs 0.5/0.5), not rounding.
+NORM_TOLERANCE = 0.01
+
+# --- imbalance ---------------------------------------------------------------------------------
+# Accuracy above balanced accuracy by 5 points (and 2 sigma): the majority class carries the
+# accuracy; 15 points: a minority class is largely missed.
+IMBALANCE_GAP = 0.05
+IMBALANCE_GAP_HIGH = 0.15
+IMBALANCE_SIGMAS = 2.0
+
+# --- augmentation ------------------------------------------------------------------------------
+# Rotations beyond 45° or vertical flips turn an oriented scan (chest X-ray, OCT, MRI slice) into
+# an image no scanner produces; grayscale medical data is almost always such a scan.
+ORIENTED_MAX_DEGREES = 45.0
+
+
+def binomial_sigma(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n images."""
+    if n <= 0 or not math.isfinite(p):
+        return math.nan
+    return math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+def overfitting(facts: RunFacts) -> Finding | None:
+    """Val loss rising from its minimum while train loss keeps falling and the gap grows."""
+    full = facts.full
+    if len(full) < MIN_TREND_EPOCHS:
+        return None
+    i_min = int(np.nanargmin([e.val_loss for e in full]))
+    best, last = full[i_min], full[-1]
+    if i_min == len(full) - 1 or best.val_loss <= 0:
+        return None
+    rise = last.val_loss / best.val_loss - 1
+    train_fall = 1 - last.train_loss / best.train_loss if best.train_loss > 0 else 0.0
+    gap_then, gap_now = best.train_acc - best.val_acc, last.train_acc - last.val_acc
+    sigma = binomial_sigma(last.val_acc, facts.n_val)
+    growth_needed = max(GAP_GROWTH, 2 * sigma) if math.isfinite(sigma) else GAP_GROWTH
+    if rise < VAL_LOSS_RISE or train_fall < TRAIN_LOSS_FALL or gap_now - gap_then < growth_needed:
+        return None
+    high = rise >= VAL_LOSS_RISE_HIGH and gap_now >= GAP_HIGH
+    aug = facts.config.data.aug
+    stronger = _modality_preset(facts) if aug in ("none", "light") else aug
+    fix = (
+        f"medfit already keeps the best-scoring weights; to generalise: "
+        f"{f'`--aug {stronger}`, ' if stronger != aug else ''}"
+        f"fewer epochs (`--epochs {i_min + 1}`: val loss was lowest after full epoch "
+        f"{i_min + 1}), more training images, `--weight-decay 0.1`"
+    )
+    return Finding(
+        rule="overfitting",
+        severity="high" if high else "medium",
+        title="overfitting: val loss rises while train loss falls",
+        evidence=(
+            f"val loss {_fmt(best.val_loss)} at epoch {best.epoch} -> {_fmt(last.val_loss)} at "
+            f"epoch {last.epoch} (+{rise:.0%}) while train loss fell {_fmt(best.train_loss)} -> "
+            f"{_fmt(last.train_loss)}; train-val accuracy gap {gap_then:+.3f} -> {gap_now:+.3f}"
+        ),
+        fix=fix,
+        numbers={
+            "min_val_loss_epoch": best.epoch,
+            "min_val_loss": best.val_loss,
+            "final_val_loss": last.val_loss,
+            "val_loss_rise": rise,
+            "train_loss_fall": train_fall,
+            "gap_at_min": gap_then,
+            "gap_final": gap_now,
+        },
+        strength=rise / VAL_LOSS_RISE,
+    )
+
+
+def val_instability(facts: RunFacts) -> Finding | None:
+    """Epoch-to-epoch val accuracy swings beyond what the val set's size explains."""
+    full = facts.full
+    if len(full) < MIN_TREND_EPOCHS or facts.n_val <= 0:
+        return None
+    acc = np.array([e.val_acc for e in full])
+    diffs = np.diff(acc)
+    sigma = binomial_sigma(float(acc[-1]), facts.n_val)
+    if not sigma > 0:
+        return None
+    jitter = float(np.std(diffs))
+    ratio, worst_drop = jitter / sigma, float(max(0.0, -diffs.min()))
+    if ratio < JITTER_RATIO or worst_drop < DROP_SIGMAS * sigma:
+        return None
+    high = ratio >= JITTER_RATIO_HIGH and worst_drop >= DROP_SIGMAS_HIGH * sigma
+    return Finding(
+        rule="val_instability",
+        severity="high" if high else "medium",
+        title="validation accuracy jumps more than the val set's noise explains",
+        evidence=(
+            f"std of epoch-to-epoch Δval acc {jitter:.3f} over {len(diffs)} full-stage steps vs "
+            f"binomial noise {sigma:.3f} (n_val {facts.n_val}, p {acc[-1]:.3f}): {ratio:.1f}x "
+            f"(pure noise ~1.4x); worst drop {worst_drop:.3f}; val acc "
+            + " ".join(f"{a:.2f}" for a in acc)
+        ),
+        fix=_stability_fix(facts),
+        numbers={
+            "jitter": jitter,
+            "binomial_sigma": sigma,
+            "ratio": ratio,
+            "worst_drop": worst_drop,
+            "n_val": facts.n_val,
+            "val_acc": acc.tolist(),
+        },
+        strength=ratio / JITTER_RATIO,
+    )
+
+
+def _stability_fix(facts: RunFacts) -> str:
+    """The usual causes, in the order they bite, limited to what this run's config shows."""
+    t, fixes = facts.config.train, []
+    if facts.config.model.normalize != "weights":
+        fixes.append("`--normalize weights`")
+    if t.bn == "train" and t.batch_size < t.bn_min_batch:
+        fixes.append("`--bn frozen` (batch below 16)")
+    if isinstance(t.lr, float) and t.lr > default_lr(t.bn):
+        fixes.append(f"`--lr {default_lr(t.bn):g}`")
+    if t.optimizer != "adamw":
+        fixes.append("`--optimizer adamw`")
+    if not t.ema:
+        fixes.append("EMA on (drop `--no-ema`)")
+    fixes.append("a larger val set (noise shrinks as 1/sqrt(n_val))")
+    return "; ".join(fixes)
+
+
+def bn_small_batch(facts: RunFacts) -> Finding | None:
+    """BatchNorm statistics from batches too small to estimate them (config only)."""
+    t = facts.config.train
+    if t.bn != "train" or t.batch_size >= t.bn_min_batch:
+        return None
+    return Finding(
+        rule="bn_small_batch",
+        severity="medium",
+        title=f"BatchNorm trains on batch statistics of only {t.batch_size} images",
+        evidence=(
+            f"bn policy train with --batch-size {t.batch_size} (< {t.bn_min_batch}): batch "
+            "mean/variance are noisy estimates, so the network learns on statistics its eval "
+            "mode (running averages) does not reproduce (Wu & He 2018, fig. 1)"
+        ),
+        fix=(
+            f"`--bn frozen --lr {default_lr('frozen'):g}` (or `--bn auto`), or "
+            f"`--batch-size {t.bn_min_batch}` or more"
+        ),
+        numbers={"batch_size": t.batch_size, "bn_min_batch": t.bn_min_batch},
+        strength=t.bn_min_batch / max(t.batch_size, 1),
+    )
+
+
+def normalization(facts: RunFacts) -> Finding | None:
+    """Input mean/std that differ from the pretrained weights' own."""
+    if facts.expected_mean is None or facts.expected_std is None:
+        return None
+    used_mean, used_std = facts.preprocess.mean, facts.preprocess.std
+    pairs = [
+        *zip(used_mean, facts.expected_mean, strict=False),
+        *zip(used_std, facts.expected_std, strict=False),
+    ]
+    diff = max(abs(a - b) for a, b in pairs) if pairs else 0.0
+    if diff <= NORM_TOLERANCE and len(used_mean) == len(facts.expected_mean):
+        return None
+    lo, hi = _input_range(used_mean[0], used_std[0])
+    want_lo, want_hi = _input_range(facts.expected_mean[0], facts.expected_std[0])
+    unit = facts.config.model.normalize == "unit"
+    fix = (
+        "`--normalize weights` (the default)"
+        if unit
+        else "retrain with the weights' own mean/std (a WEIGHTS.json beside a weights file "
+        "overrides timm's config)"
+    )
+    return Finding(
+        rule="normalization",
+        severity="high",
+        title="input normalisation does not match the pretrained weights",
+        evidence=(
+            f"inputs normalised with mean {_vec(used_mean)} std {_vec(used_std)} "
+            f"({'1/255 only' if unit else 'preprocess.json'}): pixel values span "
+            f"[{lo:.2f}, {hi:.2f}]; the weights were trained on mean {_vec(facts.expected_mean)} "
+            f"std {_vec(facts.expected_std)}, i.e. [{want_lo:.2f}, {want_hi:.2f}]"
+        ),
+        fix=fix,
+        numbers={
+            "used_mean": list(used_mean),
+            "used_std": list(used_std),
+            "expected_mean": list(facts.expected_mean),
+            "expected_std": list(facts.expected_std),
+            "max_abs_diff": diff,
+        },
+        strength=1 + diff / NORM_TOLERANCE / 10,
+    )
+
+
+def _input_range(mean: float, std: float) -> tuple[float, float]:
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def _vec(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
+
+
+def lr_too_high(facts: RunFacts) -> Finding | None:
+    """NaN steps, loss spikes, collapse to chance, or a decline after an early best."""
+    full = facts.full
+    if not full:
+        return None
+    signs, numbers = _lr_high_signs(facts, full)
+    if not signs:
+        return None
+    lr = facts.config.train.lr
+    lr_value = float(lr) if isinstance(lr, float) else full[0].lr
+    strong = {"non_finite", "chance", "decline"} & set(numbers["signs"])
+    return Finding(
+        rule="lr_too_high",
+        severity="high" if strong else "medium",
+        title=f"learning rate too high ({lr_value:g})",
+        evidence="; ".join(signs),
+        fix=f"`--lr {lr_value / 10:.0e}` (10x lower) or `--lr auto` (range test)",
+        numbers={**numbers, "lr": lr_value},
+        strength=1.0 + len(strong),
+    )
+
+
+def _lr_high_signs(facts: RunFacts, full: list[Epoch]) -> tuple[list[str], dict[str, Any]]:
+    signs: list[str] = []
+    kinds: list[str] = []
+    skipped = sum(e.skipped_steps for e in facts.history)
+    if skipped:
+        signs.append(f"{skipped} optimizer step(s) skipped for non-finite loss")
+        kinds.append("non_finite")
+    spikes = [
+        (a, b) for a, b in itertools.pairwise(full) if b.train_loss > LOSS_SPIKE * a.train_loss
+    ]
+    if spikes:
+        a, b = spikes[0]
+        signs.append(
+            f"train loss jumped {_fmt(a.train_loss)} -> {_fmt(b.train_loss)} "
+            f"(epoch {a.epoch} -> {b.epoch})"
+        )
+        kinds.append("spike")
+    chance = math.log(max(len(facts.classes), 2))
+    last = full[-1]
+    t = facts.config.train
+    above_default = isinstance(t.lr, float) and t.lr > default_lr(t.bn)
+    if above_default and last.train_loss >= CHANCE_LOSS_FRACTION * chance:
+        signs.append(
+            f"train loss {_fmt(last.train_loss)} after the full stage, no better than "
+            f"uniform guessing (ln({len(facts.classes)}) = {chance:.3f}), at {t.lr:g} > the "
+            f"default {default_lr(t.bn):g}"
+        )
+        kinds.append("chance")
+    decline = _early_best_decline(facts, full)
+    if decline:
+        signs.append(decline)
+        kinds.append("decline")
+    return signs, {"signs": kinds, "skipped_steps": skipped, "chance_loss": chance}
+
+
+def _early_best_decline(facts: RunFacts, full: list[Epoch]) -> str | None:
+    """Best val accuracy early, then a 3-sigma decline while the train loss did not fall."""
+    if len(full) < MIN_TREND_EPOCHS:
+        return None
+    accs = [e.val_acc for e in full]
+    i_best = int(np.nanargmax(accs))
+    best, last = full[i_best], full[-1]
+    sigma = binomial_sigma(best.val_acc, facts.n_val)
+    early = i_best < len(full) // 2 + (len(full) % 2)
+    drop = best.val_acc - last.val_acc
+    train_not_falling = last.train_loss >= best.train_loss * (1 - TRAIN_LOSS_FALL)
+    if early and drop >= DECLINE_SIGMAS * sigma and train_not_falling:
+        return (
+            f"val acc peaked at {best.val_acc:.3f} in epoch {best.epoch}, then fell to "
+            f"{last.val_acc:.3f} ({drop / sigma:.1f} sigma) while train loss did not improve"
+        )
+    return None
+
+
+def lr_too_low(facts: RunFacts) -> Finding | None:
+    """A flat train loss at low train accuracy with an LR at or below the default."""
+    full = facts.full
+    t = facts.config.train
+    # At or above the default (the measured best on blood cells) a flat loss has another cause.
+    if len(full) < 2 or not isinstance(t.lr, float) or t.lr >= default_lr(t.bn):
+        return None
+    first, last = full[0], full[-1]
+    fall = 1 - last.train_loss / first.train_loss if first.train_loss > 0 else 0.0
+    if fall >= FLAT_LOSS_FALL or last.train_acc >= FLAT_MAX_TRAIN_ACC:
+        return None
+    return Finding(
+        rule="lr_too_low",
+        severity="medium",
+        title=f"learning rate too low ({t.lr:g}): the loss hardly moves",
+        evidence=(
+            f"train loss {_fmt(first.train_loss)} -> {_fmt(last.train_loss)} over {len(full)} "
+            f"full epochs ({fall:.1%} lower) with train accuracy {last.train_acc:.3f}"
+        ),
+        fix=f"`--lr {min(t.lr * 10, default_lr(t.bn)):.0e}` or `--lr auto` (range test)",
+        numbers={"lr": t.lr, "train_loss_fall": fall, "final_train_acc": last.train_acc},
+        strength=1 + (FLAT_LOSS_FALL - fall) / FLAT_LOSS_FALL,
+    )
+
+
+def aug_orientation(facts: RunFacts) -> Finding | None:
+    """Vertical flips or large rotations on grayscale (oriented) scans."""
+    preset = PRESETS.get(facts.config.data.aug)
+    if preset is None or not facts.grayscale:
+        return None
+    if not preset.vflip and preset.degrees <= ORIENTED_MAX_DEGREES:
+        return None
+    what = (
+        [f"rotations up to ±{preset.degrees:g}°"] if preset.degrees > ORIENTED_MAX_DEGREES else []
+    )
+    what += ["vertical flips"] if preset.vflip else []
+    return Finding(
+        rule="aug_orientation",
+        severity="medium",
+        title=f"augmentation `{facts.config.data.aug}` turns oriented scans upside down",
+        evidence=(
+            f"the training images are grayscale (X-ray/OCT/MRI-like, which have an up and a "
+            f"down) and the preset applies {' and '.join(what)}: the model must learn images no "
+            "scanner produces, and orientation cues are destroyed"
+        ),
+        fix="`--aug xray` (chest X-ray: no flips, ±10°), or `--aug oct` / `--aug mri`",
+        numbers={"preset": facts.config.data.aug, "degrees": preset.degrees, "vflip": preset.vflip},
+        strength=1.0 + preset.degrees / 90,
+    )
+
+
+def data_bound(facts: RunFacts) -> Finding | None:
+    """Waiting for batches plus augmenting them takes a large share of training time."""
+    train_s = sum(max(e.epoch_s - e.eval_s, 0.0) for e in facts.history)
+    data_s = sum(e.data_s for e in facts.history)
+    aug_s = sum(e.augment_s for e in facts.history)
+    if train_s <= 0:
+        return None
+    share = (data_s + aug_s) / train_s
+    if share < DATA_BOUND_SHARE_LOW:
+        return None
+    t = facts.config.train
+    if data_s >= aug_s:
+        fix = f"`--workers {max(t.workers * 2, 2)}` (prefetch threads); keep --cache-dir local"
+    else:
+        fix = (
+            "augmentation runs on the training device: use a GPU (`--device cuda`), or a "
+            "lighter preset on CPU (`--aug light`)"
+        )
+    return Finding(
+        rule="data_bound",
+        severity="medium" if share >= DATA_BOUND_SHARE else "low",
+        title=f"training is input-bound: {share:.0%} of training time is data wait + augmentation",
+        evidence=(
+            f"data wait {data_s:.1f} s + augmentation {aug_s:.1f} s of {train_s:.1f} s training "
+            f"time over {len(facts.history)} epochs (compute {train_s - data_s - aug_s:.1f} s)"
+        ),
+        fix=fix,
+        numbers={"data_s": data_s, "augment_s": aug_s, "train_s": train_s, "share": share},
+        strength=share / DATA_BOUND_SHARE_LOW,
+    )
+
+
+def class_imbalance(facts: RunFacts) -> Finding | None:
+    """Accuracy well above balanced accuracy: the majority class carries the score."""
+    last = facts.history[-1]
+    gap = last.val_acc - last.val_balanced_accuracy
+    sigma = binomial_sigma(last.val_acc, facts.n_val)
+    needed = max(IMBALANCE_GAP, IMBALANCE_SIGMAS * sigma) if math.isfinite(sigma) else IMBALANCE_GAP
+    if not math.isfinite(gap) or gap < needed:
+        return None
+    t = facts.config.train
+    fixes = ["`--balance loss`"] if t.balance == "none" else ["`--balance sampler`"]
+    if t.select_metric == "accuracy":
+        fixes.append("`--select-metric balanced_accuracy`")
+    counts = facts.train_counts
+    ratio = max(counts.values()) / max(min(counts.values()), 1) if counts else math.nan
+    return Finding(
+        rule="class_imbalance",
+        severity="high" if gap >= IMBALANCE_GAP_HIGH else "medium",
+        title="class imbalance hides behind accuracy",
+        evidence=(
+            f"final val accuracy {last.val_acc:.3f} vs balanced accuracy "
+            f"{last.val_balanced_accuracy:.3f} (gap {gap:.3f}); train classes "
+            + ", ".join(f"{c} {n}" for c, n in counts.items())
+            + f" ({ratio:.1f}:1), balance {t.balance}, selected on {t.select_metric}"
+        ),
+        fix=" and ".join(fixes) + "; judge the run by balanced accuracy",
+        numbers={
+            "val_acc": last.val_acc,
+            "val_balanced_accuracy": last.val_balanced_accuracy,
+            "gap": gap,
+            "train_counts": counts,
+            "imbalance_ratio": ratio,
+        },
+        strength=gap / IMBALANCE_GAP,
+    )
+
+
+def _modality_preset(facts: RunFacts) -> str:
+    """medfit's auto choice: oriented-scan preset for grayscale, any-rotation for colour."""
+    return "xray" if facts.grayscale else "microscopy"
+
+
+# --- check.json --------------------------------------------------------------------------------
+
+CHECK_SEVERITY = {"critical": "high", "warning": "medium", "info": "low"}
+LEAKAGE_KEYS = ("exact_cross_split", "group_leak", "group_same_id", "near_hash", "near_embedding")
+LABEL_KEYS = ("label_issues", "exact_conflicting")
+# The class_imbalance rule judges imbalance by its effect on the metrics; check's count of it
+# would only repeat that.
+SKIPPED_CHECK_KEYS = ("imbalance",)
+
+
+def check_findings(facts: RunFacts) -> list[Finding]:
+    """`medfit check`'s verdict (leakage, duplicates, label noise, shortcuts) as findings."""
+    if facts.check is None:
+        return []
+    out = []
+    for entry in facts.check.get("verdict", []):
+        key = str(entry.get("key", ""))
+        if key in SKIPPED_CHECK_KEYS:
+            continue
+        rule = "leakage" if key in LEAKAGE_KEYS else "label_noise" if key in LABEL_KEYS else "data"
+        severity = CHECK_SEVERITY.get(str(entry.get("severity")), "info")
+        evidence = (
+            f"check.json (medfit check {facts.check.get('root', 'DATA')}): {entry.get('title')}"
+        )
+        if rule == "leakage":
+            evidence += (
+                f"; this run's val accuracy ({facts.history[-1].val_acc:.3f}) partly scores "
+                "images the model trained on, so it overstates accuracy on new patients"
+            )
+        out.append(
+            Finding(
+                rule=rule,
+                severity=severity,
+                title=str(entry.get("title", key)),
+                evidence=evidence,
+                fix=str(entry.get("fix", "")),
+                numbers={"check_key": key},
+                strength=2.0 if rule == "leakage" else 1.0,
+            )
+        )
+    return out
+
+
+def check_missing(facts: RunFacts) -> Finding | None:
+    """Without check.json nothing rules out leakage, duplicates or label noise."""
+    if facts.check is not None:
+        return None
+    root = facts.config.data.root or "DATA"
+    return Finding(
+        rule="check_missing",
+        severity="low",
+        title="the data was not checked for leakage, duplicates or label noise",
+        evidence=f"no check.json in {facts.path}",
+        fix=f"`medfit check {root} --out {facts.path}`, then diagnose again",
+        numbers={},
+    )
+
+
+HISTORY_RULES: tuple[Rule, ...] = (
+    overfitting,
+    val_instability,
+    bn_small_batch,
+    normalization,
+    lr_too_high,
+    lr_too_low,
+    aug_orientation,
+    data_bound,
+    class_imbalance,
+    check_missing,
+)
+
+
+def run_rules(facts: RunFacts) -> list[Finding]:
+    found = [f for rule in HISTORY_RULES if (f := rule(facts)) is not None]
+    return found + check_findings(facts)

@@ -1,0 +1,54 @@
+"""`diagnose_run`: read the run, apply every rule, optionally probe the checkpoint, rank, save."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medfit.diagnose.facts import read_run
+from medfit.diagnose.findings import DIAGNOSIS_FILE, Diagnosis, Finding, rank, render
+from medfit.diagnose.probe_rules import aug_destroys_signal, bn_mismatch
+from medfit.diagnose.rules import run_rules
+
+if TYPE_CHECKING:
+    from medfit.diagnose.probes import ProbeResults
+
+Log = Callable[[str], None]
+
+
+def diagnose_run(
+    run_dir: str | Path,
+    probes: bool = True,
+    log: Log = print,
+    json_path: str | Path | None = None,
+    device: str = "auto",
+) -> Diagnosis:
+    """Ranked findings for RUN, printed through `log` and saved to RUN/diagnosis.json (or
+    `json_path`). `probes=False` skips loading the checkpoint (history and config only)."""
+    facts = read_run(run_dir)
+    findings = run_rules(facts)
+    probe_record: dict[str, object] = {"skipped": "--no-probes"}
+    if probes:
+        from medfit.diagnose.probes import run_probes
+
+        result = run_probes(facts, log=_quiet(log), device=device)
+        probe_record = result.to_dict()
+        findings += probe_findings(result)
+        if result.skipped:
+            log(f"probes skipped: {result.skipped}")
+    diagnosis = Diagnosis(facts.path, rank(findings), probe_record)
+    out = diagnosis.write(Path(json_path) if json_path else facts.path / DIAGNOSIS_FILE)
+    log(render(diagnosis))
+    log(f"saved {out}")
+    return diagnosis
+
+
+def probe_findings(result: ProbeResults) -> list[Finding]:
+    """The probe rules applied to one probe record (fresh, or read back from diagnosis.json)."""
+    return [f for f in (bn_mismatch(result.bn), aug_destroys_signal(result.aug)) if f]
+
+
+def _quiet(log: Log) -> Log:
+    """Probe decoding logs only warnings (skipped files), not progress."""
+    return lambda line: log(line) if line.startswith("warning") else None
