@@ -78,6 +78,7 @@ def facts(history: list[Epoch] | None = None, **kw: Any) -> RunFacts:
         "preprocess": Preprocess(64, WEIGHTS_NORM, WEIGHTS_NORM, "bicubic", 0.875),
         "expected_mean": WEIGHTS_NORM,
         "expected_std": WEIGHTS_NORM,
+        "native_size": 96,  # the clean run's 64 px is above half of it
         "classes": ["a", "b", "c", "d"],
         "train_counts": {"a": 250, "b": 250, "c": 250, "d": 250},
         "val_counts": {"a": 100, "b": 100, "c": 100, "d": 100},
@@ -90,6 +91,17 @@ def facts(history: list[Epoch] | None = None, **kw: Any) -> RunFacts:
 
 def test_clean_history_has_no_findings() -> None:
     assert R.run_rules(facts()) == []
+
+
+def test_low_resolution_fires_below_half_the_native_size_with_room_to_improve() -> None:
+    finding = R.low_resolution(facts(native_size=224))
+    assert finding is not None and finding.rule == "low_resolution"
+    assert "--img-size 128" in finding.fix  # double the size, capped at the native one
+    assert finding.numbers["native_size"] == 224
+    assert R.low_resolution(facts(native_size=128)) is None  # 64 px is half: not "far below"
+    assert R.low_resolution(facts(native_size=None)) is None  # random init: no native size
+    high = [epoch(i + 1, val_balanced_accuracy=0.97) for i in range(3)]
+    assert R.low_resolution(facts(history=high, native_size=224)) is None  # no room left
 
 
 def test_overfitting_fires_on_rising_val_loss_and_growing_gap() -> None:

@@ -84,6 +84,7 @@ class RunFacts:
     preprocess: Preprocess
     expected_mean: tuple[float, ...] | None  # the weights' own normalisation; None: unknown
     expected_std: tuple[float, ...] | None
+    native_size: int | None  # the input size the weights were trained at; None: unknown
     classes: list[str]
     train_counts: dict[str, int]  # images per class in train (split.csv)
     val_counts: dict[str, int]
@@ -111,15 +112,16 @@ def read_run(run_dir: str | Path) -> RunFacts:
     rows = _split_rows(run)
     train = [(r["path"], r["label"]) for r in rows if r["split"] == "train"]
     val_counts = Counter(r["label"] for r in rows if r["split"] == "val")
-    expected = expected_normalization(config, preprocess.img_size)
+    expected = pretrained_preprocess(config)
     check_path = run.path / "check.json"
     return RunFacts(
         path=run.path,
         history=history,
         config=config,
         preprocess=preprocess,
-        expected_mean=expected[0] if expected else None,
-        expected_std=expected[1] if expected else None,
+        expected_mean=expected.mean if expected else None,
+        expected_std=expected.std if expected else None,
+        native_size=expected.img_size if expected else None,
         classes=classes,
         train_counts=dict(Counter(label for _, label in train)),
         val_counts=dict(val_counts),
@@ -162,12 +164,10 @@ def _split_rows(run: RunDir) -> list[dict[str, str]]:
     return [r for r in csv.DictReader(text.splitlines()) if r.get("status") == "ok"]
 
 
-def expected_normalization(
-    config: RunConfig, img_size: int
-) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """mean/std the pretrained weights were trained with: timm's pretrained config for the
-    architecture, overridden by a WEIGHTS.json sidecar (the same sources training reads).
-    None for random initialisation, where no normalisation is "expected"."""
+def pretrained_preprocess(config: RunConfig) -> Preprocess | None:
+    """Input size and mean/std the pretrained weights were trained with: timm's pretrained config
+    for the architecture, overridden by a WEIGHTS.json sidecar (the same sources training reads).
+    None for random initialisation, where nothing is "expected"."""
     import timm
 
     from medfit.model.backbones import preprocess_for, sidecar_config
@@ -177,8 +177,7 @@ def expected_normalization(
         return None
     sidecar = {} if weights in WEIGHT_KEYWORDS else sidecar_config(weights)
     model = timm.create_model(config.model.name, pretrained=False, num_classes=2)
-    expected = preprocess_for(model, img_size, sidecar)
-    return expected.mean, expected.std
+    return preprocess_for(model, None, sidecar)
 
 
 def _grayscale(paths: list[str]) -> bool | None:
