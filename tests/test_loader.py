@@ -253,3 +253,13 @@ def test_to_model_input_channels_last_same_values() -> None:
     packed = to_model_input(*args, channels_last=True)
     assert packed.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(plain, packed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
+def test_pin_memory_yields_page_locked_batches() -> None:
+    pixels = np.zeros((8, 4, 4, 3), dtype=np.uint8)
+    loader = BatchLoader(pixels, np.arange(8), batch_size=4, pin_memory=True)
+    for x, y in loader:
+        assert x.is_pinned() and y.is_pinned()
+    unpinned = next(iter(BatchLoader(pixels, np.arange(8), batch_size=4)))[0]
+    assert not unpinned.is_pinned()

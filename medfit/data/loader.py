@@ -43,6 +43,7 @@ class BatchLoader:
         prefetch: int = 2,
         rank: int = 0,
         world_size: int = 1,
+        pin_memory: bool = False,
     ) -> None:
         self.pixels = pixels
         self.labels = labels
@@ -55,6 +56,9 @@ class BatchLoader:
         self.epoch = 0
         self.rank = rank
         self.world_size = world_size
+        # Page-locked batches let the host-to-GPU copy run asynchronously (non_blocking=True)
+        # while the previous step computes; pinned in the prefetch thread, off the hot path.
+        self.pin_memory = pin_memory
 
     @property
     def global_batch(self) -> int:
@@ -87,6 +91,8 @@ class BatchLoader:
             rows = idx[sort]
             pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[rows]))
             labels = torch.from_numpy(self.labels[rows])
+            if self.pin_memory:
+                pixels, labels = pixels.pin_memory(), labels.pin_memory()
             yield pixels, labels
 
     def __iter__(self) -> Iterator[Batch]:

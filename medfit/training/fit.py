@@ -409,6 +409,7 @@ def train_loader(job: Job, epoch: int) -> BatchLoader:
         prefetch=cfg.workers,
         rank=ctx.rank,
         world_size=ctx.world_size,
+        pin_memory=job.device.type == "cuda",
     )
     loader.set_epoch(epoch)
     return loader
