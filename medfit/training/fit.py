@@ -264,10 +264,16 @@ def _describe(job: Job) -> str:
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + (" (val split off train, saved in split.csv)" if job.index.val_from_train else "")
         + _ignored_note(job.index)
-        + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} (from the weights' config), "
+        + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} ({_norm_source(cfg)}), "
         f"aug {cfg.data.aug}, bn {cfg.train.bn}, balance {cfg.train.balance}, "
         f"select on {cfg.train.select_metric}\n  run dir {job.run.path}" + ddp
     )
+
+
+def _norm_source(cfg: RunConfig) -> str:
+    if cfg.model.normalize == "unit":
+        return "--normalize unit: pixels/255, NOT the weights' own normalisation"
+    return "from the weights' config"
 
 
 def _ignored_note(index: DatasetIndex) -> str:
