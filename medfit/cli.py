@@ -179,9 +179,11 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> None:
     from medfit.training import distributed
 
-    out = _train_seeds(args) if args.seeds is not None else _train_one(args)
-    if out is None or not distributed.launched().is_main:  # torchrun: rank 0 reports
+    out, runs = _train_seeds(args) if args.seeds is not None else _train_one(args)
+    if not distributed.launched().is_main:  # torchrun: rank 0 reports for the job
         return
+    for run in runs:
+        refresh_report(run, gradcam=False)  # Grad-CAM picks from eval's predictions
     if args.mlflow:
         from medfit.training.tracking import log_run_to_mlflow
 
@@ -189,32 +191,30 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"MLflow: run {run_id} in experiment {args.mlflow_experiment!r} at {args.mlflow}")
 
 
-def _train_one(args: argparse.Namespace) -> Path | None:
+def _train_one(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """Train or resume one run: (its directory, the runs to report on)."""
     from medfit.api import resume
     from medfit.training.fit import fit
 
     result = resume(args.resume) if args.resume else fit(_config_from_args(args))
-    if not result.is_main:
-        return None
-    s = result.summary
-    print(
-        f"done: best {s['selected_metric']} {s['best_metric']:.3f} (smoothed) at epoch "
-        f"{s['best_epoch']}; final val acc {s['final']['val_acc']:.3f}. Run: {result.dir}"
-    )
-    refresh_report(result.dir, gradcam=False)  # Grad-CAM picks from eval's predictions
-    return result.dir
+    if result.is_main:
+        s = result.summary
+        print(
+            f"done: best {s['selected_metric']} {s['best_metric']:.3f} (smoothed) at epoch "
+            f"{s['best_epoch']}; final val acc {s['final']['val_acc']:.3f}. Run: {result.dir}"
+        )
+    return result.dir, [result.dir]
 
 
-def _train_seeds(args: argparse.Namespace) -> Path:
+def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """Train or continue N seeds: (the OUT folder, one run directory per seed)."""
     from medfit.training.seeds import resume_seeds, train_seeds
 
     if args.resume:
         result = resume_seeds(args.resume, args.seeds)
     else:
         result = train_seeds(_config_from_args(args), args.seeds)
-    for row in result.rows:
-        refresh_report(result.dir / row["dir"], gradcam=False)
-    return result.dir
+    return result.dir, [result.dir / row["dir"] for row in result.rows]
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:

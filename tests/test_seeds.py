@@ -147,3 +147,32 @@ def test_summary_math_and_the_seed_noise_note(tmp_path: Path) -> None:
 
     single = summarize(tmp_path, [_row(0, 0.84)])
     assert single.sd["selection_score"] is None and single.note is None
+
+
+def test_cli_seeds_writes_a_report_per_seed_and_logs_to_mlflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medfit import cli
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns
+
+    make_dataset(tmp_path / "data", per_class=16)
+    out, db = tmp_path / "out", tmp_path / "mlflow.db"
+    mlflow = ["--mlflow", f"sqlite:///{db}"] if _has_mlflow() else []
+    args = ["train", str(tmp_path / "data"), "--out", str(out), "--seeds", "2"]
+    args += ["--img-size", "32", "--batch-size", "16", "--head-epochs", "0", "--epochs", "1"]
+    args += ["--weights", "lite", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main([*args, *mlflow]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for seed in (0, 1):
+        report = (out / f"seed{seed}" / "report.html").read_text()
+        assert '<section id="seeds">' in report and "seed" in report
+    assert json.loads((out / "seeds.json").read_text())["n"] == 2
+    if mlflow:
+        assert "MLflow: run" in printed and db.is_file()
+
+
+def _has_mlflow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow") is not None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from medfit.errors import MedfitError
 
 Handler = Callable[[argparse.Namespace], None]
+SPLITS = ("train", "val", "test")  # what `--split` accepts
 
 
 def add_eval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +38,7 @@ def add_eval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    if args.split not in ("train", "val", "test"):
+    if args.split not in SPLITS:
         raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
     if args.bootstrap < 0 or args.batch_size < 1:
         raise MedfitError("--bootstrap must be >= 0 and --batch-size >= 1")

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medfit.errors import MedfitError
+from medfit.evaluate.cli import SPLITS
 
 Handler = Callable[[argparse.Namespace], None]
-SPLITS = ("train", "val", "test")  # what `medfit eval --split` accepts
 
 
 def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
