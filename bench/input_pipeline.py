@@ -14,13 +14,17 @@ our user's: rotations up to 90 degrees, horizontal and vertical flips.
 2. torchvision: `ImageFolder` + `DataLoader(num_workers=os.cpu_count(), batch_size=32,
    shuffle=True)` with Resize((224, 224)), RandomRotation(90), RandomHorizontalFlip,
    RandomVerticalFlip, ToTensor, Normalize(ImageNet mean, std); one epoch incl. worker start-up.
+   RandomRotation interpolates nearest-neighbour by default; a second epoch uses bilinear, as
+   medfit does, for a like-for-like row.
 3. medfit: `build_or_load` into a fresh temp cache (decode once, at cache_size_for(224) = 258 px),
-   then `BatchLoader` (shuffled) + `to_model_input` with a kornia augmentation on the device:
+   then `BatchLoader` (shuffled) + `to_model_input` with the batch augmentation:
    (a) "epoch 1 incl. cache build": the build and one epoch, preset `microscopy` (random resized
        crop 70-100%, rotation ±180°, both flips, colour jitter: a superset of the user's);
    (b) "epoch 2 from cache": a second epoch from the built cache, same preset (steady state);
-   (c) "epoch from cache, user's aug": one more epoch with a kornia pipeline matching the user's
-       exactly (resize 258 -> 224, rotation ±90° as RandomAffine, both flips).
+   (c) "epoch from cache, user's aug": one more epoch with the `rotate90` preset, the user's
+       augmentation exactly (whole image 258 -> 224, rotation ±90°, both flips): one bilinear
+       OpenCV warp per image on a CPU, kornia on a GPU;
+   (d) on a CPU, the same with kornia's grid_sample warp (the GPU path run on the CPU).
 
 Each pipeline runs in its own Python process (TensorFlow and torch's DataLoader workers do not
 share one). Every file is read once before the first pipeline so all start from a warm page cache.
@@ -118,48 +122,43 @@ def run_torchvision(data, args):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    t0 = time.perf_counter()
-    tf = transforms.Compose(
-        [
-            transforms.Resize((args.size, args.size)),
-            transforms.RandomRotation(90),
-            transforms.RandomHorizontalFlip(),
-            transforms.RandomVerticalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(MEAN, STD),
-        ]
+    def epoch(interpolation):
+        t0 = time.perf_counter()
+        tf = transforms.Compose(
+            [
+                transforms.Resize((args.size, args.size)),
+                transforms.RandomRotation(90, interpolation=interpolation),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomVerticalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(MEAN, STD),
+            ]
+        )
+        dataset = datasets.ImageFolder(str(data), tf)
+        loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=os.cpu_count())
+        device = torch.device(args.device)
+        n = 0
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True)
+            n += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        assert x.shape[1:] == (3, args.size, args.size), x.shape
+        return n, time.perf_counter() - t0
+
+    nearest = transforms.InterpolationMode.NEAREST  # RandomRotation's default
+    bilinear = transforms.InterpolationMode.BILINEAR
+    n, seconds = epoch(nearest)
+    rows = [{"pipeline": "torchvision", "images": n, "seconds": seconds}]
+    n, seconds = epoch(bilinear)
+    rows.append(
+        {"pipeline": "torchvision, bilinear rotation (medfit's)", "images": n, "seconds": seconds}
     )
-    dataset = datasets.ImageFolder(str(data), tf)
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=os.cpu_count())
-    device = torch.device(args.device)
-    n = 0
-    for x, _ in loader:
-        x = x.to(device, non_blocking=True)
-        n += len(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    assert x.shape[1:] == (3, args.size, args.size), x.shape
-    return [{"pipeline": "torchvision", "images": n, "seconds": seconds}]
-
-
-def user_augment_kornia(img_size):
-    """The user's augmentation as a per-sample kornia pipeline: rotation ±90°, both flips."""
-    import kornia.augmentation as K
-
-    from medfit.data.augment import _Clamp01, _Resize
-
-    return torch.nn.Sequential(
-        _Resize(img_size),  # the 258 px cache square -> 224, antialiased
-        K.RandomAffine(90, padding_mode="reflection", p=1.0),
-        K.RandomHorizontalFlip(p=0.5),
-        K.RandomVerticalFlip(p=0.5),
-        _Clamp01(),
-    )
+    return rows
 
 
 def run_medfit(data, args):
-    from medfit.data.augment import build_train_augment
+    from medfit.data.augment import TrainAugment, build_train_augment
     from medfit.data.cache import build_or_load, cache_size_for
     from medfit.data.loader import BatchLoader, to_model_input
 
@@ -208,7 +207,7 @@ def run_medfit(data, args):
                 "seconds": time.perf_counter() - t0,
             }
         )
-        user = user_augment_kornia(args.size).to(device)
+        user = build_train_augment("rotate90", args.size).to(device)
         t0 = time.perf_counter()
         n = epoch(loader, user, 2)
         rows.append(
@@ -218,6 +217,17 @@ def run_medfit(data, args):
                 "seconds": time.perf_counter() - t0,
             }
         )
+        if device.type == "cpu":  # what the CPU would do with the GPU path's warp
+            kornia_warp = TrainAugment("rotate90", args.size, cpu_backend="kornia")
+            t0 = time.perf_counter()
+            n = epoch(loader, kornia_warp, 3)
+            rows.append(
+                {
+                    "pipeline": "medfit: same, kornia grid_sample warp instead of OpenCV",
+                    "images": n,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
     return rows
 
 

@@ -1,7 +1,11 @@
-"""Augmentation presets: shapes, per-sample randomness, oriented scans keep their orientation."""
+"""Augmentation presets: shapes, per-sample randomness, oriented scans keep their orientation, and
+the OpenCV (CPU) and kornia (GPU) warps agree."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,10 +14,16 @@ from kornia.color import rgb_to_hsv
 from medfit import config
 from medfit.data.augment import (
     AUG_PRESETS,
+    PRESETS,
+    TrainAugment,
     build_eval_transform,
     build_train_augment,
     describe_preset,
     resolve_preset,
+    sample_affine,
+    unit_float,
+    warp_cpu,
+    warp_torch,
 )
 from medfit.errors import ConfigError
 
@@ -26,14 +36,19 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+def _u8(x: torch.Tensor) -> torch.Tensor:
+    """float (B, C, H, W) in [0, 1] -> the cache's uint8 (B, H, W, C)."""
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def _bright_band(where: str, n: int = 64, channels: int = 1) -> torch.Tensor:
-    """A dark batch whose top rows (or left columns) are bright: an image with an orientation."""
-    x = torch.zeros(n, channels, CACHE, CACHE)
+    """A dark uint8 batch, top rows (or left columns) bright: an image with an orientation."""
+    x = torch.zeros(n, CACHE, CACHE, channels, dtype=torch.uint8)
     band = CACHE // 4
     if where == "top":
-        x[..., :band, :] = 1.0
+        x[:, :band] = 255
     else:
-        x[..., :, :band] = 1.0
+        x[:, :, :band] = 255
     return x
 
 
@@ -51,10 +66,14 @@ def _centroid(y: torch.Tensor, dim: int) -> torch.Tensor:
     return (mass * pos).sum(dim=(1, 2, 3)) / mass.sum(dim=(1, 2, 3))
 
 
+def _solid(rgb: tuple[float, float, float], n: int = 32) -> torch.Tensor:
+    return _u8(torch.tensor(rgb).view(1, 3, 1, 1).expand(n, 3, CACHE, CACHE))
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("preset", CONCRETE)
 def test_output_shape_dtype_range(preset: str, channels: int) -> None:
-    x = torch.rand(4, channels, CACHE, CACHE)
+    x = torch.randint(0, 256, (4, CACHE, CACHE, channels), dtype=torch.uint8)
     y = build_train_augment(preset, SIZE)(x)
     assert y.shape == (4, channels, SIZE, SIZE)
     assert y.dtype == torch.float32
@@ -64,7 +83,7 @@ def test_output_shape_dtype_range(preset: str, channels: int) -> None:
 def test_input_much_larger_than_img_size_is_shrunk_antialiased() -> None:
     # A 1-pixel checkerboard averages to flat grey; a non-antialiased 3× shrink would alias it.
     board = ((torch.arange(96).view(-1, 1) + torch.arange(96)) % 2).float()
-    y = build_train_augment("light", SIZE)(board.expand(8, 3, 96, 96))
+    y = build_train_augment("light", SIZE)(_u8(board.expand(8, 3, 96, 96)))
     assert y.shape == (8, 3, SIZE, SIZE)
     assert y.std(dim=(1, 2, 3)).max() < 0.02
 
@@ -76,22 +95,24 @@ def test_auto_must_be_resolved_first() -> None:
 
 def test_randomness_is_per_sample() -> None:
     # torchvision.transforms.v2 on a batch tensor would make all 16 copies identical.
-    x = torch.rand(1, 3, CACHE, CACHE).expand(16, -1, -1, -1).contiguous()
-    y = build_train_augment("microscopy", SIZE)(x)
+    x = torch.randint(0, 256, (1, CACHE, CACHE, 3), dtype=torch.uint8).expand(16, -1, -1, -1)
+    y = build_train_augment("microscopy", SIZE)(x.contiguous())
     assert len({tuple(row.tolist()) for row in y.flatten(1)}) >= 2
 
 
 def test_eval_transform_is_deterministic_antialiased_resize() -> None:
-    x = torch.rand(3, 3, CACHE, CACHE)
+    x = torch.randint(0, 256, (3, CACHE, CACHE, 3), dtype=torch.uint8)
     tf = build_eval_transform(SIZE)
-    expected = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True)
+    unit = x.permute(0, 3, 1, 2).float() / 255
+    expected = F.interpolate(unit, size=(SIZE, SIZE), mode="bilinear", antialias=True)
     torch.testing.assert_close(tf(x), expected, atol=1e-5, rtol=0)
     assert torch.equal(tf(x), tf(x))
-    assert torch.equal(tf(expected), expected)  # already at size: untouched
+    small = x[:, :SIZE, :SIZE]
+    assert torch.equal(tf(small), unit[..., :SIZE, :SIZE])  # already at size: untouched
 
 
 def test_none_preset_is_the_eval_transform() -> None:
-    x = torch.rand(3, 1, CACHE, CACHE)
+    x = torch.randint(0, 256, (3, CACHE, CACHE, 1), dtype=torch.uint8)
     torch.testing.assert_close(build_train_augment("none", SIZE)(x), build_eval_transform(SIZE)(x))
 
 
@@ -120,20 +141,18 @@ def test_mirroring_presets_do_mirror(preset: str) -> None:
 
 def test_full_rotation_paints_no_black_corners() -> None:
     # A uniform image stays uniform under reflect padding; zero padding would darken the corners.
-    y = build_train_augment("microscopy", SIZE)(torch.full((32, 3, CACHE, CACHE), 0.6))
+    y = build_train_augment("microscopy", SIZE)(_solid((0.6, 0.6, 0.6)))
     assert y.flatten(1).std(dim=1).max() < 1e-3
 
 
 def test_dermoscopy_jitter_shifts_hue_on_colour_input() -> None:
-    x = torch.tensor([0.3, 0.7, 0.2]).view(1, 3, 1, 1).expand(32, 3, CACHE, CACHE).contiguous()
-    y = build_train_augment("dermoscopy", SIZE)(x)
+    y = build_train_augment("dermoscopy", SIZE)(_solid((0.3, 0.7, 0.2)))
     hue = rgb_to_hsv(y)[:, 0].mean(dim=(1, 2))  # radians, ~1.9 (green)
     assert hue.std() > 0.02
 
 
 def test_microscopy_jitter_varies_saturation_but_keeps_stain_hue() -> None:
-    x = torch.tensor([0.3, 0.7, 0.2]).view(1, 3, 1, 1).expand(32, 3, CACHE, CACHE).contiguous()
-    hsv = rgb_to_hsv(build_train_augment("microscopy", SIZE)(x))
+    hsv = rgb_to_hsv(build_train_augment("microscopy", SIZE)(_solid((0.3, 0.7, 0.2))))
     assert hsv[:, 0].mean(dim=(1, 2)).std() < 0.01  # hue: granule colour is the label
     assert hsv[:, 1].mean(dim=(1, 2)).std() > 0.02  # saturation: stain strength varies
 
@@ -161,7 +180,86 @@ def test_describe_preset_is_one_line(preset: str) -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("preset", CONCRETE)
 def test_runs_on_cuda(preset: str, channels: int) -> None:
-    x = torch.rand(8, channels, CACHE, CACHE, device="cuda")
+    x = torch.randint(0, 256, (8, CACHE, CACHE, channels), dtype=torch.uint8, device="cuda")
     y = build_train_augment(preset, SIZE).to("cuda")(x)
     assert y.device.type == "cuda" and y.shape == (8, channels, SIZE, SIZE)
     assert y.min() >= 0.0 and y.max() <= 1.0
+
+
+# --- the warp itself ----------------------------------------------------------------------------
+
+
+def test_crop_one_without_rotation_or_flips_is_the_plain_resize() -> None:
+    still = PRESETS["light"]._replace(crop=1.0, hflip=False)
+    m = sample_affine(still, 64, CACHE, SIZE)
+    s = SIZE / CACHE
+    t = (SIZE - 1) / 2 - s * (CACHE - 1) / 2  # pixel centres: centre maps to centre
+    expected = torch.tensor([[s, 0.0, t], [0.0, s, t]], dtype=torch.float64)
+    torch.testing.assert_close(m, expected.expand(64, 2, 3))
+
+
+def test_crops_stay_inside_the_image_and_near_square() -> None:
+    straight = PRESETS["dermoscopy"]._replace(degrees=0, hflip=False, vflip=False)
+    m = sample_affine(straight, 500, 100, 50)
+    sx, sy = m[:, 0, 0], m[:, 1, 1]
+    w, h = 50 / sx, 50 / sy  # source pixels covered by the output
+    assert (w <= 100 + 1e-9).all() and (h <= 100 + 1e-9).all()
+    assert ((w * h) / 100**2 >= 0.6 - 1e-9).all()  # dermoscopy keeps at least 60% of the area
+    assert ((w / h) >= 0.9 - 1e-9).all() and ((w / h) <= 1.1 + 1e-9).all()
+    # the crop's corners map inside [-0.5, 99.5]: output pixel -0.5 and 49.5 back to the source
+    last_row = torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(500, 1, 3)
+    inv = torch.linalg.inv(torch.cat([m, last_row], 1))
+    for corner in ([-0.5, -0.5], [49.5, 49.5]):
+        p = inv @ torch.tensor([*corner, 1.0], dtype=torch.float64)
+        assert (p[:, :2] >= -0.5 - 1e-6).all() and (p[:, :2] <= 99.5 + 1e-6).all()
+
+
+def test_rotation_matrices_are_scaled_rotations_of_the_full_range() -> None:
+    m = sample_affine(PRESETS["rotate90"], 2000, CACHE, SIZE)  # crop 1.0, rotation ±90°, flips
+    linear = m[:, :, :2] / (SIZE / CACHE)
+    ortho = linear @ linear.transpose(1, 2)
+    torch.testing.assert_close(ortho, torch.eye(2, dtype=torch.float64).expand(2000, 2, 2))
+    det = torch.linalg.det(linear)
+    assert (det > 0).any() and (det < 0).any()  # one flip mirrors, two flips rotate by 180°
+    # the source centre always lands on the output centre (a crop of the whole square)
+    centre = torch.tensor([(CACHE - 1) / 2, (CACHE - 1) / 2, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(m @ centre, torch.full((2000, 2), (SIZE - 1) / 2).double())
+    angles = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]).abs())
+    assert angles.max() > 80  # (a flip adds 180° to the apparent angle of some)
+
+
+def test_warp_moves_a_dot_where_the_matrix_says() -> None:
+    x = torch.zeros(1, CACHE, CACHE, 1, dtype=torch.uint8)
+    x[0, 5, 30] = 255  # row 5, column 30
+    angle = math.radians(90)
+    s = SIZE / CACHE
+    linear = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    linear = linear.double() * s
+    c_src, c_out = (CACHE - 1) / 2, (SIZE - 1) / 2
+    shift = c_out - linear @ torch.tensor([c_src, c_src], dtype=torch.float64)
+    m = torch.cat([linear, shift[:, None]], 1)[None]
+    expected = linear @ torch.tensor([30.0, 5.0], dtype=torch.float64) + shift  # (x, y)
+    for y in (warp_cpu(x, m, SIZE), warp_torch(unit_float(x), m, SIZE)):
+        peak = int(y[0, 0].argmax())
+        assert abs(peak % SIZE - expected[0]) <= 1 and abs(peak // SIZE - expected[1]) <= 1
+
+
+@pytest.mark.parametrize("preset", ["microscopy", "xray", "rotate90"])
+def test_opencv_and_kornia_warps_agree(preset: str) -> None:
+    # The CPU path (OpenCV on uint8) and the GPU path (kornia on float) are one augmentation.
+    rng = np.random.default_rng(0)
+    smooth = rng.random((8, 3, 8, 8))
+    x = _u8(F.interpolate(torch.from_numpy(smooth).float(), size=(CACHE, CACHE), mode="bicubic"))
+    m = sample_affine(PRESETS[preset], 8, CACHE, SIZE)
+    a, b = warp_cpu(x, m, SIZE), warp_torch(unit_float(x), m, SIZE)
+    assert (a - b).abs().max() < 3 / 255  # OpenCV rounds to uint8 and uses fixed-point weights
+
+
+def test_same_seed_same_batch_on_either_backend() -> None:
+    x = torch.randint(0, 256, (6, CACHE, CACHE, 3), dtype=torch.uint8)
+    runs = []
+    for backend in ("opencv", "opencv", "kornia"):
+        torch.manual_seed(7)
+        runs.append(TrainAugment("microscopy", SIZE, cpu_backend=backend)(x))
+    assert torch.equal(runs[0], runs[1])
+    assert (runs[0] - runs[2]).abs().max() < 3 / 255

@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+from medfit.data.augment import unit_float
 from medfit.data.loader import BatchLoader, to_model_input
 
 S = 4
+
+
+class _Unit(torch.nn.Module):
+    """The smallest transform: uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1]."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return unit_float(pixels)
 
 
 def indexed_split(n: int, n_classes: int = 3, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +214,7 @@ def test_to_model_input_replicates_gray_and_normalises() -> None:
     original = pixels.clone()
     mean = torch.tensor([0.485, 0.456, 0.406])
     std = torch.tensor([0.229, 0.224, 0.225])
-    out = to_model_input(pixels, torch.device("cpu"), torch.nn.Identity(), mean, std)
+    out = to_model_input(pixels, torch.device("cpu"), _Unit(), mean, std)
     assert out.shape == (2, 3, S, S)
     assert out.dtype == torch.float32
     gray = pixels.permute(0, 3, 1, 2).float() / 255.0  # (B, 1, S, S)
@@ -221,34 +229,32 @@ def test_to_model_input_keeps_rgb_channels_in_place() -> None:
     pixels = torch.from_numpy(rng.integers(0, 256, size=(3, S, S + 2, 3), dtype=np.uint8))
     mean = torch.tensor([0.1, 0.5, 0.9])
     std = torch.tensor([0.5, 0.25, 2.0])
-    out = to_model_input(pixels, torch.device("cpu"), torch.nn.Identity(), mean, std)
+    out = to_model_input(pixels, torch.device("cpu"), _Unit(), mean, std)
     assert out.shape == (3, 3, S, S + 2)
     for c in range(3):
         expected = (pixels[..., c].float() / 255.0 - mean[c]) / std[c]
         torch.testing.assert_close(out[:, c], expected)
 
 
-def test_to_model_input_transform_sees_unit_range_before_replication() -> None:
+def test_to_model_input_hands_the_transform_uint8_and_replicates_gray_after() -> None:
     seen: list[torch.Tensor] = []
 
     class Record(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             seen.append(x.clone())
-            return x * 0.5
+            return unit_float(x) * 0.5
 
     pixels = torch.full((2, S, S, 1), 255, dtype=torch.uint8)
     zero, one = torch.zeros(3), torch.ones(3)
     out = to_model_input(pixels, torch.device("cpu"), Record(), zero, one)
-    assert seen[0].shape == (2, 1, S, S)
-    assert seen[0].dtype == torch.float32
-    torch.testing.assert_close(seen[0], torch.ones(2, 1, S, S))
+    assert seen[0].dtype == torch.uint8 and torch.equal(seen[0], pixels)
     torch.testing.assert_close(out, torch.full((2, 3, S, S), 0.5))  # transform output is used
 
 
 def test_to_model_input_channels_last_same_values() -> None:
     pixels = torch.from_numpy(np.arange(2 * S * S * 3, dtype=np.uint8).reshape(2, S, S, 3))
     mean, std = torch.tensor([0.2, 0.3, 0.4]), torch.tensor([0.5, 0.6, 0.7])
-    args = (pixels, torch.device("cpu"), torch.nn.Identity(), mean, std)
+    args = (pixels, torch.device("cpu"), _Unit(), mean, std)
     plain = to_model_input(*args)
     packed = to_model_input(*args, channels_last=True)
     assert packed.is_contiguous(memory_format=torch.channels_last)

@@ -149,14 +149,14 @@ def to_model_input(
 ) -> torch.Tensor:
     """uint8 (B, S, S, C) -> normalised float (B, 3, H, W) on `device`.
 
-    Normalisation uses the weights' own mean/std (never a bare 1/255); grayscale is replicated to
-    three channels so RGB-pretrained first layers see what they were trained on.
+    `transform` (see `medfit.data.augment`) turns the uint8 batch into float in [0, 1] on the
+    device. Normalisation uses the weights' own mean/std (never a bare 1/255); grayscale is
+    replicated to three channels (by broadcasting against the 3-channel mean) so RGB-pretrained
+    first layers see what they were trained on.
     """
-    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    x = transform(x)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    x = transform(pixels.to(device, non_blocking=True))
+    mean, std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    # In place on the transform's fresh output; a gray (B, 1, H, W) broadcasts to 3 channels.
+    x = x.sub_(mean).div_(std) if x.shape[1] == mean.shape[1] else (x - mean) / std
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
