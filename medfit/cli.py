@@ -87,6 +87,12 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
         help="torchrun on GPUs: BatchNorm statistics over the global batch (default off)",
     )
     g.add_argument(
+        "--compile",
+        action="store_const",
+        const=True,
+        help="torch.compile the training step (slow first steps; default off)",
+    )
+    g.add_argument(
         "--deterministic",
         action="store_const",
         const=True,
@@ -121,6 +127,7 @@ RECIPE_DESTS = {
     "device": "train.device",
     "sync_bn": "train.sync_bn",
     "deterministic": "train.deterministic",
+    "compile": "train.compile",
 }
 
 

@@ -132,6 +132,12 @@ class TrainConfig:
     # but are not promised across GPU counts or NCCL versions; AMP stays on (deterministic, but
     # rounds differently from fp32). README "Bit-identical reruns" has the details.
     deterministic: bool = False
+    # torch.compile the training step's forward/backward (the eval passes stay eager). Off by
+    # default: the first steps of each stage spend minutes compiling, a CPU needs a C++ compiler,
+    # and the speed-up on a GPU (PyTorch reports 1.3-1.5x for timm convnets with AMP) has not been
+    # measured here yet (bench/gpu_throughput.py --compile measures it). Checkpoints and EMA come
+    # from the uncompiled model, so their keys never carry the compiler's "_orig_mod." prefix.
+    compile: bool = False
 
 
 @dataclass

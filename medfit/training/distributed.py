@@ -260,6 +260,7 @@ def convert_sync_bn(model: nn.Module) -> nn.Module:
 def unwrap(net: nn.Module) -> None:
     """Detach a stage's DDP wrapper from the parameters before the next stage builds its own,
     so an old reducer's gradient hooks can never fire (and all-reduce) during the next stage."""
+    net = getattr(net, "_orig_mod", net)  # torch.compile's wrapper around the DDP one
     remove = getattr(net, "_remove_autograd_hooks", None)
     if isinstance(net, DistributedDataParallel) and callable(remove):
         remove()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -266,7 +266,10 @@ def _describe(job: Job) -> str:
         + _ignored_note(job.index)
         + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} ({_norm_source(cfg)}), "
         f"aug {cfg.data.aug}, bn {cfg.train.bn}, balance {cfg.train.balance}, "
-        f"select on {cfg.train.select_metric}\n  run dir {job.run.path}" + ddp
+        f"select on {cfg.train.select_metric}"
+        + (", torch.compile (first steps of each stage compile)" if cfg.train.compile else "")
+        + f"\n  run dir {job.run.path}"
+        + ddp
     )
 
 
@@ -310,6 +313,10 @@ class StageState:
         # What the training step calls: DDP around the model under torchrun (built after the
         # stage's freezing, which decides the parameters it synchronises), else the model itself.
         self.net = distributed.wrap(job.model, job.device)
+        if cfg.compile:
+            # Around the DDP wrapper (PyTorch's supported order: its DDPOptimizer splits the graph
+            # at the gradient buckets). Recompiled per stage: the trainable parameters changed.
+            self.net = cast(nn.Module, torch.compile(self.net))
 
     def _lr_is_auto(self, job: Job) -> bool:
         key = "head_lr" if self.stage.name == "head" else "lr"
