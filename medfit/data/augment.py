@@ -168,10 +168,66 @@ def sample_affine(preset: _Preset, n: int, src: int, out: int) -> torch.Tensor:
     return torch.cat([linear, shift[:, :, None]], 2)
 
 
-def warp_cpu(pixels: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (B, S, S, C) -> float (B, C, size, size) in [0, 1], warped by OpenCV.
+# Luma weights of kornia's rgb_to_grayscale (ITU-R 601), which its contrast and saturation use.
+_GRAY = (0.299, 0.587, 0.114)
 
-    Bilinear, reflected border, like `warp_torch`. OpenCV warps uint8 with SIMD fixed-point
+
+class Colour(NamedTuple):
+    """Brightness, contrast and saturation of each image as one affine colour map:
+    out = matrix @ pixel + offset * mean_gray(image), clamped to the valid range."""
+
+    matrix: torch.Tensor  # (B, C, C) float64
+    offset: torch.Tensor  # (B,) float64
+
+
+def colour_map(b: torch.Tensor, c: torch.Tensor, s: torch.Tensor, channels: int) -> Colour:
+    """Brightness b, contrast c and saturation s (torchvision's factors, 1 = unchanged; shape
+    (B,)), applied in that order, as one map per image.
+
+    brightness x -> b x; contrast x -> c x + (1 - c) mean_gray(x); saturation (colour only)
+    x -> s x + (1 - s) gray(x). Composed: matrix = c b (s I + (1 - s) 1 wᵀ), offset = (1 - c) b,
+    because the saturation blend keeps a grey level grey (its rows sum to 1). One clamp at the
+    end instead of one per step (kornia, torchvision): the two differ only where a step pushed a
+    pixel out of range and a later one would have pulled it back.
+    """
+    blend = torch.eye(channels, dtype=torch.float64).expand(len(b), channels, channels)
+    if channels == 3:
+        gray = torch.tensor(_GRAY, dtype=torch.float64).expand(3, 3)  # every row is wᵀ
+        s = s.double()[:, None, None]
+        blend = s * blend + (1 - s) * gray
+    scale = (c * b).double()[:, None, None]
+    return Colour(scale * blend, ((1 - c) * b).double())
+
+
+def sample_colour(preset: _Preset, n: int, channels: int) -> Colour | None:
+    """The preset's per-sample colour jitter; None when it has none for these channels."""
+    saturation = preset.saturation if channels == 3 else 0.0
+    if not (preset.brightness or preset.contrast or saturation):
+        return None
+    u = 2 * torch.rand(n, 3, dtype=torch.float64) - 1  # each in [-1, 1)
+    return colour_map(
+        1 + preset.brightness * u[:, 0], 1 + preset.contrast * u[:, 1], 1 + saturation * u[:, 2],
+        channels,
+    )  # fmt: skip
+
+
+def recolour(x: torch.Tensor, colour: Colour) -> torch.Tensor:
+    """Apply `colour` to a float batch (B, C, H, W) in [0, 1] (what `warp_cpu` does per image)."""
+    b, c = x.shape[:2]
+    w = torch.tensor(_GRAY if c == 3 else (1.0,), device=x.device, dtype=x.dtype)
+    mean_gray = torch.einsum("c,bchw->b", w, x) / (x.shape[2] * x.shape[3])
+    matrix, offset = colour.matrix.to(x), colour.offset.to(x)
+    out = torch.einsum("bij,bjhw->bihw", matrix, x) + (offset * mean_gray).view(b, 1, 1, 1)
+    return out.clamp_(0.0, 1.0)
+
+
+def warp_cpu(
+    pixels: torch.Tensor, matrices: torch.Tensor, size: int, colour: Colour | None = None
+) -> torch.Tensor:
+    """uint8 (B, S, S, C) -> float (B, C, size, size) in [0, 1], warped (and recoloured) by OpenCV.
+
+    Bilinear, reflected border, like `warp_torch`; the colour map like `recolour`, on uint8 (one
+    `cv2.transform`, rounded and saturated). OpenCV warps uint8 with SIMD fixed-point
     arithmetic (about 0.4 ms per 224² colour image on one core, several times faster than a float
     `grid_sample`); each image is warped and converted to float by one of a few threads (OpenCV and
     torch release the GIL), which on 2 cores beat OpenCV's own per-image threading by ~15%.
@@ -181,6 +237,7 @@ def warp_cpu(pixels: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.T
     warped = np.empty((b, size, size, c), dtype=np.uint8)
     out = torch.empty((b, c, size, size), dtype=torch.float32)
     m = matrices.numpy()
+    gray = np.array(_GRAY if c == 3 else (1.0,))
 
     def work(lo: int, hi: int) -> None:
         for i in range(lo, hi):
@@ -188,6 +245,12 @@ def warp_cpu(pixels: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.T
                 src[i], m[i], (size, size), dst=warped[i],
                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101,
             )  # fmt: skip
+            if colour is not None:
+                image = warped[i] if c == 3 else warped[i, :, :, 0]  # OpenCV's 1-channel shape
+                mean_gray = float(gray @ np.array(cv2.mean(image)[:c]))
+                offset = float(colour.offset[i]) * mean_gray
+                affine = np.hstack([colour.matrix[i].numpy(), np.full((c, 1), offset)])
+                cv2.transform(image, affine, dst=image)
             out[i].copy_(torch.from_numpy(warped[i]).permute(2, 0, 1)).div_(255.0)
 
     step = -(-b // _WARP_THREADS)
@@ -214,9 +277,9 @@ def warp_torch(x: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tens
 class TrainAugment(nn.Module):
     """uint8 (B, S, S, C) -> float (B, C, size, size) in [0, 1], augmented per sample.
 
-    One random affine warp (crop, rotation, flips; OpenCV on a CPU, kornia on a GPU), then the
-    preset's colour jitter (kornia's functional brightness/contrast/saturation/hue, each with a
-    per-sample factor, in that fixed order).
+    One random affine warp (crop, rotation, flips) and one colour map (brightness, contrast,
+    saturation) per image: OpenCV on uint8 on a CPU, kornia/torch on the batch on a GPU, from the
+    same draws. A hue shift (dermoscopy only) follows, by kornia, on either device.
     """
 
     def __init__(self, preset: str, size: int, cpu_backend: str = "opencv") -> None:
@@ -231,33 +294,29 @@ class TrainAugment(nn.Module):
         return f"preset={self.preset}, size={self.size}"
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        n, src = pixels.shape[0], pixels.shape[1]
+        n, src, channels = pixels.shape[0], pixels.shape[1], pixels.shape[3]
         if src > self.max_src:
             x = _Resize(self.max_src)(unit_float(pixels))
             pixels = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
             src = self.max_src
-        matrices = sample_affine(self.params, n, src, self.size)
+        # Every draw on the CPU generator, in this order, whatever the device.
+        geometry = sample_affine(self.params, n, src, self.size)
+        colour = sample_colour(self.params, n, channels)
+        hue = self._sample_hue(n, channels)
         if pixels.device.type == "cpu" and self.cpu_backend == "opencv":
-            x = warp_cpu(pixels.contiguous(), matrices, self.size)
+            x = warp_cpu(pixels.contiguous(), geometry, self.size, colour)
         else:
-            x = warp_torch(unit_float(pixels), matrices, self.size)
-        return self._jitter(x)
+            x = warp_torch(unit_float(pixels), geometry, self.size)
+            x = x if colour is None else recolour(x, colour)
+        if hue is not None:
+            x = KE.adjust_hue(x, hue.to(x)).clamp_(0.0, 1.0)
+        return x
 
-    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.params
-        if not (p.brightness or p.contrast or p.saturation or p.hue):
-            return x  # a bilinear warp of [0, 1] stays in [0, 1]
-        factors = 2 * torch.rand(x.shape[0], 4, device=x.device) - 1  # each in [-1, 1)
-        if p.brightness:
-            x = KE.adjust_brightness_accumulative(x, 1 + p.brightness * factors[:, 0])
-        if p.contrast:
-            x = KE.adjust_contrast_with_mean_subtraction(x, 1 + p.contrast * factors[:, 1])
-        if x.shape[1] == 3 and p.saturation:
-            x = KE.adjust_saturation_with_gray_subtraction(x, 1 + p.saturation * factors[:, 2])
-        if x.shape[1] == 3 and p.hue:
-            # kornia takes radians; a torchvision hue factor is a fraction of the colour circle.
-            x = KE.adjust_hue(x, 2 * math.pi * p.hue * factors[:, 3])
-        return x.clamp_(0.0, 1.0)
+    def _sample_hue(self, n: int, channels: int) -> torch.Tensor | None:
+        if not self.params.hue or channels != 3:
+            return None
+        # kornia takes radians; a torchvision hue factor is a fraction of the colour circle.
+        return 2 * math.pi * self.params.hue * (2 * torch.rand(n) - 1)
 
 
 def build_eval_transform(img_size: int) -> nn.Module:
