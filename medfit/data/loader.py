@@ -156,7 +156,24 @@ def to_model_input(
     """
     x = transform(pixels.to(device, non_blocking=True))
     mean, std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-    # In place on the transform's fresh output; a gray (B, 1, H, W) broadcasts to 3 channels.
-    x = x.sub_(mean).div_(std) if x.shape[1] == mean.shape[1] else (x - mean) / std
+    if x.device.type == "cpu":
+        x = _normalise_numpy(x, mean, std)
+    else:  # in place on the transform's fresh output; gray (B, 1, H, W) broadcasts to 3 channels
+        x = x.sub_(mean).div_(std) if x.shape[1] == mean.shape[1] else (x - mean) / std
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)
+
+
+def _normalise_numpy(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`(x - mean) / std` on the CPU in numpy, one thread, in place when the channels match.
+
+    torch's OpenMP threads keep spinning for a while after each op and took the cores from the
+    augmentation threads of the next batch: 22.6 vs 15.6 ms per 32 x 224² batch on 2 cores.
+    """
+    a, m, s = x.numpy(), mean.numpy(), std.numpy()
+    out = (
+        a if a.shape[1] == m.shape[1] else np.empty((a.shape[0], m.shape[1], *a.shape[2:]), a.dtype)
+    )
+    np.subtract(a, m, out=out)
+    np.divide(out, s, out=out)
+    return torch.from_numpy(out)
