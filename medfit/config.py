@@ -177,6 +177,12 @@ class RunConfig:
             raise ConfigError(f"--img-size must be >= 16 pixels, got {self.data.img_size}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.data.val_fraction}")
+        if self.train.compile and self.train.deterministic:
+            # Compiled kernels draw dropout masks from their own RNG and fuse differently.
+            raise ConfigError(
+                "--deterministic and --compile together: bit-identical reruns are only "
+                "promised (and tested) for eager kernels; drop one of the two"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

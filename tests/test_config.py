@@ -233,3 +233,12 @@ def test_wrongly_typed_value_is_a_config_error(tmp_path: Path) -> None:
     cfg = RunConfig.load(write_yaml(tmp_path, "train:\n  epochs: ten\n"))
     with pytest.raises(ConfigError, match="epochs"):
         cfg.validate()
+
+
+def test_compile_with_deterministic_is_refused() -> None:
+    cfg = RunConfig()
+    cfg.train.compile = True
+    cfg.validate()  # alone it is fine
+    cfg.train.deterministic = True
+    with pytest.raises(ConfigError, match="--deterministic and --compile"):
+        cfg.validate()
