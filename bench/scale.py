@@ -222,9 +222,9 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     ap.add_argument("--n", default="10000,50000,200000", help="comma-separated image counts")
     ap.add_argument("--img-size", type=int, default=32, help="training size (cache side +15%%)")
-    # Large batches and the light preset keep kornia's per-batch cost on a CPU (at 32 px: 120 ms
-    # per 32-image microscopy batch, ~270 images per CPU second) from making a 200k epoch last an
-    # hour; what this bench is after is how time and memory grow with N, not the preset's cost.
+    # Large batches and the light preset keep the augmentation's cost on a CPU small (the table in
+    # bench/README.md was measured with the earlier kornia CPU path: 120 ms per 32-image
+    # microscopy batch at 32 px); what this bench is after is how time and memory grow with N.
     ap.add_argument("--batch", type=int, default=256, help="images per batch")
     ap.add_argument("--aug", default="light", help="augmentation preset")
     ap.add_argument("--model", help="run a training epoch of this timm model (default: data only)")
