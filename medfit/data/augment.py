@@ -221,6 +221,16 @@ def recolour(x: torch.Tensor, colour: Colour) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)
 
 
+_WARP_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+@functools.cache
+def _cpu_pool() -> ThreadPoolExecutor:
+    # One image per thread at a time: OpenCV's own threads on top would only add hand-offs.
+    cv2.setNumThreads(1)
+    return ThreadPoolExecutor(_WARP_THREADS, "medfit-warp")
+
+
 def warp_cpu(
     pixels: torch.Tensor, matrices: torch.Tensor, size: int, colour: Colour | None = None
 ) -> torch.Tensor:
@@ -261,16 +271,6 @@ def warp_cpu(
     step = -(-b // _WARP_THREADS)
     list(_cpu_pool().map(lambda lo: work(lo, min(lo + step, b)), range(0, b, step)))
     return out
-
-
-_WARP_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
-
-
-@functools.cache
-def _cpu_pool() -> ThreadPoolExecutor:
-    # One image per thread at a time: OpenCV's own threads on top would only add hand-offs.
-    cv2.setNumThreads(1)
-    return ThreadPoolExecutor(_WARP_THREADS, "medfit-warp")
 
 
 def warp_torch(x: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
