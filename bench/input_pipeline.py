@@ -198,36 +198,18 @@ def run_medfit(data, args):
                 "skipped": len(part.skipped),
             }
         )
-        t0 = time.perf_counter()
-        n = epoch(loader, microscopy, 1)
-        rows.append(
-            {
-                "pipeline": "medfit: epoch 2 from cache (microscopy aug)",
-                "images": n,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
+
+        def timed_epoch(name, transform, epoch_no):
+            t0 = time.perf_counter()
+            n = epoch(loader, transform, epoch_no)
+            rows.append({"pipeline": name, "images": n, "seconds": time.perf_counter() - t0})
+
+        timed_epoch("medfit: epoch 2 from cache (microscopy aug)", microscopy, 1)
         user = build_train_augment("rotate90", args.size).to(device)
-        t0 = time.perf_counter()
-        n = epoch(loader, user, 2)
-        rows.append(
-            {
-                "pipeline": "medfit: epoch from cache (user's aug: rot ±90°, flips)",
-                "images": n,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
+        timed_epoch("medfit: epoch from cache (user's aug: rot ±90°, flips)", user, 2)
         if device.type == "cpu":  # what the CPU would do with the GPU path's warp
             kornia_warp = TrainAugment("rotate90", args.size, cpu_backend="kornia")
-            t0 = time.perf_counter()
-            n = epoch(loader, kornia_warp, 3)
-            rows.append(
-                {
-                    "pipeline": "medfit: same, kornia grid_sample warp instead of OpenCV",
-                    "images": n,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
+            timed_epoch("medfit: same, kornia grid_sample warp instead of OpenCV", kornia_warp, 3)
     return rows
 
 

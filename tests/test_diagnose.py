@@ -137,6 +137,15 @@ def test_val_instability_compares_swings_with_binomial_noise() -> None:
     assert R.val_instability(facts(steady)) is None
 
 
+def test_val_instability_fix_names_what_the_config_shows() -> None:
+    h = [epoch(i + 1, val_acc=a) for i, a in enumerate([0.60, 0.75, 0.55, 0.78, 0.58])]
+    default = R.val_instability(facts(h))
+    assert default is not None and "`--lr 0.001`" in default.fix  # defaults: a lower peak LR
+    unit = R.val_instability(facts(h, cfg={"model.normalize": "unit"}))
+    assert unit is not None and unit.fix.startswith("`--normalize weights`")
+    assert "a third" not in unit.fix  # the input scaling comes first, not a guess at the LR
+
+
 def test_normalization_fires_on_unit_inputs_only() -> None:
     unit = Preprocess(64, (0.0,) * 3, (1.0,) * 3, "bicubic", 0.875)
     f = R.normalization(facts(preprocess=unit, cfg={"model.normalize": "unit"}))

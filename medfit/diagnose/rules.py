@@ -206,6 +206,11 @@ def _stability_fix(facts: RunFacts) -> str:
         fixes.append("`--bn frozen` (batch below 16)")
     if isinstance(t.lr, float) and t.lr > default_lr(t.bn):
         fixes.append(f"`--lr {default_lr(t.bn):g}`")
+    elif isinstance(t.lr, float) and not fixes:
+        # Nothing above explains the swings: the peak LR is the next lever. On PneumoniaMNIST
+        # (64 px, 800 images) the default 3e-3 went 0.92 -> 0.79 -> 0.83 in val accuracy where
+        # 1e-3 climbed 0.84 -> 0.89 -> 0.90 (bench/README.md, "medfit diagnose: planted faults").
+        fixes.append(f"`--lr {t.lr / 3:.1g}` (a third of this run's peak LR)")
     if t.optimizer != "adamw":
         fixes.append("`--optimizer adamw`")
     if not t.ema:
