@@ -221,7 +221,7 @@ def recolour(x: torch.Tensor, colour: Colour) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-_WARP_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
+_WARP_THREADS = max(1, min(os.cpu_count() or 1, 8))  # more than 8 only adds hand-offs
 
 
 @functools.cache
