@@ -221,7 +221,8 @@ def recolour(x: torch.Tensor, colour: Colour) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-_WARP_THREADS = max(1, min(os.cpu_count() or 1, 8))  # more than 8 only adds hand-offs
+# At most 8: a 32-image batch then still gives every thread 4 images to warp.
+_WARP_THREADS = max(1, min(os.cpu_count() or 1, 8))
 
 
 @functools.cache
