@@ -99,15 +99,15 @@ def describe_preset(name: str) -> str:
 class _Resize(nn.Module):
     """Antialiased bilinear resize of the whole square to size×size (a no-op at that size)."""
 
-    def __init__(self, size: int, shrink_only: bool = False) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self.size, self.shrink_only = size, shrink_only
+        self.size = size
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, shrink_only={self.shrink_only}"
+        return f"size={self.size}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == self.size or (self.shrink_only and x.shape[-1] < self.size):
+        if x.shape[-1] == self.size:
             return x
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
 
@@ -172,6 +172,11 @@ def sample_affine(preset: _Preset, n: int, src: int, out: int) -> torch.Tensor:
 _GRAY = (0.299, 0.587, 0.114)
 
 
+def _luma_weights(channels: int) -> tuple[float, ...]:
+    """Per-channel weights of an image's gray level: luma for colour, the value itself for gray."""
+    return _GRAY if channels == 3 else (1.0,)
+
+
 class Colour(NamedTuple):
     """Brightness, contrast and saturation of each image as one affine colour map:
     out = matrix @ pixel + offset * mean_gray(image), clamped to the valid range."""
@@ -214,7 +219,7 @@ def sample_colour(preset: _Preset, n: int, channels: int) -> Colour | None:
 def recolour(x: torch.Tensor, colour: Colour) -> torch.Tensor:
     """Apply `colour` to a float batch (B, C, H, W) in [0, 1] (what `warp_cpu` does per image)."""
     b, c = x.shape[:2]
-    w = torch.tensor(_GRAY if c == 3 else (1.0,), device=x.device, dtype=x.dtype)
+    w = torch.tensor(_luma_weights(c), device=x.device, dtype=x.dtype)
     mean_gray = torch.einsum("c,bchw->b", w, x) / (x.shape[2] * x.shape[3])
     matrix, offset = colour.matrix.to(x), colour.offset.to(x)
     out = torch.einsum("bij,bjhw->bihw", matrix, x) + (offset * mean_gray).view(b, 1, 1, 1)
@@ -249,7 +254,9 @@ def warp_cpu(
     out = torch.empty((b, c, size, size), dtype=torch.float32)
     out_np = out.numpy()
     m = matrices.numpy()
-    gray = np.array(_GRAY if c == 3 else (1.0,))
+    gray = np.array(_luma_weights(c))
+    if colour is not None:
+        colour_matrix, colour_offset = colour.matrix.numpy(), colour.offset.numpy()
 
     def work(lo: int, hi: int) -> None:
         for i in range(lo, hi):
@@ -260,8 +267,8 @@ def warp_cpu(
             if colour is not None:
                 image = warped[i] if c == 3 else warped[i, :, :, 0]  # OpenCV's 1-channel shape
                 mean_gray = float(gray @ np.array(cv2.mean(image)[:c]))
-                offset = float(colour.offset[i]) * mean_gray
-                affine = np.hstack([colour.matrix[i].numpy(), np.full((c, 1), offset)])
+                offset = colour_offset[i] * mean_gray
+                affine = np.hstack([colour_matrix[i], np.full((c, 1), offset)])
                 cv2.transform(image, affine, dst=image)
             # HWC -> CHW float by OpenCV's deinterleave and numpy, not torch: torch's own threads
             # inside these threads oversubscribed the cores (2,100 vs 2,860 images/s on 2 cores).
@@ -294,6 +301,7 @@ class TrainAugment(nn.Module):
         # A much larger input is first brought down antialiased: the warp itself does not
         # antialias, which is fine for the ~1.15x shrink from the cache size.
         self.max_src = math.ceil(size * 1.15)
+        self.shrink = _Resize(self.max_src)
         self.cpu_backend = cpu_backend  # "opencv" or "kornia" (to compare them in tests)
 
     def extra_repr(self) -> str:
@@ -302,7 +310,7 @@ class TrainAugment(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         n, src, channels = pixels.shape[0], pixels.shape[1], pixels.shape[3]
         if src > self.max_src:
-            x = _Resize(self.max_src)(unit_float(pixels))
+            x = self.shrink(unit_float(pixels))
             pixels = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
             src = self.max_src
         # Every draw on the CPU generator, in this order, whatever the device.
