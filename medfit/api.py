@@ -9,7 +9,7 @@ result = model.predict(["a.png", "b.png"])   # result.labels, result.probs
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +17,15 @@ import numpy as np
 import timm
 import torch
 
-from medfit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from medfit.config import RunConfig, flat_to_dotted
 from medfit.data.augment import build_eval_transform
 from medfit.data.cache import cache_size_for, resize_square
 from medfit.data.decode import decode_image
 from medfit.data.loader import to_model_input
-from medfit.errors import ConfigError
 from medfit.model.backbones import Preprocess
 from medfit.training.checkpoint import load_checkpoint
 from medfit.training.fit import RunResult, fit, pick_device
 from medfit.training.rundir import existing_run_dir
-
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-# Flat keyword -> "section.field" ("model" names the backbone, as on the command line).
-_ALIASES = {"model": "model.name", "data_dir": "data.root"}
-
-
-def flat_to_dotted(options: dict[str, Any]) -> dict[str, Any]:
-    """Map flat keywords (`img_size=128`) to config fields (`data.img_size`)."""
-    owners = {
-        f.name: f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in fields(cls)
-    }
-    owners.update(_ALIASES)
-    dotted = {}
-    for key, value in options.items():
-        if key not in owners:
-            raise ConfigError(f"unknown option {key!r}; valid: {', '.join(sorted(owners))}")
-        dotted[owners[key]] = value
-    return dotted
 
 
 def train(

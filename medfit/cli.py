@@ -27,9 +27,13 @@ from medfit.config import (
     AUG_PRESETS,
     BALANCE_MODES,
     BN_POLICIES,
+    MODALITIES,
     NORMALIZE_MODES,
     OPTIMIZERS,
     SELECT_METRICS,
+    TASKS,
+    flat_to_dotted,
+    option_paths,
 )
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
@@ -51,7 +55,15 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     # Defaults are None so that only options the user gave override the config (file or defaults).
     g = p.add_argument_group("data")
     g.add_argument("--img-size", type=int, help="input size (default: the weights' own)")
-    g.add_argument("--aug", choices=AUG_PRESETS, help="augmentation preset (default auto)")
+    g.add_argument(
+        "--modality",
+        choices=MODALITIES,
+        help="what the images are; picks the augmentation (default auto: from the pixels)",
+    )
+    g.add_argument(
+        "--task", choices=TASKS, help="ordinal: disease grades (default auto: from class names)"
+    )
+    g.add_argument("--aug", choices=AUG_PRESETS, help="augmentation preset (default: modality's)")
     g.add_argument("--val-fraction", type=float, help="val share when there is no val folder")
     g.add_argument("--max-train", type=int, help="use a stratified subset of N train images")
     g.add_argument("--max-val", type=int, help="use a stratified subset of N val images")
@@ -63,23 +75,33 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--normalize", choices=NORMALIZE_MODES, help="weights (default) | unit = 1/255 only"
     )
+    g.add_argument("--drop-rate", type=float, help="dropout before the classifier (default 0.2)")
     g = p.add_argument_group("recipe")
     g.add_argument("--epochs", type=int, help="full fine-tuning epochs (default 10)")
     g.add_argument("--head-epochs", type=int, help="head-only epochs first (default 1)")
     g.add_argument("--batch-size", type=int, help="per-device batch size (default 32)")
     g.add_argument("--lr", type=_lr, help="full-stage LR or 'auto' (range test)")
     g.add_argument("--head-lr", type=_lr, help="head-stage LR or 'auto'")
-    g.add_argument("--layer-decay", type=float)
+    g.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 1.0 = off)")
     g.add_argument("--weight-decay", type=float)
+    g.add_argument("--warmup-epochs", type=float, help="linear LR warmup of the full stage")
+    g.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 1.0)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="full-stage optimizer (default adamw)")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--bn", choices=BN_POLICIES, help="BatchNorm statistics policy (default auto)")
+    g.add_argument("--bn-min-batch", type=int, help="bn auto freezes BN below this batch size")
+    g.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_const", const=False)
     g.add_argument("--balance", choices=BALANCE_MODES, help="class-imbalance handling")
     g.add_argument("--select-metric", choices=SELECT_METRICS)
+    g.add_argument("--smooth", type=int, help="select on the mean of the last N epochs")
     g.add_argument("--no-ema", dest="ema", action="store_const", const=False)
+    g.add_argument("--ema-decay", type=float, help="weight EMA decay")
     g.add_argument("--patience", type=int, help="early-stopping patience (0 = off)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--no-amp", dest="amp", action="store_const", const=False)
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False)
+    g.add_argument("--workers", type=int, help="data-loading threads (default 2)")
     g.add_argument(
         "--sync-bn",
         action="store_const",
@@ -98,37 +120,6 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
         const=True,
         help="deterministic kernels and seeds: bit-identical reruns (slower on GPU)",
     )
-
-
-RECIPE_DESTS = {
-    "img_size": "data.img_size",
-    "aug": "data.aug",
-    "val_fraction": "data.val_fraction",
-    "max_train": "data.max_train",
-    "max_val": "data.max_val",
-    "cache_dir": "data.cache_dir",
-    "strict": "data.strict",
-    "model": "model.name",
-    "weights": "model.weights",
-    "epochs": "train.epochs",
-    "head_epochs": "train.head_epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "head_lr": "train.head_lr",
-    "layer_decay": "train.layer_decay",
-    "weight_decay": "train.weight_decay",
-    "label_smoothing": "train.label_smoothing",
-    "bn": "train.bn",
-    "balance": "train.balance",
-    "select_metric": "train.select_metric",
-    "ema": "train.ema",
-    "patience": "train.patience",
-    "seed": "train.seed",
-    "device": "train.device",
-    "sync_bn": "train.sync_bn",
-    "deterministic": "train.deterministic",
-    "compile": "train.compile",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +164,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     from medfit.config import RunConfig
 
     cfg = RunConfig.load(Path(args.config)) if getattr(args, "config", None) else RunConfig()
-    cfg.override({dotted: getattr(args, dest) for dest, dotted in RECIPE_DESTS.items()})
+    given = {dest: value for dest, value in vars(args).items() if dest in option_paths()}
+    given.pop("data_dir", None)
+    cfg.override(flat_to_dotted(given))
     if args.data:
         cfg.data.root = args.data
     if args.out:

@@ -17,9 +17,13 @@ import yaml
 
 from medfit.errors import ConfigError
 
-AUG_PRESETS = (
-    "auto", "none", "light", "xray", "oct", "microscopy", "dermoscopy", "mri", "rotate90"
+# What the images are; it picks the augmentation preset of the same name (data/augment.py).
+MODALITIES = (
+    "auto", "xray", "ct", "mri", "oct", "fundus", "dermoscopy", "microscopy", "histology",
+    "ultrasound",
 )  # fmt: skip
+AUG_PRESETS = (*MODALITIES, "none", "light", "rotate90")
+TASKS = ("auto", "multiclass", "ordinal")
 BN_POLICIES = ("auto", "train", "frozen")
 BALANCE_MODES = ("auto", "none", "loss", "sampler")
 SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1")
@@ -42,8 +46,14 @@ class DataConfig:
     strict: bool = False
     # Where the decode-once cache lives. None: $MEDFIT_CACHE, else ~/.cache/medfit.
     cache_dir: str | None = None
-    # auto picks the preset from the image statistics (grayscale -> xray, colour -> microscopy).
+    # auto: the preset of the modality (below). A preset name overrides the modality's choice.
     aug: str = "auto"
+    # auto infers what pixels can tell: gray (also gray saved as RGB) or colour; the run's first
+    # lines say what was chosen and why. Naming it picks the right geometry (no flips for X-rays).
+    modality: str = "auto"
+    # auto: ordinal when every class name is a grade number (grade0..grade4); ordinal adds
+    # quadratic weighted kappa and the mean grade error to eval (medfit/data/task.py).
+    task: str = "auto"
 
 
 @dataclass
@@ -152,6 +162,8 @@ class RunConfig:
         for section in (self.data, self.model, self.train):
             _check_types(section)
         _check_choice("data.aug", self.data.aug, AUG_PRESETS)
+        _check_choice("data.modality", self.data.modality, MODALITIES)
+        _check_choice("data.task", self.data.task, TASKS)
         _check_choice("train.bn", self.train.bn, BN_POLICIES)
         _check_choice("model.normalize", self.model.normalize, NORMALIZE_MODES)
         _check_choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
@@ -232,6 +244,33 @@ class RunConfig:
             if section_name not in ("data", "model", "train") or not hasattr(section, name):
                 raise ConfigError(f"unknown option {key}")
             setattr(section, name, value)
+
+
+# Flat option names are the field names, except the backbone: `model` (as on the command line).
+_ALIASES = {"model": "model.name", "data_dir": "data.root"}
+
+
+def option_paths() -> dict[str, str]:
+    """Flat option name -> "section.field", for every field (`img_size` -> `data.img_size`).
+
+    The CLI's dests and the API's keywords are these names, so a new field is reachable from both
+    without a table to keep in step (a hand-kept table once dropped --optimizer and --normalize).
+    """
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    paths = {f.name: f"{s}.{f.name}" for s, c in sections.items() for f in dataclasses.fields(c)}
+    del paths["name"]  # ModelConfig.name is `model`
+    return {**paths, **_ALIASES}
+
+
+def flat_to_dotted(options: dict[str, Any]) -> dict[str, Any]:
+    """Map flat keywords (`img_size=128`) to config fields (`data.img_size`)."""
+    owners = option_paths()
+    dotted = {}
+    for key, value in options.items():
+        if key not in owners:
+            raise ConfigError(f"unknown option {key!r}; valid: {', '.join(sorted(owners))}")
+        dotted[owners[key]] = value
+    return dotted
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from medfit.api import flat_to_dotted
-from medfit.config import RunConfig
+from medfit.config import RunConfig, flat_to_dotted
 from medfit.errors import ConfigError, MedfitError
 from medfit.training.seeds import resume_seeds, seeds_section, summarize, train_seeds
 from tests.test_train import FAST, make_dataset
