@@ -361,12 +361,14 @@ def test_auto_values_resolve_from_the_data_and_batch(
 
     cfg = RunConfig()
     cfg.train.batch_size, cfg.train.lr = batch, lr
-    _resolve_auto(cfg, _cached([0] * 9 + [1], channels=1), 2)  # type: ignore[arg-type]
+    _resolve_auto(cfg, _cached([0] * 9 + [1], channels=1), ["a", "b"])  # type: ignore[arg-type]
     assert cfg.train.bn == expected_bn and cfg.train.lr == expected_lr
     assert cfg.data.aug == "xray"  # grayscale
     assert cfg.train.balance == "loss" and cfg.train.select_metric == "balanced_accuracy"
 
     balanced = RunConfig()
-    _resolve_auto(balanced, _cached([0, 1, 0, 1], channels=3), 2)  # type: ignore[arg-type]
+    colour = _cached([0, 1, 0, 1], channels=3)
+    colour.pixels[..., 0] = 200  # type: ignore[attr-defined]
+    _resolve_auto(balanced, colour, ["a", "b"])  # type: ignore[arg-type]
     assert balanced.data.aug == "microscopy" and balanced.train.balance == "none"
     assert balanced.train.select_metric == "accuracy"

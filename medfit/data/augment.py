@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import cv2
-import kornia.enhance as KE
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,36 +34,45 @@ class _Preset(NamedTuple):
     vflip: bool
     brightness: float  # ColorJitter factors (torchvision semantics: 0.2 -> ×[0.8, 1.2])
     contrast: float
-    saturation: float  # saturation and hue only touch 3-channel input
-    hue: float
+    saturation: float  # only touches 3-channel input
     note: str  # the reason, for describe_preset
 
 
 # Aspect ratio stays near square in every preset: shape and size are diagnostic (cell morphology,
 # heart width), so we never stretch images the ImageNet way (3/4..4/3).
 _RATIO = (0.9, 1.1)
-# Brightness/contrast ±0.2 (all but light): exposure and windowing vary across scanners and labs.
+# Brightness/contrast ±0.2 on scans: exposure and windowing vary across scanners and sites. Where
+# colour is the signal (stained cells, fundus, skin) jitter stays mild (±0.1, saturation ≤0.1, no
+# hue): granule colour tells eosinophils from neutrophils; haemorrhages and exudates are colours.
 # fmt: off
 PRESETS: dict[str, _Preset] = {
-    #                    crop  rot° hflip  vflip  brig cont sat  hue
+    #                    crop  rot° hflip  vflip  brig cont sat
     # Safe for anything: a mild crop and a left/right mirror, no intensity change.
-    "light":      _Preset(0.85, 0,   True,  False, 0,   0,   0,   0,    "mild, any modality"),
+    "light":      _Preset(0.85, 0,   True,  False, 0,   0,   0,    "mild, any modality"),
     # Laterality matters (heart on the left), patients are upright: no flips, no 90° turns.
-    "xray":       _Preset(0.8,  10,  False, False, 0.2, 0.2, 0,   0,    "no flips (laterality)"),
+    "xray":       _Preset(0.8,  10,  False, False, 0.2, 0.2, 0,    "no flips (laterality)"),
+    # Axial slices keep laterality (liver right, spleen left) and a fixed up/down: as X-rays.
+    "ct":         _Preset(0.8,  10,  False, False, 0.2, 0.2, 0,    "no flips (laterality)"),
     # Left and right eyes mirror each other; retinal layers are ordered top→bottom.
-    "oct":        _Preset(0.8,  5,   True,  False, 0.2, 0.2, 0,   0,    "no vertical flip"),
+    "oct":        _Preset(0.8,  5,   True,  False, 0.2, 0.2, 0,    "no vertical flip"),
     # Brains are near-symmetric left/right; slices have a fixed up/down orientation.
-    "mri":        _Preset(0.8,  10,  True,  False, 0.2, 0.2, 0,   0,    "no vertical flip"),
-    # Cells have no orientation (any angle, both flips); brightness/contrast/saturation model
-    # stain variation. No hue shift: granule colour tells eosinophils from neutrophils, and on a
-    # CPU kornia's hue jitter took 0.71 s of 0.83 s per 32x224² batch (HSV round trip).
-    "microscopy": _Preset(0.7,  180, True,  True,  0.2, 0.2, 0.2, 0.0,  "any orientation"),
+    "mri":        _Preset(0.8,  10,  True,  False, 0.2, 0.2, 0,    "no vertical flip"),
+    # The probe is at the top (near field first); left/right depends on the operator; gain varies.
+    "ultrasound": _Preset(0.8,  10,  True,  False, 0.2, 0.2, 0,    "no vertical flip"),
+    # A round field of view: any rotation and a mirror (left vs right eye) keep the grade; colour
+    # is the lesion, so brightness/contrast only, mildly.
+    "fundus":     _Preset(0.8,  180, True,  False, 0.1, 0.1, 0,    "any rotation, mild"),
+    # Cells have no orientation (any angle, both flips); mild brightness/contrast/saturation for
+    # stain variation, no hue (on a CPU kornia's hue took 0.71 of 0.83 s per 32x224² batch).
+    "microscopy": _Preset(0.7,  180, True,  True,  0.1, 0.1, 0.1,    "any orientation"),
+    # Tissue patches likewise; stain variation between labs is the main shift (Tellez et al. 2019).
+    "histology":  _Preset(0.7,  180, True,  True,  0.1, 0.1, 0.1,    "any orientation"),
     # Lesions have no canonical orientation either and often fill less of the frame (stronger
-    # crop); a smaller hue shift, as lesion colour itself is diagnostic.
-    "dermoscopy": _Preset(0.6,  180, True,  True,  0.2, 0.2, 0.2, 0.02, "any orientation"),
+    # crop); lesion colour is diagnostic, so the same mild jitter and no hue.
+    "dermoscopy": _Preset(0.6,  180, True,  True,  0.1, 0.1, 0.1,    "any orientation"),
     # Our user's Keras ImageDataGenerator(rotation_range=90, both flips): wrong for any oriented
     # scan (a chest X-ray on its side is not a chest X-ray). Kept to reproduce and diagnose it.
-    "rotate90":   _Preset(1.0,  90,  True,  True,  0,   0,   0,   0,    "forum recipe"),
+    "rotate90":   _Preset(1.0,  90,  True,  True,  0,   0,   0,    "forum recipe"),
 }
 # fmt: on
 
@@ -92,7 +100,7 @@ def describe_preset(name: str) -> str:
     parts += [f"{' and '.join(flips)} flip"] if flips else []
     parts += [f"rotate ±{p.degrees:g}°"] if p.degrees else []
     parts += [f"brightness/contrast ±{p.brightness:g}"] if p.brightness or p.contrast else []
-    parts += [f"saturation ±{p.saturation:g}, hue ±{p.hue:g}"] if p.saturation or p.hue else []
+    parts += [f"saturation ±{p.saturation:g}"] if p.saturation else []
     return f"{name}: {', '.join(parts)}; {p.note}"
 
 
@@ -292,7 +300,7 @@ class TrainAugment(nn.Module):
 
     One random affine warp (crop, rotation, flips) and one colour map (brightness, contrast,
     saturation) per image: OpenCV on uint8 on a CPU, kornia/torch on the batch on a GPU, from the
-    same draws. A hue shift (dermoscopy only) follows, by kornia, on either device.
+    same draws. No hue shift: in every modality whose colour could shift, colour is the label.
     """
 
     def __init__(self, preset: str, size: int, cpu_backend: str = "opencv") -> None:
@@ -316,21 +324,12 @@ class TrainAugment(nn.Module):
         # Every draw on the CPU generator, in this order, whatever the device.
         geometry = sample_affine(self.params, n, src, self.size)
         colour = sample_colour(self.params, n, channels)
-        hue = self._sample_hue(n, channels)
         if pixels.device.type == "cpu" and self.cpu_backend == "opencv":
             x = warp_cpu(pixels.contiguous(), geometry, self.size, colour)
         else:
             x = warp_torch(unit_float(pixels), geometry, self.size)
             x = x if colour is None else recolour(x, colour)
-        if hue is not None:
-            x = KE.adjust_hue(x, hue.to(x)).clamp_(0.0, 1.0)
         return x
-
-    def _sample_hue(self, n: int, channels: int) -> torch.Tensor | None:
-        if not self.params.hue or channels != 3:
-            return None
-        # kornia takes radians; a torchvision hue factor is a fraction of the colour circle.
-        return 2 * math.pi * self.params.hue * (2 * torch.rand(n) - 1)
 
 
 def build_eval_transform(img_size: int) -> nn.Module:

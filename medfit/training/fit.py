@@ -26,11 +26,13 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from medfit.config import RunConfig
-from medfit.data.augment import build_eval_transform, build_train_augment, resolve_preset
+from medfit.data.augment import build_eval_transform, build_train_augment
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
 from medfit.data.loader import BatchLoader, to_model_input
+from medfit.data.modality import choose_augmentation
 from medfit.data.sources import DatasetIndex
+from medfit.data.task import describe_task, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
@@ -75,6 +77,7 @@ class Job:
     model: nn.Module
     preprocess: Preprocess
     weights_note: str
+    aug_reason: str = ""
     dist: DistContext = distributed.SINGLE
     sync_bn_done: bool = False
     stages: list[recipe.Stage] = field(default_factory=list)
@@ -187,11 +190,11 @@ def _setup(
     if "val" not in data:
         raise DataError(f"{index.root}: the validation split is empty")
     _check_global_batch(cfg, len(data["train"].labels), ctx)
-    _resolve_auto(cfg, data["train"], len(index.classes), ctx)
+    aug_reason = _resolve_auto(cfg, data["train"], index.classes, ctx)
     model.to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    job = Job(cfg, run, device, index, data, model, preprocess, note, dist=ctx)
+    job = Job(cfg, run, device, index, data, model, preprocess, note, aug_reason, dist=ctx)
     job.cfg.out = str(run.path)
     distributed.on_main(partial(_open_run, job, new_run))
     log(_describe(job))
@@ -214,12 +217,15 @@ def _check_global_batch(cfg: RunConfig, n_train: int, ctx: DistContext) -> None:
 
 
 def _resolve_auto(
-    cfg: RunConfig, train: CachedSplit, num_classes: int, ctx: DistContext = distributed.SINGLE
-) -> None:
-    """Replace every "auto" that can be decided from the data by its concrete value."""
+    cfg: RunConfig, train: CachedSplit, classes: list[str], ctx: DistContext = distributed.SINGLE
+) -> str:
+    """Replace every "auto" that can be decided from the data by its concrete value; returns why
+    the augmentation preset was chosen (the run's header says it)."""
     t = cfg.train
-    ratio = recipe.imbalance_ratio(train.labels, num_classes)
-    cfg.data.aug = resolve_preset(cfg.data.aug, grayscale=train.channels == 1)
+    ratio = recipe.imbalance_ratio(train.labels, len(classes))
+    choice = choose_augmentation(cfg.data.modality, cfg.data.aug, train.pixels)
+    cfg.data.aug = choice.preset
+    cfg.data.task = resolve_task(cfg.data.task, classes)
     # BatchNorm sees the per-device batch, or the global one when SyncBatchNorm pools them.
     bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
     t.bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
@@ -227,6 +233,7 @@ def _resolve_auto(
         t.lr = recipe.default_lr(t.bn)
     t.balance = recipe.resolve_balance(t.balance, ratio)
     t.select_metric = recipe.resolve_select_metric(t.select_metric, ratio)
+    return choice.reason
 
 
 def _write_run_files(job: Job) -> None:
@@ -264,9 +271,10 @@ def _describe(job: Job) -> str:
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + (" (val split off train, saved in split.csv)" if job.index.val_from_train else "")
         + _ignored_note(job.index)
+        + f"\n  task: {describe_task(cfg.data.task, job.index.classes)}"
+        + f"\n  augmentation: {job.aug_reason}"
         + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} ({_norm_source(cfg)}), "
-        f"aug {cfg.data.aug}, bn {cfg.train.bn}, balance {cfg.train.balance}, "
-        f"select on {cfg.train.select_metric}"
+        f"bn {cfg.train.bn}, balance {cfg.train.balance}, select on {cfg.train.select_metric}"
         + (", torch.compile (first steps of each stage compile)" if cfg.train.compile else "")
         + f"\n  run dir {job.run.path}"
         + ddp
