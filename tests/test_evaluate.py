@@ -152,8 +152,11 @@ def test_run_eval_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece"):
         assert 0.0 <= m[name] <= 1.0, name
     assert sum(sum(r) for r in m["confusion_matrix"]) == n_test
+    # left/right are not grades: no ordinal numbers.
+    assert saved["task"] == "multiclass" and "quadratic_kappa" not in m
     text = "\n".join(lines)
     assert "95% CI" in text and "broken.png" in text and "ECE" in text
+    assert "kappa" not in text
 
     # calibration.json is read back by the predictor, whose TTA probabilities match ours.
     predictor = Predictor(run, device="cpu")

@@ -7,6 +7,11 @@ top-label version over B = 15 equal-width confidence bins:
     bin b = (b/B, (b+1)/B]  (a confidence of exactly 0 goes to the first bin),
     ECE = sum_b (n_b / N) * | mean_{i in b} correct_i - mean_{i in b} conf_i |.
 
+Ordinal (disease-grade) tasks add two numbers computed on the grade ranks r (0 = lowest grade):
+quadratic weighted kappa (scikit-learn's `cohen_kappa_score(weights="quadratic")`; 1 = perfect,
+0 = chance agreement; NaN when only one grade occurs among labels and predictions together) and
+the mean absolute grade error, mean_i |r(pred_i) - r(y_i)| in grade steps.
+
 Confidence intervals are 95% percentile bootstrap intervals: resample the N images with
 replacement `n_boot` times (seeded), recompute the metric, take the 2.5th and 97.5th percentiles.
 """
@@ -18,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
+    cohen_kappa_score,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -27,11 +33,45 @@ from medfit.training.engine import classification_metrics
 
 ECE_BINS = 15
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+ORDINAL = ("quadratic_kappa", "mean_abs_error")
 
 
 def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro-F1 (over all K classes) and one-vs-rest AUC."""
     return {**classification_metrics(labels, probs), "auc": roc_auc(labels, probs)[0]}
+
+
+def ordinal_metrics(
+    labels: np.ndarray, predicted: np.ndarray, ranks: list[int]
+) -> dict[str, float]:
+    """Quadratic weighted kappa and mean absolute grade error; ranks[c] is class c's grade rank."""
+    rank = np.asarray(ranks, dtype=int)
+    true_rank = rank[np.asarray(labels, dtype=int)]
+    pred_rank = rank[np.asarray(predicted, dtype=int)]
+    if len(true_rank) == 0:
+        return {"quadratic_kappa": math.nan, "mean_abs_error": math.nan}
+    return {
+        "quadratic_kappa": quadratic_kappa(true_rank, pred_rank, len(ranks)),
+        "mean_abs_error": float(np.mean(np.abs(pred_rank - true_rank))),
+    }
+
+
+def quadratic_kappa(true_rank: np.ndarray, pred_rank: np.ndarray, k: int) -> float:
+    """Quadratic weighted kappa over ranks 0..k-1; NaN when a single rank is all there is (the
+    chance-expected disagreement is then 0, and scikit-learn would warn and divide by it)."""
+    if len(np.union1d(true_rank, pred_rank)) < 2:
+        return math.nan
+    return float(cohen_kappa_score(true_rank, pred_rank, labels=np.arange(k), weights="quadratic"))
+
+
+def point_metrics(
+    labels: np.ndarray, probs: np.ndarray, ranks: list[int] | None = None
+) -> dict[str, float]:
+    """The headline metrics, plus the ordinal ones when the classes have grade ranks."""
+    out = headline_metrics(labels, probs)
+    if ranks is not None:
+        out.update(ordinal_metrics(labels, probs.argmax(1), ranks))
+    return out
 
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> tuple[float, str | None]:
@@ -111,15 +151,21 @@ def nll(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def bootstrap_ci(
-    labels: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0
+    labels: np.ndarray,
+    probs: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ranks: list[int] | None = None,
 ) -> dict[str, list[float | None]]:
-    """95% percentile bootstrap CI of each headline metric ([None, None] when undefined)."""
+    """95% percentile bootstrap CI of each headline metric, and of the ordinal ones when `ranks`
+    is given ([None, None] when undefined)."""
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {name: [] for name in HEADLINE}
+    names = HEADLINE + (ORDINAL if ranks is not None else ())
+    samples: dict[str, list[float]] = {name: [] for name in names}
     n = len(labels)
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
-        for name, value in headline_metrics(labels[idx], probs[idx]).items():
+        for name, value in point_metrics(labels[idx], probs[idx], ranks).items():
             samples[name].append(value)
     out: dict[str, list[float | None]] = {}
     for name, values in samples.items():
@@ -133,9 +179,15 @@ def bootstrap_ci(
 
 
 def classification_report(
-    labels: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 0
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    ranks: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Everything `medfit eval` reports for one set of probabilities."""
+    """Everything `medfit eval` reports for one set of probabilities; `ranks` (each class's grade
+    rank) marks an ordinal task and adds quadratic kappa and the mean absolute grade error."""
     k = len(classes)
     predicted = probs.argmax(1)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -153,8 +205,10 @@ def classification_report(
         for c, name in enumerate(classes)
     }
     auc, note = roc_auc(labels, probs)
-    report: dict[str, Any] = {**headline_metrics(labels, probs), "auc": auc, "auc_note": note}
-    report["ci95"] = bootstrap_ci(labels, probs, n_boot, seed) if n_boot > 0 else {}
+    report: dict[str, Any] = {**point_metrics(labels, probs, ranks), "auc": auc, "auc_note": note}
+    if ranks is not None:
+        report["task"] = "ordinal"
+    report["ci95"] = bootstrap_ci(labels, probs, n_boot, seed, ranks) if n_boot > 0 else {}
     report["per_class"] = per_class
     report["confusion_matrix"] = confusion_matrix(labels, predicted, labels=np.arange(k)).tolist()
     report["ece"] = expected_calibration_error(labels, probs)

@@ -13,12 +13,15 @@ NAMES = {
     "macro_f1": "macro-F1",
     "auc": "ROC-AUC (ovr)",
 }
+ORDINAL_NAMES = {"quadratic_kappa": "quadratic kappa", "mean_abs_error": "grade error (MAE)"}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _num(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "  n/a"
-    return f"{value:.3f}"
+    return "  n/a" if _missing(value) else f"{value:.3f}"
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -29,12 +32,16 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         + (f", TTA {'+'.join(result['views'])}" if result["tta"] else "")
         + f") from {result['data']}",
     ]
-    for key, name in NAMES.items():
+    names = {**NAMES, **(ORDINAL_NAMES if "quadratic_kappa" in m else {})}
+    pad = max(14, *(len(name) for name in names.values()))
+    for key, name in names.items():
         lo, hi = m["ci95"].get(key, [None, None])
         ci = f"  (95% CI {_num(lo)}-{_num(hi)})" if lo is not None else ""
-        lines.append(f"  {name:<14} {_num(m[key])}{ci}")
+        lines.append(f"  {name:<{pad}} {_num(m[key])}{ci}")
     if m.get("auc_note"):
         lines.append(f"  note: {m['auc_note']}")
+    if "quadratic_kappa" in m and _missing(m["quadratic_kappa"]):
+        lines.append("  note: kappa undefined: labels and predictions hold a single grade")
     width = max(8, *(len(c) for c in result["classes"]))
     lines.append(f"  {'class':<{width}}  precision  recall     F1    AUC  support")
     for name, row in m["per_class"].items():

@@ -7,7 +7,9 @@ the run's `data.root`) indexed as training indexes it, with the run's seed and v
 Labels are matched to the run's classes by name.
 
 Headline metrics use the temperature-scaled probabilities (what `medfit predict
---temperature-scaled` returns); the uncalibrated numbers are kept next to them.
+--temperature-scaled` returns); the uncalibrated numbers are kept next to them. An ordinal run
+(`data.task` in its config; runs from before that field resolve `auto` from their class names)
+adds quadratic kappa and the mean absolute grade error to both.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from medfit.config import RunConfig
 from medfit.data.dataset import load_index
 from medfit.data.decode import DecodeError
+from medfit.data.task import grade_ranks, resolve_task
 from medfit.deploy.predict import Predictor
 from medfit.deploy.runinfo import FLIP_DIMS
 from medfit.errors import DataError, MedfitError
@@ -60,6 +63,8 @@ def run_eval(
     run = existing_run_dir(str(run_dir))
     predictor = Predictor(run.path, device=device)
     classes = predictor.classes
+    task = run_task(run, classes)
+    ranks = grade_ranks(classes) if task == "ordinal" else None
     items, source = _split_items(run, data, split, classes)
     val_items = _split_csv_items(run, "val", classes)
     if not val_items:
@@ -83,12 +88,13 @@ def run_eval(
         "tta": tta,
         "views": list(predictor.views(tta)),
         "classes": classes,
+        "task": task,
         "n_images": len(target.labels),
         "skipped": [{"path": p, "reason": r} for p, r in target.skipped],
         "calibration": calibration,
-        "metrics": classification_report(target.labels, probs, classes, n_boot),
+        "metrics": classification_report(target.labels, probs, classes, n_boot, ranks=ranks),
         "uncalibrated": classification_report(
-            target.labels, probabilities(target.values, 1.0), classes, n_boot=0
+            target.labels, probabilities(target.values, 1.0), classes, n_boot=0, ranks=ranks
         ),
     }
     _write_predictions(run.path / f"predictions_{split}.csv", target, probs, classes)
@@ -96,6 +102,13 @@ def run_eval(
     for line in summary_lines(result):
         log(line)
     return result
+
+
+def run_task(run: RunDir, classes: list[str]) -> str:
+    """The run's task, ordinal or multiclass: its resolved `data.task`, or `auto` resolved from
+    the class names for runs whose config predates the field."""
+    cfg = RunConfig.load(run.config)
+    return resolve_task(getattr(cfg.data, "task", "auto"), classes)
 
 
 # --- which images ----------------------------------------------------------------------------

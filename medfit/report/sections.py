@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from medfit.data.task import describe_task, resolve_task
 from medfit.report import plots
 from medfit.report.images import thumbnail
 from medfit.report.rundata import Prediction, RunData
@@ -23,6 +24,11 @@ HEADLINE = (
     ("balanced_accuracy", "Balanced accuracy"),
     ("macro_f1", "Macro F1"),
     ("auc", "ROC-AUC"),
+)
+# Ordinal (grade) runs: shown right after accuracy, only when the evaluation has them.
+ORDINAL_HEADLINE = (
+    ("quadratic_kappa", "Quadratic kappa"),
+    ("mean_abs_error", "Mean grade error"),
 )
 VAL_HEADLINE = (
     ("val_acc", "Accuracy"),
@@ -72,6 +78,7 @@ def headline(data: RunData) -> Section:
     facts = [
         ("model", s.get("model") or config_value(data, "model", "name")),
         ("classes", ", ".join(data.classes) if data.classes else None),
+        ("task", _ordinal_task(data)),
         ("train / val images", _pair(s.get("train_images"), s.get("val_images"))),
         ("best epoch", _pair(s.get("best_epoch"), s.get("epochs_run"), " of ")),
         ("selected on", s.get("selected_metric")),
@@ -82,8 +89,10 @@ def headline(data: RunData) -> Section:
         m = data.evaluation.get("metrics", {})
         ci = m.get("ci95", {})
         out["metrics"] = [
-            (name, m.get(key), *(ci.get(key) or [None, None])) for key, name in HEADLINE
+            (name, m.get(key), *(ci.get(key) or [None, None])) for key, name in _headline_keys(m)
         ]
+        if "quadratic_kappa" in m:
+            out["ordinal"] = True
         out["source"] = (
             f"{data.split} split, {data.evaluation.get('n_images', '?')} images, "
             "temperature-scaled probabilities; 95% bootstrap CIs"
@@ -99,6 +108,21 @@ def headline(data: RunData) -> Section:
         out["source"] = "validation set at the end of training (no CIs)"
     out["warning"] = eval_missing(data)
     return out
+
+
+def _ordinal_task(data: RunData) -> str | None:
+    """The grade order of an ordinal run (its evaluation's task, else its config's, else the class
+    names decide); None for multiclass."""
+    task = (data.evaluation or {}).get("task") or config_value(data, "data", "task") or "auto"
+    if task == "auto":
+        task = resolve_task("auto", data.classes)
+    return describe_task("ordinal", data.classes) if task == "ordinal" and data.classes else None
+
+
+def _headline_keys(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    if "quadratic_kappa" not in metrics:
+        return list(HEADLINE)
+    return [HEADLINE[0], *ORDINAL_HEADLINE, *HEADLINE[1:]]
 
 
 def _pair(a: Any, b: Any, sep: str = " / ") -> str | None:
