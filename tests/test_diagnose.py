@@ -287,6 +287,9 @@ def test_diagnose_run_end_to_end_with_probes(run_copy: Path) -> None:
     assert saved["run"] == str(run_copy)
     assert saved["probes"]["bn"]["images"] > 0 and saved["probes"]["skipped"] is None
     assert saved["probes"]["augmentation"]["preset"] == "xray"
+    fit, aug = saved["probes"]["fit"], saved["probes"]["augmentation"]
+    assert fit["images"] == aug["images"] == sum(fit["support"]) == sum(fit["predicted"])
+    assert fit["acc_clean"] == aug["acc_clean"] == sum(fit["correct"]) / fit["images"]
     assert [f["rule"] for f in saved["findings"]] == [f.rule for f in diagnosis.findings]
     assert any(f["rule"] == "check_missing" for f in saved["findings"])  # no check.json
     assert any("saved" in line for line in lines)

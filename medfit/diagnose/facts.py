@@ -1,9 +1,9 @@
 """What a run directory says, read once into typed records that the rules take as input.
 
 The rules never open files: `read_run` gathers the history (metrics.jsonl), the resolved config,
-the preprocessing actually used, the normalisation the weights expect, the split sizes and an
-optional check.json. Everything a rule needs is a field here, so rules stay pure and testable on
-synthetic records.
+the preprocessing actually used, the normalisation the weights expect, the split sizes, the
+training images' own pixel size, an optional check.json and `medfit eval`'s predictions.
+Everything a rule needs is a field here, so rules stay pure and testable on synthetic records.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from medfit.config import RunConfig
 from medfit.data.decode import DecodeError, decode_image
@@ -29,6 +30,11 @@ WEIGHT_KEYWORDS = ("auto", "hub", "lite", "none")
 # Images decoded to decide whether the data is grayscale: a handful is enough, the question is
 # about the modality, not individual files.
 GRAY_SAMPLE = 8
+# Training files whose header (width, height) is read to learn the images' own size: a median of
+# 32 is stable when most files share a size, and reading headers costs milliseconds.
+SIZE_SAMPLE = 32
+# `medfit eval` writes predictions_<split>.csv; test is held out and what users report, so it wins.
+PREDICTION_SPLITS = ("test", "val")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,35 @@ class Epoch:
 
 
 @dataclass(frozen=True)
+class ClassPredictions:
+    """Per-class counts of one prediction pass, in the run's class order."""
+
+    source: str  # where the predictions come from, for the evidence
+    classes: list[str]
+    support: list[int]  # images whose label is the class
+    predicted: list[int]  # images predicted as the class
+    correct: list[int]  # images of the class predicted as it
+
+    @property
+    def images(self) -> int:
+        return sum(self.support)
+
+    @classmethod
+    def from_pairs(
+        cls, source: str, classes: list[str], pairs: list[tuple[str, str]]
+    ) -> ClassPredictions:
+        """(label, predicted) class names; classes the run does not know are dropped."""
+        known = [(y, p) for y, p in pairs if y in classes and p in classes]
+        return cls(
+            source=source,
+            classes=list(classes),
+            support=[sum(y == c for y, _ in known) for c in classes],
+            predicted=[sum(p == c for _, p in known) for c in classes],
+            correct=[sum(y == p == c for y, p in known) for c in classes],
+        )
+
+
+@dataclass(frozen=True)
 class RunFacts:
     """Everything the history/config rules look at."""
 
@@ -91,6 +126,9 @@ class RunFacts:
     grayscale: bool | None  # None when no training image could be read
     check: dict[str, Any] | None  # check.json, when `medfit check DATA --out RUN` was run
     train_paths: list[tuple[str, str]] = field(default_factory=list)  # (path, class) of train
+    source_size: int | None = None  # the training images' own size (median longer side, px)
+    predictions: ClassPredictions | None = None  # from predictions_<split>.csv (medfit eval)
+    best_epoch: int | None = None  # the epoch of the selected checkpoint (summary.json)
 
     @property
     def n_val(self) -> int:
@@ -100,6 +138,11 @@ class RunFacts:
     def full(self) -> list[Epoch]:
         """Full fine-tuning epochs (the head stage is a linear probe: a different regime)."""
         return [e for e in self.history if e.stage == "full"]
+
+    @property
+    def selected(self) -> Epoch:
+        """The epoch whose weights were kept (checkpoints/best.pt); the last one when unknown."""
+        return next((e for e in self.history if e.epoch == self.best_epoch), self.history[-1])
 
 
 def read_run(run_dir: str | Path) -> RunFacts:
@@ -114,6 +157,7 @@ def read_run(run_dir: str | Path) -> RunFacts:
     val_counts = Counter(r["label"] for r in rows if r["split"] == "val")
     expected = pretrained_preprocess(config)
     check_path = run.path / "check.json"
+    check = _json(check_path) if check_path.is_file() else None
     return RunFacts(
         path=run.path,
         history=history,
@@ -126,8 +170,11 @@ def read_run(run_dir: str | Path) -> RunFacts:
         train_counts=dict(Counter(label for _, label in train)),
         val_counts=dict(val_counts),
         grayscale=_grayscale([p for p, _ in train]),
-        check=_json(check_path) if check_path.is_file() else None,
+        check=check,
         train_paths=train,
+        source_size=_check_size(check) or _header_size([p for p, _ in train]),
+        predictions=_predictions(run.path, classes),
+        best_epoch=_best_epoch(run),
     )
 
 
@@ -194,3 +241,45 @@ def _grayscale(paths: list[str]) -> bool | None:
         if pixels.shape[2] == 3 and not np.array_equal(pixels[..., 1], pixels[..., 2]):
             return False
     return True if seen else None
+
+
+def _check_size(check: dict[str, Any] | None) -> int | None:
+    """The larger of the median width and height that `medfit check` measured on every image."""
+    try:
+        sizes = check["inventory"]["sizes"] if check else None
+        return int(max(sizes["width"]["median"], sizes["height"]["median"])) if sizes else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _header_size(paths: list[str]) -> int | None:
+    """Median longer side of a sample of training files, from their headers (no decoding)."""
+    sides = []
+    for path in paths[:: max(1, len(paths) // SIZE_SAMPLE)][:SIZE_SAMPLE]:
+        try:
+            with Image.open(path) as image:
+                sides.append(max(image.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # DICOM, a moved file: the size stays unknown rather than guessed
+    return int(np.median(sides)) if sides else None
+
+
+def _predictions(run_path: Path, classes: list[str]) -> ClassPredictions | None:
+    """The first readable predictions_<split>.csv (path, label, predicted, p_<class>...)."""
+    for split in PREDICTION_SPLITS:
+        path = run_path / f"predictions_{split}.csv"
+        try:
+            rows = list(csv.DictReader(path.read_text().splitlines()))
+            pairs = [(r["label"], r["predicted"]) for r in rows]
+        except (OSError, KeyError, csv.Error):
+            continue
+        if pairs:
+            return ClassPredictions.from_pairs(f"{path.name} (medfit eval)", classes, pairs)
+    return None
+
+
+def _best_epoch(run: RunDir) -> int | None:
+    try:
+        return int(json.loads(run.summary.read_text())["best_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,5 +1,8 @@
-"""Probes: run the selected checkpoint on a few hundred training images to test two suspicions.
+"""Probes: run the selected checkpoint on a few hundred training images to test three suspicions.
 
+- Not fitting the training data: accuracy and per-class predictions on the un-augmented training
+  images (the history's train accuracy is on augmented batches, with dropout on, averaged over an
+  epoch in which the weights moved: it understates how well the kept weights fit).
 - BatchNorm mismatch: the same batches through the network with BatchNorm in eval mode (running
   statistics, what validation and deployment use) and in train mode (batch statistics, what the
   weights were trained with). A healthy network gives nearly the same answers either way.
@@ -60,16 +63,27 @@ class AugProbe:
 
 
 @dataclass(frozen=True)
+class FitProbe:
+    images: int
+    acc_clean: float  # un-augmented training images, BatchNorm in eval mode
+    support: list[int]  # per class, in the run's class order
+    predicted: list[int]
+    correct: list[int]
+
+
+@dataclass(frozen=True)
 class ProbeResults:
     bn: BNProbe | None
     aug: AugProbe | None
     seconds: float
     skipped: str | None = None  # why no probe ran
+    fit: FitProbe | None = None  # None in records written before this probe existed
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "bn": dataclasses.asdict(self.bn) if self.bn else None,
             "augmentation": dataclasses.asdict(self.aug) if self.aug else None,
+            "fit": dataclasses.asdict(self.fit) if self.fit else None,
             "seconds": round(self.seconds, 2),
             "skipped": self.skipped,
         }
@@ -77,17 +91,29 @@ class ProbeResults:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProbeResults:
         """The record `to_dict` wrote (diagnosis.json "probes"), to re-apply the rules to it."""
-        bn, aug = raw.get("bn"), raw.get("augmentation")
+        bn, aug, fit = raw.get("bn"), raw.get("augmentation"), raw.get("fit")
         return cls(
             BNProbe(**bn) if bn else None,
             AugProbe(**aug) if aug else None,
             float(raw.get("seconds") or 0.0),
             raw.get("skipped"),
+            FitProbe(**fit) if fit else None,
         )
+
+    def clean_accuracy(self) -> tuple[float, int] | None:
+        """(accuracy, images) of the kept weights on un-augmented training images, from whichever
+        probe measured it (older records have only the augmentation or BatchNorm probe)."""
+        if self.fit:
+            return self.fit.acc_clean, self.fit.images
+        if self.aug:
+            return self.aug.acc_clean, self.aug.images
+        if self.bn:
+            return self.bn.acc_eval, self.bn.images
+        return None
 
 
 def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> ProbeResults:
-    """Both probes on up to PROBE_IMAGES training images; skipped (with the reason) when the
+    """Every probe on up to PROBE_IMAGES training images; skipped (with the reason) when the
     checkpoint or the training images are not available."""
     started = time.perf_counter()
     reason = _unavailable(facts)
@@ -109,6 +135,8 @@ def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> Probe
         return lambda batch: to_model_input(batch, dev, transform, mean, std)
 
     clean = inputs(build_eval_transform(size))
+    model.eval()
+    fit = _fit_probe(_predict(model, pixels, clean, facts.config.train.batch_size), labels, facts)
     bn = _bn_probe(facts, model, pixels, labels, clean)
     aug = None
     if facts.config.data.aug not in ("none", "auto"):
@@ -116,9 +144,8 @@ def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> Probe
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PROBE_SEED)
             acc_aug = _accuracy(model, pixels, labels, augment, facts.config.train.batch_size)
-        acc_clean = _accuracy(model, pixels, labels, clean, facts.config.train.batch_size)
-        aug = AugProbe(len(labels), facts.config.data.aug, acc_clean, acc_aug)
-    return ProbeResults(bn, aug, time.perf_counter() - started)
+        aug = AugProbe(len(labels), facts.config.data.aug, fit.acc_clean, acc_aug)
+    return ProbeResults(bn, aug, time.perf_counter() - started, fit=fit)
 
 
 def _unavailable(facts: RunFacts) -> str | None:
@@ -173,6 +200,17 @@ def _accuracy(
 ) -> float:
     model.eval()
     return float(np.mean(_predict(model, pixels, to_input, batch_size) == labels))
+
+
+def _fit_probe(preds: np.ndarray, labels: np.ndarray, facts: RunFacts) -> FitProbe:
+    k = len(facts.classes)
+    return FitProbe(
+        images=len(labels),
+        acc_clean=float(np.mean(preds == labels)),
+        support=np.bincount(labels, minlength=k).tolist(),
+        predicted=np.bincount(preds, minlength=k).tolist(),
+        correct=np.bincount(labels[preds == labels], minlength=k).tolist(),
+    )
 
 
 def _bn_probe(

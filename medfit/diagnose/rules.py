@@ -83,6 +83,9 @@ NORM_TOLERANCE = 0.01
 LOW_RES_FRACTION = 0.5
 # Only when the run leaves room: at 0.95 balanced accuracy resolution is not what limits it.
 LOW_RES_MAX_SCORE = 0.95
+# Upsampling adds no detail: a larger input is worth suggesting only when the images themselves
+# are at least 25% larger per side (1.56x the pixels) than the current input.
+LOW_RES_MIN_GAIN = 1.25
 
 # --- imbalance ---------------------------------------------------------------------------------
 # Accuracy above balanced accuracy by 5 points (and 2 sigma): the majority class carries the
@@ -395,28 +398,43 @@ def lr_too_low(facts: RunFacts) -> Finding | None:
 
 
 def low_resolution(facts: RunFacts) -> Finding | None:
-    """Input far below the weights' native size while the model still leaves room to improve."""
-    native, size = facts.native_size, facts.preprocess.img_size
+    """Input far below the weights' native size while the images themselves have more detail and
+    the model still leaves room to improve."""
+    native, size, src = facts.native_size, facts.preprocess.img_size, facts.source_size
     if not native or size >= LOW_RES_FRACTION * native or not facts.history:
         return None
+    if src is not None and src < LOW_RES_MIN_GAIN * size:
+        return None  # the input already holds (nearly) all the detail the images have
     best = max(e.val_balanced_accuracy for e in facts.history)
     if not best < LOW_RES_MAX_SCORE:
         return None
-    suggest = min(native, 2 * size)
+    suggest = min(native, 2 * size, src or native)
+    own = (
+        f"the training images are {src} px (median longer side), so up to {suggest} px adds "
+        "real detail"
+        if src is not None
+        else "the images' own size is unknown (training files not readable from here)"
+    )
     return Finding(
         rule="low_resolution",
         severity="medium",
         title=f"input {size} px is under half the {native} px the weights were trained at",
         evidence=(
-            f"best val balanced accuracy {best:.3f} at {size} px; on blood cells (2,000 train "
-            "images) 64 -> 128 px moved val accuracy 0.74 -> 0.87"
+            f"best val balanced accuracy {best:.3f} at {size} px; {own}; on blood cells (2,000 "
+            "train images) 64 -> 128 px moved val accuracy 0.74 -> 0.87"
         ),
         fix=(
-            f"`--img-size {suggest}` (an epoch costs about {(suggest / size) ** 2:.0f}x as much; "
+            f"`--img-size {suggest}` (an epoch costs about {(suggest / size) ** 2:.1f}x as much; "
             "the cache is rebuilt once)"
         ),
-        numbers={"img_size": size, "native_size": native, "best_val_balanced_accuracy": best},
-        strength=native / size,
+        numbers={
+            "img_size": size,
+            "native_size": native,
+            "source_size": src,
+            "suggested_size": suggest,
+            "best_val_balanced_accuracy": best,
+        },
+        strength=min(native, src or native) / size,
     )
 
 

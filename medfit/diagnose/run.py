@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medfit.diagnose.facts import read_run
+from medfit.diagnose.facts import RunFacts, read_run
 from medfit.diagnose.findings import DIAGNOSIS_FILE, Diagnosis, Finding, rank, render
+from medfit.diagnose.fit_rules import fit_findings
 from medfit.diagnose.probe_rules import aug_destroys_signal, bn_mismatch
 from medfit.diagnose.rules import run_rules
 
@@ -27,21 +28,27 @@ def diagnose_run(
     """Ranked findings for RUN, printed through `log` and saved to RUN/diagnosis.json (or
     `json_path`). `probes=False` skips loading the checkpoint (history and config only)."""
     facts = read_run(run_dir)
-    findings = run_rules(facts)
     probe_record: dict[str, object] = {"skipped": "--no-probes"}
+    result = None
     if probes:
         from medfit.diagnose.probes import run_probes
 
         result = run_probes(facts, log=_quiet(log), device=device)
         probe_record = result.to_dict()
-        findings += probe_findings(result)
         if result.skipped:
             log(f"probes skipped: {result.skipped}")
-    diagnosis = Diagnosis(facts.path, rank(findings), probe_record)
+    diagnosis = Diagnosis(facts.path, all_findings(facts, result), probe_record)
     out = diagnosis.write(Path(json_path) if json_path else facts.path / DIAGNOSIS_FILE)
     log(render(diagnosis))
     log(f"saved {out}")
     return diagnosis
+
+
+def all_findings(facts: RunFacts, result: ProbeResults | None = None) -> list[Finding]:
+    """Every rule on one run, ranked: history and config, fit (probe-measured when `result` has
+    it, else from the history), and the probe rules."""
+    found = run_rules(facts) + fit_findings(facts, result)
+    return rank(found + (probe_findings(result) if result else []))
 
 
 def probe_findings(result: ProbeResults) -> list[Finding]:

@@ -1,0 +1,460 @@
+"""Rules about how well the kept weights fit: `underfitting` and `classes_never_predicted`.
+
+Both read the history and config (`RunFacts`) and, when the probes ran, what the selected
+checkpoint does on un-augmented training images (`ProbeResults`). Without probes `underfitting`
+falls back to the history's train accuracy (augmented batches) and says so in its evidence;
+`classes_never_predicted` prefers `medfit eval`'s predictions_<split>.csv over the probe's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from medfit.config import TrainConfig
+from medfit.data.augment import PRESETS
+from medfit.data.task import resolve_task
+from medfit.diagnose.facts import ClassPredictions, Epoch, RunFacts
+from medfit.diagnose.findings import Finding
+from medfit.diagnose.probe_rules import AUG_DROP
+from medfit.diagnose.probes import ProbeResults
+from medfit.diagnose.rules import CHANCE_LOSS_FRACTION, binomial_sigma
+from medfit.training.recipe import DEFAULT_LR
+
+# --- underfitting ------------------------------------------------------------------------------
+# The first full epoch is warmup; a fit can only be judged once the full stage has had 3 epochs.
+MIN_FIT_EPOCHS = 3
+# A network that has fit its data scores clearly better on images it trained on than on new ones:
+# the train-val gap must exceed 2 sigma of the difference, sqrt(sigma_train² + sigma_val²).
+NO_GAP_SIGMAS = 2.0
+# The history's train accuracy is on augmented batches, with dropout on, averaged over an epoch in
+# which the weights moved: it understates the fit, so from it only "not above val at all" counts.
+HISTORY_NO_GAP = 0.0
+# "Barely above the majority-class rate": within 3 sigma of it (noise of the train measurement),
+# and at least 5 points, since on large sets sigma shrinks to nothing.
+CHANCE_SIGMAS = 3.0
+CHANCE_MARGIN_MIN = 0.05
+# Above 90% on its own training images a model has fit most of them: no gap then means an easy
+# task or label noise, not a weak fit (bench/results_suite.json: blood cells, train 0.947 clean vs
+# val 0.948, test 0.83).
+FIT_MAX_ACC = 0.90
+# Fewer full epochs than this is a cause of its own: on blood cells one more full epoch (0 head +
+# 4 full vs 1 + 3) moved val accuracy 0.68 -> 0.72-0.79 (bench/README.md).
+MIN_FULL_EPOCHS = 5
+# The peak LR counts as a cause at a third of the default or 3x above it: the measured steps
+# around 3e-3 (1e-3 and 1e-2) cost 9 and 28 points of val accuracy (bench/README.md).
+LR_FACTOR = 3.0
+# medfit's own threshold for a class-weighted loss (training/recipe.py resolve_balance): at or
+# below it the class weights are all near 1 and change nothing.
+IMBALANCED_RATIO = 1.5
+# A preset is strong when it rotates by 90° or more, flips vertically or crops to 70% of the area.
+STRONG_AUG_DEGREES = 90.0
+STRONG_AUG_CROP = 0.7
+# Label smoothing from 0.2 raises the loss floor and caps confidence; 0.1 is medfit's default.
+SMOOTHING_HIGH = 0.2
+# Dropout above timm's own 0.2 for EfficientNet-Lite0 (medfit's default).
+DROPOUT_HIGH = 0.3
+
+# Cause weights order the fix list, strongest first. Measured on blood cells (64 px, 1k train,
+# 1 head + 3 full epochs, 0.68 val acc at the defaults; bench/README.md) where we have numbers.
+W_BN_FROZEN = 3.0  # frozen BN: 0.45-0.50 at any LR
+W_BN_SMALL_BATCH = 3.0  # BN train at batch 4: 0.24 val acc (planted faults, 800 images)
+W_LR_HIGH = 3.0  # 1e-2: 0.40
+W_LR_LOW = 2.0  # 1e-3: 0.59
+W_FEW_EPOCHS = 2.0  # one more full epoch: +0.04-0.11
+W_LAYER_DECAY = 1.5  # 0.95 / 0.9: 0.63 / 0.60
+# Unmeasured alone: any rotation, vertical flips and a 70% crop make every batch a harder task.
+W_STRONG_AUG = 2.0
+W_AUG_PROBE = 1.5  # added when the augmentation probe saw the preset remove signal
+# A weighted loss (or balanced sampling) trades accuracy on frequent classes for rare ones.
+W_BALANCING = 1.5
+# Added when train accuracy is below the majority-class rate, the weighting's signature: an
+# unweighted model that learned little predicts the majority class and scores at least its rate.
+W_BELOW_MAJORITY = 1.5
+W_NORMALIZE = 1.0  # 1/255 inputs: 0.69 vs 0.70 (bench/README.md, planted faults)
+W_SMOOTHING = 1.0
+W_DROPOUT = 0.5
+MAX_FIXES = 4  # the fix line names the strongest causes; `numbers["causes"]` has them all
+
+# --- classes never predicted -------------------------------------------------------------------
+# "Almost never": under 2% of the predictions, for a class that is at least 5% of the images (and
+# 5 images): a class that small cannot be judged, and one that size should get a share near 5%.
+RARE_PREDICTED = 0.02
+MIN_SUPPORT_SHARE = 0.05
+MIN_SUPPORT = 5
+
+
+@dataclass(frozen=True)
+class TrainFit:
+    """How well the kept weights fit the training images, and how that was measured."""
+
+    acc: float
+    images: int
+    probed: bool  # True: un-augmented training images (probe); False: the history's train_acc
+
+
+class Cause(NamedTuple):
+    weight: float
+    key: str
+    what: str
+    fix: str
+
+
+def train_fit(facts: RunFacts, probes: ProbeResults | None) -> TrainFit | None:
+    measured = probes.clean_accuracy() if probes else None
+    if measured is not None:
+        return TrainFit(measured[0], measured[1], probed=True)
+    last = facts.full[-1] if facts.full else None
+    if last is None or not math.isfinite(last.train_acc):
+        return None
+    return TrainFit(last.train_acc, sum(facts.train_counts.values()), probed=False)
+
+
+def majority_rate(facts: RunFacts) -> float:
+    """The accuracy of always predicting the largest training class."""
+    counts = facts.train_counts
+    total = sum(counts.values())
+    return max(counts.values()) / total if total else 1 / max(len(facts.classes), 2)
+
+
+def underfitting(facts: RunFacts, probes: ProbeResults | None = None) -> Finding | None:
+    """The kept weights have not fit their training data: no gap to val, or barely above chance."""
+    full = facts.full
+    fit = train_fit(facts, probes)
+    if len(full) < MIN_FIT_EPOCHS or fit is None or not fit.acc < FIT_MAX_ACC:
+        return None
+    val = facts.selected if fit.probed else full[-1]  # the epoch the train accuracy belongs to
+    sigma = math.hypot(
+        binomial_sigma(fit.acc, fit.images), binomial_sigma(val.val_acc, facts.n_val)
+    )
+    gap_needed = NO_GAP_SIGMAS * sigma if fit.probed else HISTORY_NO_GAP
+    gap = fit.acc - val.val_acc
+    majority = majority_rate(facts)
+    margin = max(CHANCE_MARGIN_MIN, CHANCE_SIGMAS * binomial_sigma(majority, fit.images))
+    ln_k = math.log(max(len(facts.classes), 2))
+    loss_ratio = full[-1].train_loss / ln_k
+    if not math.isfinite(gap_needed):  # no val images to measure noise on
+        gap_needed = HISTORY_NO_GAP
+    signs = {
+        "no_gap": gap <= gap_needed,
+        "chance_accuracy": fit.acc < majority + margin,
+        "chance_loss": loss_ratio >= CHANCE_LOSS_FRACTION,
+    }
+    fired = [k for k, v in signs.items() if v]
+    if not fired:
+        return None
+    causes = underfit_causes(facts, fit, majority, probes)
+    near_chance = signs["chance_accuracy"] or signs["chance_loss"]
+    return Finding(
+        rule="underfitting",
+        severity="high" if near_chance else "medium",
+        title=(
+            "underfitting: the model has barely learned its training images"
+            if near_chance
+            else "underfitting: no gap between training and validation accuracy"
+        ),
+        evidence=_underfit_evidence(facts, fit, val, gap, gap_needed, majority, loss_ratio),
+        fix=_fix_line(causes),
+        numbers={
+            "signs": fired,
+            "train_acc": fit.acc,
+            "train_acc_source": "probe" if fit.probed else "history",
+            "train_images": fit.images,
+            "val_acc": val.val_acc,
+            "gap": gap,
+            "gap_needed": gap_needed,
+            "majority_rate": majority,
+            "train_loss": full[-1].train_loss,
+            "ln_k": ln_k,
+            "full_epochs": len(full),
+            "causes": [c.key for c in causes],
+        },
+        strength=1.5 + 0.5 * len(fired),
+    )
+
+
+def _underfit_evidence(
+    facts: RunFacts,
+    fit: TrainFit,
+    val: Epoch,
+    gap: float,
+    gap_needed: float,
+    majority: float,
+    loss_ratio: float,
+) -> str:
+    k, last = len(facts.classes), facts.full[-1]
+    if fit.probed:
+        measured = f"train accuracy {fit.acc:.3f} on {fit.images} un-augmented training images"
+        needed = f"2 sigma = {gap_needed:.3f}"
+    else:
+        measured = (
+            f"train accuracy {fit.acc:.3f} (history: augmented batches, dropout on, an epoch "
+            "mean: it understates the fit; the probes measure it on clean images)"
+        )
+        needed = "not above val at all"
+    return (
+        f"{measured} vs val accuracy {val.val_acc:.3f} at epoch {val.epoch} (gap {gap:+.3f}; "
+        f"{needed}); majority-class rate {majority:.3f} ({k} classes); train loss "
+        f"{last.train_loss:.3f} = {loss_ratio:.2f} ln {k} after {len(facts.full)} full epochs"
+    )
+
+
+def underfit_causes(
+    facts: RunFacts, fit: TrainFit, majority: float, probes: ProbeResults | None = None
+) -> list[Cause]:
+    """What in this run's config holds the fit back, strongest first."""
+    found = [
+        _bn_cause(facts),
+        _lr_cause(facts),
+        _balancing_cause(facts, fit, majority),
+        _aug_cause(facts, probes),
+        _epochs_cause(facts),
+        _layer_decay_cause(facts),
+        _normalize_cause(facts),
+        _smoothing_cause(facts),
+        _dropout_cause(facts),
+    ]
+    return sorted((c for c in found if c), key=lambda c: -c.weight)
+
+
+def _fix_line(causes: list[Cause]) -> str:
+    if not causes:
+        return (
+            "nothing in the config holds the fit back: more full epochs (`--epochs 20`), a "
+            "larger input if the images have the detail, or a larger backbone (`--model`)"
+        )
+    return "; ".join(f"`{c.fix}` ({c.what})" for c in causes[:MAX_FIXES])
+
+
+def _bn_cause(facts: RunFacts) -> Cause | None:
+    t = facts.config.train
+    if t.bn == "train" and t.batch_size < t.bn_min_batch:
+        what = f"BatchNorm trains on batch statistics of only {t.batch_size} images"
+        fix = f"--bn frozen --lr {DEFAULT_LR['frozen']:g}"
+        return Cause(W_BN_SMALL_BATCH, "bn_small_batch", what, fix)
+    if t.bn != "frozen":
+        return None
+    batch = "" if t.batch_size >= t.bn_min_batch else f"--batch-size {t.bn_min_batch} "
+    return Cause(
+        W_BN_FROZEN,
+        "bn_frozen",
+        "frozen BatchNorm keeps ImageNet statistics the medical images do not have",
+        f"{batch}--bn train --lr {DEFAULT_LR['train']:g}",
+    )
+
+
+def _peak_lr(facts: RunFacts) -> float:
+    lr = facts.config.train.lr
+    return float(lr) if isinstance(lr, float) else max((e.lr for e in facts.full), default=math.nan)
+
+
+def _lr_cause(facts: RunFacts) -> Cause | None:
+    default = DEFAULT_LR.get(facts.config.train.bn)
+    lr = _peak_lr(facts)
+    if default is None or not math.isfinite(lr):
+        return None
+    if lr < default / LR_FACTOR:
+        what = f"peak LR {lr:g} is under a third of the default {default:g}"
+        return Cause(W_LR_LOW, "lr_low", what, f"--lr {default:g}")
+    if lr >= default * LR_FACTOR:
+        what = f"peak LR {lr:g} is 3x or more the default {default:g}"
+        return Cause(W_LR_HIGH, "lr_high", what, f"--lr {default:g}")
+    return None
+
+
+def imbalance_ratio(facts: RunFacts) -> float:
+    counts = [n for n in facts.train_counts.values() if n]
+    return max(counts) / min(counts) if counts else 1.0
+
+
+def _balancing_cause(facts: RunFacts, fit: TrainFit, majority: float) -> Cause | None:
+    balance, ratio = facts.config.train.balance, imbalance_ratio(facts)
+    if balance not in ("loss", "sampler") or ratio <= IMBALANCED_RATIO:
+        return None
+    below = fit.acc < majority
+    how = "class-weighted loss" if balance == "loss" else "class-balanced sampling"
+    what = f"{how} on {ratio:.1f}:1 classes"
+    if below:
+        what += f", and train accuracy is below the majority-class rate {majority:.3f}"
+    return Cause(
+        W_BALANCING + (W_BELOW_MAJORITY if below else 0.0), "balancing", what, "--balance none"
+    )
+
+
+def _aug_cause(facts: RunFacts, probes: ProbeResults | None) -> Cause | None:
+    preset = PRESETS.get(facts.config.data.aug)
+    if preset is None:
+        return None
+    parts = [f"rotations to ±{preset.degrees:g}°"] if preset.degrees >= STRONG_AUG_DEGREES else []
+    parts += ["vertical flips"] if preset.vflip else []
+    parts += [f"crops to {preset.crop:.0%} of the area"] if preset.crop <= STRONG_AUG_CROP else []
+    if not parts:
+        return None
+    aug = probes.aug if probes else None
+    drop = aug.acc_clean - aug.acc_augmented if aug else 0.0
+    what = f"strong augmentation `{facts.config.data.aug}`: {', '.join(parts)}"
+    if drop >= AUG_DROP:
+        what += f"; augmented training images score {drop:.3f} lower than clean ones"
+    weight = W_STRONG_AUG + (W_AUG_PROBE if drop >= AUG_DROP else 0.0)
+    return Cause(weight, "strong_augmentation", what, "--aug light")
+
+
+def _epochs_cause(facts: RunFacts) -> Cause | None:
+    n = len(facts.full)
+    if n >= MIN_FULL_EPOCHS:
+        return None
+    epochs = max(2 * n, TrainConfig().epochs)
+    return Cause(W_FEW_EPOCHS, "few_epochs", f"only {n} full epochs", f"--epochs {epochs}")
+
+
+def _layer_decay_cause(facts: RunFacts) -> Cause | None:
+    decay = facts.config.train.layer_decay
+    if decay >= 1.0:
+        return None
+    what = f"layer decay {decay:g} slows the early layers the medical images need to adapt"
+    return Cause(W_LAYER_DECAY, "layer_decay", what, "--layer-decay 1.0")
+
+
+def _normalize_cause(facts: RunFacts) -> Cause | None:
+    if facts.config.model.normalize == "weights":
+        return None
+    what = "inputs not normalised as the weights expect"
+    return Cause(W_NORMALIZE, "normalize", what, "--normalize weights")
+
+
+def _smoothing_cause(facts: RunFacts) -> Cause | None:
+    eps = facts.config.train.label_smoothing
+    if eps < SMOOTHING_HIGH:
+        return None
+    what = f"label smoothing {eps:g} caps the confidence the loss asks for"
+    return Cause(W_SMOOTHING, "label_smoothing", what, "--label-smoothing 0.1")
+
+
+def _dropout_cause(facts: RunFacts) -> Cause | None:
+    rate = facts.config.model.drop_rate
+    if rate < DROPOUT_HIGH:
+        return None
+    return Cause(W_DROPOUT, "dropout", f"dropout {rate:g} before the classifier", "--drop-rate 0.2")
+
+
+# --- classes never predicted -------------------------------------------------------------------
+
+
+def class_predictions(facts: RunFacts, probes: ProbeResults | None) -> ClassPredictions | None:
+    """eval's predictions_<split>.csv when present, else the probe's pass over training images."""
+    if facts.predictions is not None:
+        return facts.predictions
+    fit = probes.fit if probes else None
+    if fit is None or len(fit.support) != len(facts.classes):
+        return None
+    return ClassPredictions(
+        f"{fit.images} un-augmented training images (probe)",
+        list(facts.classes),
+        list(fit.support),
+        list(fit.predicted),
+        list(fit.correct),
+    )
+
+
+def classes_never_predicted(
+    facts: RunFacts, probes: ProbeResults | None = None, underfit: Finding | None = None
+) -> Finding | None:
+    """Classes with a real share of the images that the kept weights (almost) never predict."""
+    preds = class_predictions(facts, probes)
+    if preds is None or preds.images == 0:
+        return None
+    n = preds.images
+    missed = [
+        i
+        for i, (support, predicted) in enumerate(zip(preds.support, preds.predicted, strict=True))
+        if support >= max(MIN_SUPPORT, MIN_SUPPORT_SHARE * n) and predicted < RARE_PREDICTED * n
+    ]
+    if not missed:
+        return None
+    never = [i for i in missed if preds.predicted[i] == 0]
+    how = "(almost) never" if never else "almost never"
+    how = "never" if len(never) == len(missed) else how
+    names = [preds.classes[i] for i in missed]
+    share = sum(preds.support[i] for i in missed) / n
+    return Finding(
+        rule="classes_never_predicted",
+        severity="high" if never else "medium",
+        title=f"the model {how} predicts {', '.join(names)}",
+        evidence=_missed_evidence(preds, missed),
+        fix=_missed_fix(facts, names, underfit),
+        numbers={
+            "source": preds.source,
+            "images": n,
+            "classes": names,
+            "support": {preds.classes[i]: preds.support[i] for i in missed},
+            "predicted": dict(zip(preds.classes, preds.predicted, strict=True)),
+            "recall": {preds.classes[i]: _recall(preds, i) for i in missed},
+            "missed_share": share,
+        },
+        strength=1.0 + share,
+    )
+
+
+def _recall(preds: ClassPredictions, i: int) -> float:
+    return preds.correct[i] / preds.support[i] if preds.support[i] else math.nan
+
+
+def _missed_evidence(preds: ClassPredictions, missed: list[int]) -> str:
+    n = preds.images
+    per_class = "; ".join(
+        f"{preds.classes[i]}: {preds.support[i]} images ({preds.support[i] / n:.0%}), predicted "
+        f"{preds.predicted[i]} times, recall {_recall(preds, i):.2f}"
+        for i in missed
+    )
+    spread = ", ".join(f"{c} {p}" for c, p in zip(preds.classes, preds.predicted, strict=True))
+    return f"{preds.source}, {n} images: {per_class}; predictions per class: {spread}"
+
+
+def _missed_fix(facts: RunFacts, names: list[str], underfit: Finding | None) -> str:
+    """The changes that bring the missed classes back, in the order the config suggests them."""
+    t, fixes = facts.config.train, []
+    ratio = imbalance_ratio(facts)
+    if t.balance == "none" and ratio > IMBALANCED_RATIO:
+        fixes.append(
+            f"`--balance loss` or `--balance sampler` (train classes {ratio:.1f}:1 with no "
+            "balancing: the rare ones are outvoted)"
+        )
+    if underfit is not None:
+        options = ", ".join(re.findall(r"`[^`]+`", underfit.fix)) or underfit.fix
+        fixes.append(f"the model is underfit, so its fixes first (`underfitting`): {options}")
+    if resolve_task(getattr(facts.config.data, "task", "auto"), facts.classes) == "ordinal":
+        fixes.append(_ordinal_fix(facts, names))
+    if t.select_metric == "accuracy" and ratio > IMBALANCED_RATIO:
+        fixes.append("`--select-metric balanced_accuracy` (accuracy rewards ignoring a class)")
+    if not fixes:
+        fixes.append(
+            f"more full epochs (`--epochs {max(2 * len(facts.full), TrainConfig().epochs)}`); "
+            "look at the missed classes' images (`medfit check` flags label noise)"
+        )
+    return "; ".join(fixes)
+
+
+def _ordinal_fix(facts: RunFacts, names: list[str]) -> str:
+    """Middle grades differ from their neighbours in fine detail: more epochs and more pixels."""
+    epochs = max(2 * len(facts.full), TrainConfig().epochs)
+    size, src = facts.preprocess.img_size, facts.source_size
+    target = min(src, facts.native_size or src) if src is not None else None
+    if src is not None and target is not None and target > size:
+        pixels = f"`--img-size {target}` (the images are {src} px)"
+    elif src is not None:
+        pixels = f"no more resolution: the images are {src} px, already under the {size} px input"
+    else:
+        pixels = f"a larger `--img-size` if the images have more than {size} px"
+    return (
+        f"ordinal grades ({', '.join(names)} differ from their neighbours in fine detail): "
+        f"`--epochs {epochs}`; {pixels}"
+    )
+
+
+def fit_findings(facts: RunFacts, probes: ProbeResults | None = None) -> list[Finding]:
+    """The fit rules on one run; `probes` None (or skipped) falls back to the history."""
+    underfit = underfitting(facts, probes)
+    missed = classes_never_predicted(facts, probes, underfit)
+    return [f for f in (underfit, missed) if f is not None]
