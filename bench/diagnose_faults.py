@@ -212,16 +212,14 @@ def rediagnose(saved: dict[str, Any], work: Path) -> None:
     """Apply the current rules again to the kept runs (--work) and to the probe measurements
     saved in the --json file: no training, no probe passes. Updates `saved` in place."""
     from medfit.diagnose.facts import read_run
-    from medfit.diagnose.findings import rank
     from medfit.diagnose.probes import ProbeResults
-    from medfit.diagnose.rules import run_rules
-    from medfit.diagnose.run import probe_findings
+    from medfit.diagnose.run import all_findings
 
     cases = {c.name: c for c in CASES}
     for r in saved["results"]:
         facts = read_run(work / "runs" / r["case"])
         probes = ProbeResults.from_dict(r["probes"])
-        findings = rank(run_rules(facts) + probe_findings(probes))
+        findings = all_findings(facts, probes)
         r["findings"] = [f.to_dict() for f in findings]
         r["top3"] = [(f.rule, f.severity) for f in findings[:3]]
         r["passed"] = judge(cases[r["case"]], findings)
