@@ -535,8 +535,9 @@ def _restore_stage(job: Job, stage: recipe.Stage, resumed: dict[str, Any], log: 
 def _loss_fn(job: Job) -> nn.Module:
     cfg = job.cfg.train
     weight = None
-    if cfg.balance == "loss":
-        w = recipe.class_weights(job.data["train"].labels, len(job.index.classes))
+    if cfg.balance in ("loss", "sqrt"):
+        power = 0.5 if cfg.balance == "sqrt" else 1.0
+        w = recipe.class_weights(job.data["train"].labels, len(job.index.classes), power)
         weight = torch.tensor(w, dtype=torch.float32, device=job.device)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
