@@ -117,7 +117,9 @@ class TrainConfig:
     # Before stage 1, re-estimate BN statistics on the training images (AdaBN): ImageNet statistics
     # do not describe medical images, and the head must see the features stage 2 will produce.
     bn_recalibrate: bool = True
-    # Class imbalance: auto uses a class-weighted loss when the largest class is >1.5x the smallest.
+    # Class imbalance. auto: sqrt when the largest class is >1.5x the smallest, else none. sqrt
+    # weighs the loss by the square root of scikit-learn's balanced weights; loss uses them whole
+    # (it collapsed a 5-grade set in the suite); sampler draws classes equally often.
     balance: str = "auto"
     # Model selection on a smoothed metric (mean of the last `smooth` epochs) so one lucky
     # noisy epoch is not picked; auto = balanced accuracy when imbalanced, else accuracy.

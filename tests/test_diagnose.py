@@ -207,8 +207,11 @@ def test_class_imbalance_gap_and_fix() -> None:
     h = [*clean_history()[:-1], epoch(5, val_acc=0.85, val_balanced_accuracy=0.62)]
     f = R.class_imbalance(facts(h, train_counts={"a": 900, "b": 100}))
     assert f is not None and f.severity == "high"
-    assert "--balance loss" in f.fix and "--select-metric balanced_accuracy" in f.fix
+    assert "--balance sqrt" in f.fix and "--select-metric balanced_accuracy" in f.fix
     assert f.numbers["imbalance_ratio"] == pytest.approx(9.0)
+    weighted = facts(h, train_counts={"a": 900, "b": 100}, cfg={"train.balance": "sqrt"})
+    f = R.class_imbalance(weighted)
+    assert f is not None and "--balance loss" in f.fix
     assert R.class_imbalance(facts()) is None
 
 

@@ -221,7 +221,7 @@ def test_classes_never_predicted_fix_follows_the_config() -> None:
     preds = predictions({"grade1": 10, "grade4": 8}, TEST_SUPPORT)
     unbalanced = fundus_facts(predictions=preds, cfg={"train.balance": "none"})
     f = F.classes_never_predicted(unbalanced)
-    assert f is not None and f.fix.startswith("`--balance loss` or `--balance sampler`")
+    assert f is not None and f.fix.startswith("`--balance sqrt` or `--balance loss`")
     underfit = Finding("underfitting", "high", "t", "e", "`--balance none` (weighted loss)")
     f = F.classes_never_predicted(fundus_facts(predictions=preds), underfit=underfit)
     assert f is not None and f.fix.startswith("the model is underfit, so its fixes first")

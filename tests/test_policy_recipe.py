@@ -284,8 +284,8 @@ def test_imbalance_ratio_ignores_absent_classes() -> None:
     [
         ("auto", 1.0, "none", "accuracy"),
         ("auto", 1.5, "none", "accuracy"),
-        ("auto", 1.51, "loss", "balanced_accuracy"),
-        ("auto", 10.0, "loss", "balanced_accuracy"),
+        ("auto", 1.51, "sqrt", "balanced_accuracy"),
+        ("auto", 10.0, "sqrt", "balanced_accuracy"),
     ],
 )
 def test_auto_balance_and_metric(mode: str, ratio: float, balance: str, metric: str) -> None:
@@ -294,7 +294,7 @@ def test_auto_balance_and_metric(mode: str, ratio: float, balance: str, metric: 
 
 
 def test_explicit_balance_and_metric_pass_through() -> None:
-    for mode in ("none", "loss", "sampler"):
+    for mode in ("none", "loss", "sqrt", "sampler"):
         assert recipe.resolve_balance(mode, 10.0) == mode
         assert recipe.resolve_balance(mode, 1.0) == mode
     for name in ("accuracy", "balanced_accuracy", "macro_f1"):
@@ -364,7 +364,7 @@ def test_auto_values_resolve_from_the_data_and_batch(
     _resolve_auto(cfg, _cached([0] * 9 + [1], channels=1), ["a", "b"])  # type: ignore[arg-type]
     assert cfg.train.bn == expected_bn and cfg.train.lr == expected_lr
     assert cfg.data.aug == "xray"  # grayscale
-    assert cfg.train.balance == "loss" and cfg.train.select_metric == "balanced_accuracy"
+    assert cfg.train.balance == "sqrt" and cfg.train.select_metric == "balanced_accuracy"
 
     balanced = RunConfig()
     colour = _cached([0, 1, 0, 1], channels=3)

@@ -272,7 +272,7 @@ def _info(report: dict[str, Any]) -> list[dict[str, str]]:
             _finding(
                 "info",
                 f"train is imbalanced {ratio:g}:1 (largest : smallest class)",
-                "medfit train balances classes by default (--balance auto); watch balanced "
+                "medfit train weighs rare classes up by default (--balance auto); watch balanced "
                 "accuracy, not accuracy",
                 "imbalance",
             )

@@ -271,10 +271,14 @@ def imbalance_ratio(facts: RunFacts) -> float:
 
 def _balancing_cause(facts: RunFacts, fit: TrainFit, majority: float) -> Cause | None:
     balance, ratio = facts.config.train.balance, imbalance_ratio(facts)
-    if balance not in ("loss", "sampler") or ratio <= IMBALANCED_RATIO:
+    if balance not in ("loss", "sqrt", "sampler") or ratio <= IMBALANCED_RATIO:
         return None
     below = fit.acc < majority
-    how = "class-weighted loss" if balance == "loss" else "class-balanced sampling"
+    how = {
+        "loss": "class-weighted loss",
+        "sqrt": "square-root class-weighted loss",
+        "sampler": "class-balanced sampling",
+    }[balance]
     what = f"{how} on {ratio:.1f}:1 classes"
     if below:
         what += f", and train accuracy is below the majority-class rate {majority:.3f}"
@@ -418,7 +422,7 @@ def _missed_fix(facts: RunFacts, names: list[str], underfit: Finding | None) -> 
     ratio = imbalance_ratio(facts)
     if t.balance == "none" and ratio > IMBALANCED_RATIO:
         fixes.append(
-            f"`--balance loss` or `--balance sampler` (train classes {ratio:.1f}:1 with no "
+            f"`--balance sqrt` or `--balance loss` (train classes {ratio:.1f}:1 with no "
             "balancing: the rare ones are outvoted)"
         )
     if underfit is not None:

@@ -505,7 +505,8 @@ def class_imbalance(facts: RunFacts) -> Finding | None:
     if not math.isfinite(gap) or gap < needed:
         return None
     t = facts.config.train
-    fixes = ["`--balance loss`"] if t.balance == "none" else ["`--balance sampler`"]
+    stronger = {"none": "sqrt", "sqrt": "loss"}.get(t.balance, "sampler")
+    fixes = [f"`--balance {stronger}`"]
     if t.select_metric == "accuracy":
         fixes.append("`--select-metric balanced_accuracy`")
     counts = facts.train_counts
