@@ -317,3 +317,14 @@ def test_diagnose_reads_evals_predictions_csv(run_copy: Path) -> None:
     missed = found["classes_never_predicted"]
     assert missed.numbers["classes"] == [classes[1]]
     assert missed.numbers["source"] == "predictions_test.csv (medfit eval)"
+
+
+def test_a_far_too_low_lr_outranks_the_balancing_cause() -> None:
+    """3 epochs at 1e-5 with a weighted loss: the LR, 300x under the default, is the cause."""
+    from medfit.diagnose.fit_rules import _lr_cause
+
+    near = _lr_cause(fundus_facts(cfg={"train.lr": 9e-4}))
+    far = _lr_cause(fundus_facts(cfg={"train.lr": 1e-5}))
+    assert near is not None and far is not None
+    assert far.weight > near.weight >= 2.0
+    assert far.weight > 3.0  # the balancing cause's most (1.5 + 1.5 below the majority rate)

@@ -255,12 +255,15 @@ def _lr_cause(facts: RunFacts) -> Cause | None:
     lr = _peak_lr(facts)
     if default is None or not math.isfinite(lr):
         return None
+    # Each further decade off the default adds a unit: 1e-5 (300x too low) outranks a balanced
+    # loss, which a model that learns nothing cannot be blamed on first.
+    decades = abs(math.log10(lr / default)) if lr > 0 else 3.0
     if lr < default / LR_FACTOR:
         what = f"peak LR {lr:g} is under a third of the default {default:g}"
-        return Cause(W_LR_LOW, "lr_low", what, f"--lr {default:g}")
+        return Cause(W_LR_LOW + max(decades - 1, 0), "lr_low", what, f"--lr {default:g}")
     if lr >= default * LR_FACTOR:
         what = f"peak LR {lr:g} is 3x or more the default {default:g}"
-        return Cause(W_LR_HIGH, "lr_high", what, f"--lr {default:g}")
+        return Cause(W_LR_HIGH + max(decades - 1, 0), "lr_high", what, f"--lr {default:g}")
     return None
 
 
