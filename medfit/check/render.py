@@ -52,7 +52,7 @@ def _inventory(inv: dict[str, Any]) -> list[str]:
         row = "".join(f"{counts.get(c, 0):>15}" for c in inv["classes"])
         lines.append(f"  {split:<10}{row}{inv['split_totals'][split]:>9}")
     if inv["val_from_train"]:
-        lines.append("  (val is split off train at random by medfit: no val folder/rows given)")
+        lines.append("  (val is split off train by medfit: no val folder/rows given)")
     if inv["imbalance_ratio"] is not None:
         lines.append(f"  train imbalance {inv['imbalance_ratio']:g}:1")
     sizes = inv["sizes"]
@@ -65,7 +65,9 @@ def _inventory(inv: dict[str, Any]) -> list[str]:
         lines.append(f"  unreadable: {inv['unreadable_count']}")
         lines += [f"    {u['error']}" for u in inv["unreadable"][:SHOWN]]
     if inv["ignored_count"]:
-        lines.append(f"  ignored (not images / outside class folders): {inv['ignored_count']}")
+        lines.append(
+            f"  ignored (not images, hidden, outside class folders): {inv['ignored_count']}"
+        )
     return [*lines, ""]
 
 

@@ -106,9 +106,7 @@ def _groups(groups: dict[str, Any], inventory: dict[str, Any]) -> list[dict[str,
     if not groups.get("available"):
         return []
     out = []
-    random_val = (
-        " (val was split off train at random by medfit)" if inventory["val_from_train"] else ""
-    )
+    random_val = " (val was split off train by medfit)" if inventory["val_from_train"] else ""
     if groups["leaking_groups"]:
         out.append(
             _finding(

@@ -11,7 +11,8 @@
 - A path is relative to the manifest's folder, or absolute (`~` is expanded).
 - `split` takes the folder-name synonyms (train/training, val/valid/validation/dev,
   test/testing, any case); an empty cell means train. Without a single val row, a stratified val
-  split of train is made, as for folders.
+  split of train is made, as for folders: grouped (no id in both train and val) when any train
+  row has a group.
 - `group` (patient or study id) becomes `Sample.group`; an empty cell is None. Without a group
   column, DICOM rows get PatientID/StudyInstanceUID from their header, as in folder layouts.
 - The classes are the sorted labels of the train rows, checked by `sources.check_classes` exactly

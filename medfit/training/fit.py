@@ -269,8 +269,9 @@ def _describe(job: Job) -> str:
         f"medfit: {cfg.model.name} ({job.weights_note}) on {job.device}\n"
         f"  data {job.index.root}: {len(job.index.classes)} classes, "
         + ", ".join(f"{s} {n}" for s, n in counts.items())
-        + (" (val split off train, saved in split.csv)" if job.index.val_from_train else "")
+        + _val_note(job.index)
         + _ignored_note(job.index)
+        + _links_note(job.index)
         + f"\n  task: {describe_task(cfg.data.task, job.index.classes)}"
         + f"\n  augmentation: {job.aug_reason}"
         + f"\n  input {p.img_size}px, mean {p.mean} std {p.std} ({_norm_source(cfg)}), "
@@ -287,12 +288,31 @@ def _norm_source(cfg: RunConfig) -> str:
     return "from the weights' config"
 
 
+def _val_note(index: DatasetIndex) -> str:
+    if not index.val_from_train:
+        return ""
+    grouped = f", grouped by {index.val_groups} ids" if index.val_groups else ""
+    return f" (val split off train{grouped}, saved in split.csv)"
+
+
 def _ignored_note(index: DatasetIndex) -> str:
     if not index.ignored_files:
         return ""
     first = ", ".join(index.ignored_files[:3])
     n = len(index.ignored_files)
-    return f"\n  {n} file(s) not used (not images, or outside class folders), e.g. {first}"
+    return (
+        f"\n  {n} file(s) not used (not images, hidden, outside class folders, or linked "
+        f"sub-folders), e.g. {first}"
+    )
+
+
+def _links_note(index: DatasetIndex) -> str:
+    if not index.followed_links:
+        return ""
+    first = ", ".join(index.followed_links[:3])
+    n = len(index.followed_links)
+    more = ", ..." if n > 3 else ""
+    return f"\n  {n} folder symlink(s) followed out of the data set: {first}{more}"
 
 
 def _ema_decay(decay: float | None, stage: recipe.Stage) -> float:
