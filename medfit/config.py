@@ -104,10 +104,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     # An exponential moving average of the weights smooths the epoch-to-epoch val swings.
     ema: bool = True
-    # None: an average over about one epoch of steps (1 - 1/steps per epoch; the plain mean of
-    # the weights so far during the first epoch). A fixed 0.998 averages over ~500 steps, more
-    # than a whole 1,000-image run has (~300).
-    ema_decay: float | None = None
+    ema_decay: float = 0.998
     # Gradient-norm clipping stops a single bad batch from blowing up the weights.
     grad_clip: float = 1.0
     # BatchNorm policy in stage 2: auto freezes running statistics when the per-device batch is

@@ -36,10 +36,14 @@ def _argv_and_value(name: str, default: object) -> tuple[list[str], object]:
     if action.choices:
         value = next(c for c in action.choices if c != default)
         return [flag, str(value)], value
-    if action.type is int:
-        return [flag, "17"], 17
-    if action.type is not None:  # float, or the LR parser that also takes "auto"
+    if name in ("lr", "head_lr", "label_smoothing", "val_fraction", "warmup_epochs"):
         return [flag, "0.125"], 0.125
+    if isinstance(default, bool):
+        raise AssertionError(f"{name}: a bool option must be a flag")
+    if isinstance(default, float):
+        return [flag, "0.125"], 0.125
+    if isinstance(default, int) or name in ("img_size", "max_train", "max_val"):
+        return [flag, "17"], 17
     return [flag, "some-value"], "some-value"
 
 

@@ -315,12 +315,6 @@ def _links_note(index: DatasetIndex) -> str:
     return f"\n  {n} folder symlink(s) followed out of the data set: {first}{more}"
 
 
-def _ema_decay(decay: float | None, stage: recipe.Stage) -> float:
-    """The configured decay, or one epoch's worth of steps. timm's EMA warmup at power 1 makes
-    the decay 1 - 1/(1 + step), the plain mean of the weights so far, until it reaches this."""
-    return decay if decay is not None else 1.0 - 1.0 / max(stage.steps_per_epoch, 2)
-
-
 class StageState:
     """The optimizer, schedule, EMA and loaders of the stage being trained."""
 
@@ -338,9 +332,7 @@ class StageState:
         self.scheduler = recipe.build_scheduler(self.optimizer, stage, cfg)
         self.step = 0
         self.ema = (
-            ModelEmaV3(
-                job.model, _ema_decay(cfg.ema_decay, stage), use_warmup=True, warmup_power=1.0
-            )
+            ModelEmaV3(job.model, decay=cfg.ema_decay, use_warmup=True)
             if cfg.ema and stage.name == "full"
             else None
         )
