@@ -10,30 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from medfit import cli
 from medfit.data.manifest import index_manifest
 from medfit.data.sources import DatasetIndex, index_folder
 from medfit.errors import DataError
 from medfit.training.fit import _ignored_note, _links_note, _val_note
+from tests.test_sources import make_tree, write_png
 
 TRAIN = ["--model", "test_efficientnet", "--weights", "none", "--img-size", "32"]
 TRAIN += ["--batch-size", "4", "--head-epochs", "0", "--epochs", "1"]
-
-
-def write_png(path: Path, value: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(path)
-    return path
-
-
-def make_tree(root: Path, layout: dict[str, int]) -> Path:
-    """`{"train/cat": 3}` -> root/train/cat/img0.png .. img2.png."""
-    for folder, count in layout.items():
-        for i in range(count):
-            write_png(root / folder / f"img{i}.png", i)
-    return root
 
 
 def dataset(root: Path) -> Path:
