@@ -23,9 +23,9 @@ from medfit.data.cache import cache_size_for, resize_square
 from medfit.data.decode import decode_image
 from medfit.data.loader import to_model_input
 from medfit.model.backbones import Preprocess
+from medfit.rundir import existing_run_dir
 from medfit.training.checkpoint import load_checkpoint
 from medfit.training.fit import RunResult, fit, pick_device
-from medfit.training.rundir import existing_run_dir
 
 
 def train(

@@ -30,9 +30,10 @@ import torch
 import medfit
 from medfit import cli
 from medfit.errors import MedfitError
+from medfit.files import stale_temp_files
+from medfit.rundir import RunDir, existing_run_dir, fresh_run_dir
 from medfit.training import engine
-from medfit.training.checkpoint import load_checkpoint, save_checkpoint, stale_temp_files
-from medfit.training.rundir import RunDir, existing_run_dir, fresh_run_dir
+from medfit.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.test_train import make_dataset
 
 # A tiny timm test network from scratch: the faults are the subject, not the accuracy, and each

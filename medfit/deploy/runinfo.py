@@ -19,7 +19,7 @@ import yaml
 
 from medfit.data import augment
 from medfit.errors import MedfitError
-from medfit.training.rundir import RunDir, existing_run_dir
+from medfit.rundir import RunDir, existing_run_dir
 
 CALIBRATION_FILE = "calibration.json"
 FLIP_DIMS = {"hflip": -1, "vflip": -2}  # NCHW: width is the last axis, height the one before

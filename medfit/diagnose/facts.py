@@ -23,7 +23,7 @@ from medfit.config import RunConfig
 from medfit.data.decode import DecodeError, decode_image
 from medfit.errors import MedfitError
 from medfit.model.backbones import Preprocess
-from medfit.training.rundir import RunDir, existing_run_dir
+from medfit.rundir import RunDir, existing_run_dir
 
 # Keyword weight sources: anything else is a path whose WEIGHTS.json sidecar may give mean/std.
 WEIGHT_KEYWORDS = ("auto", "hub", "lite", "none")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfit.training.checkpoint import atomic_write_bytes
+from medfit.files import atomic_write_bytes
 
 SEVERITIES = ("high", "medium", "low", "info")
 DIAGNOSIS_FILE = "diagnosis.json"

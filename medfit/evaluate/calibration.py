@@ -17,7 +17,7 @@ from scipy.special import log_softmax, logsumexp
 
 from medfit.deploy.runinfo import CALIBRATION_FILE
 from medfit.evaluate.metrics import expected_calibration_error
-from medfit.training.rundir import RunDir
+from medfit.rundir import RunDir
 
 T_BOUNDS = (0.05, 20.0)
 

@@ -34,7 +34,7 @@ from medfit.errors import DataError, MedfitError
 from medfit.evaluate.calibration import calibrate, probabilities, write_calibration
 from medfit.evaluate.metrics import classification_report
 from medfit.evaluate.report import summary_lines
-from medfit.training.rundir import RunDir, existing_run_dir
+from medfit.rundir import RunDir, existing_run_dir
 
 Log = Callable[[str], None]
 

@@ -18,9 +18,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from medfit.errors import MedfitError
+from medfit.files import atomic_write_bytes
 from medfit.report import sections
 from medfit.report.rundata import RunData, read_run
-from medfit.training.checkpoint import atomic_write_bytes
 
 Log = Callable[[str], None]
 REPORT_FILE = "report.html"

@@ -36,6 +36,7 @@ from medfit.data.task import describe_task, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
+from medfit.rundir import RunDir, existing_run_dir, fresh_run_dir
 from medfit.training import distributed, recipe
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
 from medfit.training.distributed import DistContext
@@ -47,7 +48,6 @@ from medfit.training.engine import (
     train_one_epoch,
 )
 from medfit.training.lr_find import lr_range_test, plot_lr_find
-from medfit.training.rundir import RunDir, existing_run_dir, fresh_run_dir
 
 Log = Callable[[str], None]
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from medfit.config import RunConfig
 from medfit.data.loader import BatchLoader
 from medfit.errors import ConfigError
+from medfit.rundir import fresh_run_dir
 from medfit.training import distributed, recipe
 from medfit.training.fit import StageState, _loss_fn, _run_epoch, _setup, input_fn, train_loader
-from medfit.training.rundir import fresh_run_dir
 
 
 def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = print) -> float:

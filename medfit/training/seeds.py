@@ -28,9 +28,9 @@ import numpy as np
 
 from medfit.config import RunConfig
 from medfit.errors import ConfigError, MedfitError
+from medfit.rundir import RunDir
 from medfit.training import distributed
 from medfit.training.fit import fit
-from medfit.training.rundir import RunDir
 
 Log = Callable[[str], None]
 

@@ -15,13 +15,79 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from medfit.errors import MedfitError
-from medfit.training.checkpoint import atomic_write_bytes
+from medfit.files import atomic_write_bytes
+
+# `--select-metric` choices and the epoch-row field each one reads.
+METRIC_KEYS = {
+    "accuracy": "val_acc",
+    "balanced_accuracy": "val_balanced_accuracy",
+    "macro_f1": "val_macro_f1",
+}
+
+
+@dataclass
+class EpochRow:
+    """One line of metrics.jsonl / metrics.csv: what one epoch did and how long it took.
+
+    train_acc is measured on augmented batches; val_* on the whole val split. Timings are
+    seconds: data_s waiting for batches, augment_s augmenting, compute_s forward/backward.
+    """
+
+    epoch: int
+    stage: str  # "head" (linear probe) or "full" (fine-tuning)
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    val_balanced_accuracy: float
+    val_macro_f1: float
+    lr: float
+    data_s: float = 0.0
+    augment_s: float = 0.0
+    compute_s: float = 0.0
+    eval_s: float = 0.0
+    epoch_s: float = 0.0
+    skipped_steps: int = 0
+    selection_score: float | None = None  # the smoothed selection metric, set when selected
+
+    def metric(self, name: str) -> float:
+        """The value of `--select-metric name` in this epoch."""
+        return float(getattr(self, METRIC_KEYS[name]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> EpochRow:
+        """Read a row written by any medfit version: a missing metric is NaN, a missing time 0."""
+
+        def num(key: str, missing: float) -> float:
+            value = row.get(key)
+            return float(value) if value is not None and value != "" else missing
+
+        values: dict[str, Any] = {
+            "epoch": int(row["epoch"]),
+            "stage": str(row.get("stage") or "full"),
+        }
+        for f in fields(cls):
+            if f.name in values:
+                continue
+            if f.name == "skipped_steps":
+                values[f.name] = int(num(f.name, 0.0))
+            elif f.name == "selection_score":
+                score = num(f.name, math.nan)
+                values[f.name] = None if math.isnan(score) else score
+            else:
+                values[f.name] = num(f.name, 0.0 if f.name.endswith("_s") else math.nan)
+        return cls(**values)
 
 
 class RunDir:
