@@ -1,13 +1,26 @@
 """The run directory: the contract between train, eval, predict and export.
 
-RUN/config.yaml        resolved config (re-run with --config)
-RUN/classes.json       class names in label order
-RUN/preprocess.json    size, mean/std, interpolation from the weights' config
-RUN/split.csv          which file went to which split (and any skipped file)
-RUN/metrics.jsonl|csv  one row per epoch
-RUN/summary.json       the outcome in a few numbers
-RUN/checkpoints/       best.pt (selected weights), last.pt (everything needed to resume)
-RUN/tb/                TensorBoard events
+RUN/config.yaml               resolved config (re-run with --config)
+RUN/classes.json              class names in label order
+RUN/preprocess.json           size, mean/std, interpolation from the weights' config
+RUN/split.csv                 which file went to which split (and any skipped file)
+RUN/metrics.jsonl|csv         one row per epoch (`EpochRow`)
+RUN/summary.json              the outcome in a few numbers (`Summary`)
+RUN/checkpoints/              best.pt (selected weights), last.pt (everything needed to resume)
+RUN/tb/                       TensorBoard events
+RUN/lr_find_<stage>.png       the LR range test, when --lr auto ran it
+RUN/calibration.json          the temperature `medfit eval` fitted on val
+RUN/eval_<split>.json         `medfit eval` metrics; predictions_<split>.csv its per-image output
+RUN/check.json                `medfit check DATA --out RUN`
+RUN/diagnosis.json            `medfit diagnose RUN`
+RUN/report.html               `medfit report RUN`
+OUT/seeds.json                `--seeds N`: per-seed table, mean and sd (OUT holds seed<k>/ runs)
+OUT/seeds_config.yaml         `--seeds N`: the config as requested
+
+Every file is written here and read here, with one policy: an absent optional file reads as
+None or [], a file that exists but cannot be parsed is a one-line MedfitError naming it and the
+command that writes it again. The one exception is a torn last line of metrics.jsonl (a run
+killed mid-write by an older medfit or a copy): it is skipped, the epochs before it stand.
 """
 
 from __future__ import annotations
@@ -18,12 +31,13 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from medfit.errors import MedfitError
-from medfit.files import atomic_write_bytes
+from medfit.files import TEXT_ERRORS, atomic_write_text
 
 # `--select-metric` choices and the epoch-row field each one reads.
 METRIC_KEYS = {
@@ -90,6 +104,107 @@ class EpochRow:
         return cls(**values)
 
 
+_VAL_KEYS = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+
+
+@dataclass
+class Summary:
+    """summary.json: what `fit` writes when a run ends (field names are the JSON keys)."""
+
+    model: str
+    weights: str
+    classes: list[str]
+    train_images: int
+    val_images: int
+    skipped_images: int
+    selected_metric: str
+    best_epoch: int  # the epoch whose weights are checkpoints/best.pt
+    best_metric: float  # its smoothed selection score
+    epochs_run: int
+    final: dict[str, float | None]  # val_acc, val_balanced_accuracy, val_macro_f1 of the last epoch
+    data_wait_s: float
+    compute_s: float
+    device: str
+    wall_s: float
+    augment_s: float = 0.0  # written since augmentation was timed apart from compute
+    world_size: int = 1  # written since torchrun support
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Summary:
+        """Raises KeyError, TypeError or ValueError when a key is missing or of the wrong kind."""
+        final = raw["final"]
+        return cls(
+            model=str(raw["model"]),
+            weights=str(raw["weights"]),
+            classes=[str(c) for c in raw["classes"]],
+            train_images=int(raw["train_images"]),
+            val_images=int(raw["val_images"]),
+            skipped_images=int(raw["skipped_images"]),
+            selected_metric=str(raw["selected_metric"]),
+            best_epoch=int(raw["best_epoch"]),
+            best_metric=float(raw["best_metric"]),
+            epochs_run=int(raw["epochs_run"]),
+            final={k: None if final.get(k) is None else float(final[k]) for k in _VAL_KEYS},
+            data_wait_s=float(raw["data_wait_s"]),
+            compute_s=float(raw["compute_s"]),
+            device=str(raw["device"]),
+            wall_s=float(raw["wall_s"]),
+            augment_s=float(raw.get("augment_s", 0.0)),
+            world_size=int(raw.get("world_size", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One line of split.csv: a file, its class, its split, and "ok" or why it was skipped."""
+
+    path: str
+    label: str
+    split: str
+    status: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# The command that writes each file again, for the error that says a file cannot be read.
+_REMEDY = {
+    "check.json": "run `medfit check DATA --out {run}` again",
+    "diagnosis.json": "run `medfit diagnose {run}` again",
+    "calibration.json": "run `medfit eval {run}` again",
+    "seeds.json": "run the same `medfit train --seeds N --out {run}` again",
+}
+_DAMAGED = "it was damaged after training: restore it from a copy, or train again"
+
+
+def _remedy(path: Path) -> str:
+    if path.name.startswith(("eval_", "predictions_")):
+        return f"run `medfit eval {path.parent}` again"
+    return _REMEDY.get(path.name, _DAMAGED).format(run=path.parent)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`; None when it does not exist, a one-line MedfitError when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8", errors=TEXT_ERRORS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MedfitError(f"{path}: unreadable ({_reason(exc)}); {_remedy(path)}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise MedfitError(f"{path}: not valid JSON ({exc}); {_remedy(path)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc).splitlines()[0]
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -101,30 +216,133 @@ class RunDir:
     metrics_jsonl = property(lambda self: self.path / "metrics.jsonl")
     metrics_csv = property(lambda self: self.path / "metrics.csv")
     summary = property(lambda self: self.path / "summary.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     tensorboard = property(lambda self: self.path / "tb")
     lock = property(lambda self: self.path / ".lock")
+    calibration = property(lambda self: self.path / "calibration.json")
+    check = property(lambda self: self.path / "check.json")
+    diagnosis = property(lambda self: self.path / "diagnosis.json")
+    report = property(lambda self: self.path / "report.html")
+    seeds = property(lambda self: self.path / "seeds.json")  # in the OUT of `--seeds N`
+    seeds_config = property(lambda self: self.path / "seeds_config.yaml")  # likewise
+
+    def eval_json(self, split: str) -> Path:
+        return self.path / f"eval_{split}.json"
+
+    def predictions(self, split: str) -> Path:
+        return self.path / f"predictions_{split}.csv"
+
+    def lr_find_plot(self, stage: str) -> Path:
+        return self.path / f"lr_find_{stage}.png"
+
+    def eval_splits(self) -> list[str]:
+        """Splits with an eval_<split>.json, newest first (the one evaluated last leads)."""
+        files = self.path.glob(self.eval_json("*").name)
+        newest = sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+        return [f.stem.removeprefix("eval_") for f in newest]
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def read_json(self, path: Path) -> Any | None:
+        """See the module function `read_json`: None when absent, MedfitError when unreadable."""
+        return read_json(path)
+
+    def read_history(self) -> list[EpochRow]:
+        """metrics.jsonl; [] before the first epoch. A torn last line is skipped; any other line
+        that is not an epoch row is a MedfitError naming the line."""
+        path = self.metrics_jsonl
+        try:
+            text = path.read_text(encoding="utf-8", errors=TEXT_ERRORS)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise MedfitError(f"{path}: unreadable ({_reason(exc)}); {_remedy(path)}") from None
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        rows = []
+        for i, (n, line) in enumerate(lines):
+            try:
+                rows.append(EpochRow.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                if i == len(lines) - 1:
+                    break  # the row being written when the run was killed
+                raise MedfitError(
+                    f"{path}, line {n}: not an epoch row ({type(exc).__name__}: {exc}); "
+                    f"{_remedy(path)}"
+                ) from None
+        return rows
+
+    def read_summary(self) -> Summary | None:
+        """summary.json; None while the run has not finished."""
+        raw = read_json(self.summary)
+        if raw is None:
+            return None
+        try:
+            return Summary.from_dict(raw)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MedfitError(
+                f"{self.summary}: not a medfit summary ({type(exc).__name__}: {exc}); "
+                f"{_remedy(self.summary)}"
+            ) from None
+
+    def read_classes(self) -> list[str]:
+        """classes.json, in label order; [] when absent."""
+        raw = read_json(self.classes)
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            raise MedfitError(
+                f"{self.classes}: expected a JSON list of class names; {_remedy(self.classes)}"
+            )
+        return [str(c) for c in raw]
+
+    def read_split_rows(self) -> list[SplitRow]:
+        """split.csv, skipped files included (`SplitRow.ok` is False for them); [] when absent."""
+        try:
+            with self.split.open(newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
+                return [
+                    SplitRow(r["path"], r["label"], r["split"], r["status"])
+                    for r in csv.DictReader(f)
+                ]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise MedfitError(
+                f"{self.split}: unreadable ({_reason(exc)}); {_remedy(self.split)}"
+            ) from None
+        except (KeyError, csv.Error) as exc:
+            raise MedfitError(
+                f"{self.split}: expected columns path,label,split,status ({exc}); "
+                f"{_remedy(self.split)}"
+            ) from None
+
+    # --- writing ------------------------------------------------------------------------------
 
     def write_text(self, path: Path, text: str) -> None:
         try:
-            atomic_write_bytes(path, lambda f: f.write(text.encode()))
+            atomic_write_text(path, text)  # a file name that is not UTF-8 keeps its bytes
         except OSError as exc:  # a full disk must not end the run with a traceback
+            then = (
+                f"continue with: medfit train --resume {self.path} ({self.last.name} is intact)"
+                if self.last.is_file()
+                else "run the command again (no checkpoint was written yet)"
+            )
             raise MedfitError(
-                f"could not write {path}: {exc.strerror or exc}; free disk space (checkpoints "
-                "already written are intact) and resume with --resume, or use another --out"
+                f"could not write {path}: {exc.strerror or exc}; free disk space and {then}"
             ) from None
 
     def write_json(self, path: Path, data: Any) -> None:
         self.write_text(path, json.dumps(data, indent=2) + "\n")
 
-    def write_history(self, history: list[dict[str, Any]]) -> None:
-        self.write_text(self.metrics_jsonl, "".join(json.dumps(row) + "\n" for row in history))
+    def write_history(self, history: Sequence[EpochRow | dict[str, Any]]) -> None:
+        rows = [row.to_dict() if isinstance(row, EpochRow) else row for row in history]
+        self.write_text(self.metrics_jsonl, "".join(json.dumps(row) + "\n" for row in rows))
         buffer = io.StringIO()
-        if history:
-            writer = csv.DictWriter(buffer, fieldnames=list(history[-1]))
+        if rows:
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[-1]))
             writer.writeheader()
-            writer.writerows(history)
+            writer.writerows(rows)
         self.write_text(self.metrics_csv, buffer.getvalue())
 
     def acquire(self, new: bool = False) -> None:
@@ -145,9 +363,11 @@ class RunDir:
                         f"{self.path} was filled by another medfit run while this one started; "
                         "start again (a free name is picked) or use another --out"
                     )
+                _LOCKED.append(self.path)
                 return
             pid = self._lock_pid()
             if pid == os.getpid():
+                _LOCKED.append(self.path)
                 return
             if pid and _alive(pid):
                 raise MedfitError(
@@ -183,6 +403,15 @@ class RunDir:
         """Remove the lock if it is this process's (never another run's)."""
         if self._lock_pid() == os.getpid():
             self.lock.unlink(missing_ok=True)
+
+
+# Run directories this process has locked, latest last: the interrupt message names the run.
+_LOCKED: list[Path] = []
+
+
+def last_locked_run() -> Path | None:
+    """The run directory this process locked last (it may be released by now), or None."""
+    return _LOCKED[-1] if _LOCKED else None
 
 
 def _alive(pid: int) -> bool:

@@ -17,23 +17,25 @@ from medfit.diagnose import diagnose_run
 from medfit.diagnose import probe_rules as P
 from medfit.diagnose import rules as R
 from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
-from medfit.diagnose.facts import Epoch, RunFacts
+from medfit.diagnose.facts import RunFacts
 from medfit.diagnose.findings import Diagnosis, Finding, rank
 from medfit.diagnose.probes import AugProbe, BNProbe
 from medfit.errors import MedfitError
 from medfit.model.backbones import Preprocess
+from medfit.rundir import EpochRow
 from tests.deploy_helpers import copy_run
 
 WEIGHTS_NORM = (0.5, 0.5, 0.5)
 
 
-def epoch(i: int, stage: str = "full", **values: float) -> Epoch:
+def epoch(i: int, stage: str = "full", **values: float) -> EpochRow:
     base: dict[str, Any] = {
         "train_loss": 0.6,
         "train_acc": 0.8,
         "val_loss": 0.5,
         "val_acc": 0.8,
         "val_balanced_accuracy": 0.8,
+        "val_macro_f1": 0.8,
         "lr": 3e-3,
         "data_s": 0.1,
         "augment_s": 0.5,
@@ -42,10 +44,10 @@ def epoch(i: int, stage: str = "full", **values: float) -> Epoch:
         "epoch_s": 10.6,
     }
     base.update(values)
-    return Epoch(epoch=i, stage=stage, **base)
+    return EpochRow(epoch=i, stage=stage, **base)
 
 
-def clean_history() -> list[Epoch]:
+def clean_history() -> list[EpochRow]:
     """A healthy run: head epoch, then steady improvement that levels off."""
     rows = [(0.9, 0.70, 0.75, 0.70, 0.70), (0.6, 0.80, 0.55, 0.80, 0.81)]
     rows += [(0.5, 0.85, 0.48, 0.84, 0.845), (0.45, 0.88, 0.46, 0.855, 0.85)]
@@ -64,7 +66,7 @@ def clean_history() -> list[Epoch]:
     ]
 
 
-def facts(history: list[Epoch] | None = None, **kw: Any) -> RunFacts:
+def facts(history: list[EpochRow] | None = None, **kw: Any) -> RunFacts:
     config = RunConfig()
     config.data.aug, config.train.bn, config.train.lr = "microscopy", "train", 3e-3
     config.train.balance, config.train.select_metric = "none", "accuracy"

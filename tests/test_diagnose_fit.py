@@ -18,10 +18,11 @@ from PIL import Image
 from medfit.diagnose import diagnose_run
 from medfit.diagnose import fit_rules as F
 from medfit.diagnose import rules as R
-from medfit.diagnose.facts import ClassPredictions, Epoch, RunFacts, _check_size, _header_size
+from medfit.diagnose.facts import ClassPredictions, RunFacts, _check_size, _header_size
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.probes import AugProbe, BNProbe, FitProbe, ProbeResults
 from medfit.diagnose.run import all_findings
+from medfit.rundir import EpochRow
 from tests.deploy_helpers import copy_run
 from tests.test_diagnose import clean_history, epoch, facts
 
@@ -31,7 +32,7 @@ TRAIN_COUNTS = dict(zip(GRADES, [486, 128, 206, 194, 66], strict=True))
 VAL_COUNTS = dict(zip(GRADES, [54, 14, 23, 21, 8], strict=True))
 
 
-def underfit_history(train_acc: float = 0.38, val_acc: float = 0.40) -> list[Epoch]:
+def underfit_history(train_acc: float = 0.38, val_acc: float = 0.40) -> list[EpochRow]:
     """1 head + 8 full epochs with the loss stuck near ln 5 = 1.609."""
     rows = [epoch(1, "head", train_loss=1.60, train_acc=0.30, val_loss=1.58, val_acc=0.35)]
     for i in range(2, 10):

@@ -1,20 +1,19 @@
 """What a run directory says, read once into typed records that the rules take as input.
 
-The rules never open files: `read_run` gathers the history (metrics.jsonl), the resolved config,
-the preprocessing actually used, the normalisation the weights expect, the split sizes, the
-training images' own pixel size, an optional check.json and `medfit eval`'s predictions.
+The rules never open files: `read_run_facts` gathers (through `medfit.rundir`) the history
+(metrics.jsonl), the resolved config, the preprocessing actually used, the normalisation the
+weights expect, the split sizes, the training images' own pixel size, an optional check.json and
+`medfit eval`'s predictions.
 Everything a rule needs is a field here, so rules stay pure and testable on synthetic records.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,9 +21,11 @@ from PIL import Image
 from medfit.config import RunConfig
 from medfit.data.decode import DecodeError, decode_image
 from medfit.errors import MedfitError
+from medfit.files import csv_value
 from medfit.model.backbones import Preprocess
-from medfit.rundir import RunDir, existing_run_dir
+from medfit.rundir import EpochRow, RunDir, existing_run_dir
 
+T = TypeVar("T")
 # Keyword weight sources: anything else is a path whose WEIGHTS.json sidecar may give mean/std.
 WEIGHT_KEYWORDS = ("auto", "hub", "lite", "none")
 # Images decoded to decide whether the data is grayscale: a handful is enough, the question is
@@ -35,49 +36,6 @@ GRAY_SAMPLE = 8
 SIZE_SAMPLE = 32
 # `medfit eval` writes predictions_<split>.csv; test is held out and what users report, so it wins.
 PREDICTION_SPLITS = ("test", "val")
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """One row of metrics.jsonl (train_acc is measured on augmented batches)."""
-
-    epoch: int
-    stage: str
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    val_balanced_accuracy: float
-    lr: float
-    data_s: float = 0.0
-    augment_s: float = 0.0
-    compute_s: float = 0.0
-    eval_s: float = 0.0
-    epoch_s: float = 0.0
-    skipped_steps: int = 0
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Epoch:
-        def num(key: str) -> float:
-            value = row.get(key)
-            return float(value) if value is not None else math.nan
-
-        return cls(
-            epoch=int(row["epoch"]),
-            stage=str(row.get("stage", "full")),
-            train_loss=num("train_loss"),
-            train_acc=num("train_acc"),
-            val_loss=num("val_loss"),
-            val_acc=num("val_acc"),
-            val_balanced_accuracy=num("val_balanced_accuracy"),
-            lr=num("lr"),
-            data_s=float(row.get("data_s") or 0.0),
-            augment_s=float(row.get("augment_s") or 0.0),
-            compute_s=float(row.get("compute_s") or 0.0),
-            eval_s=float(row.get("eval_s") or 0.0),
-            epoch_s=float(row.get("epoch_s") or 0.0),
-            skipped_steps=int(row.get("skipped_steps") or 0),
-        )
 
 
 @dataclass(frozen=True)
@@ -114,7 +72,7 @@ class RunFacts:
     """Everything the history/config rules look at."""
 
     path: Path
-    history: list[Epoch]
+    history: list[EpochRow]  # metrics.jsonl (train_acc is measured on augmented batches)
     config: RunConfig
     preprocess: Preprocess
     expected_mean: tuple[float, ...] | None  # the weights' own normalisation; None: unknown
@@ -135,29 +93,28 @@ class RunFacts:
         return sum(self.val_counts.values())
 
     @property
-    def full(self) -> list[Epoch]:
+    def full(self) -> list[EpochRow]:
         """Full fine-tuning epochs (the head stage is a linear probe: a different regime)."""
         return [e for e in self.history if e.stage == "full"]
 
     @property
-    def selected(self) -> Epoch:
+    def selected(self) -> EpochRow:
         """The epoch whose weights were kept (checkpoints/best.pt); the last one when unknown."""
         return next((e for e in self.history if e.epoch == self.best_epoch), self.history[-1])
 
 
-def read_run(run_dir: str | Path) -> RunFacts:
+def read_run_facts(run_dir: str | Path) -> RunFacts:
     """Read a run directory into `RunFacts`; a MedfitError names the file that is missing."""
     run = existing_run_dir(str(run_dir))
     config = RunConfig.load(run.config)
     history = _history(run)
-    preprocess = Preprocess.from_dict(_json(run.preprocess))
-    classes = [str(c) for c in _json(run.classes)]
-    rows = _split_rows(run)
-    train = [(r["path"], r["label"]) for r in rows if r["split"] == "train"]
-    val_counts = Counter(r["label"] for r in rows if r["split"] == "val")
+    preprocess = Preprocess.from_dict(_required(run, run.preprocess, run.read_json(run.preprocess)))
+    classes = _required(run, run.classes, run.read_classes())
+    rows = [r for r in _required(run, run.split, run.read_split_rows()) if r.ok]
+    train = [(r.path, r.label) for r in rows if r.split == "train"]
+    val_counts = Counter(r.label for r in rows if r.split == "val")
     expected = pretrained_preprocess(config)
-    check_path = run.path / "check.json"
-    check = _json(check_path) if check_path.is_file() else None
+    check = run.read_json(run.check)
     return RunFacts(
         path=run.path,
         history=history,
@@ -173,42 +130,25 @@ def read_run(run_dir: str | Path) -> RunFacts:
         check=check,
         train_paths=train,
         source_size=_check_size(check) or _header_size([p for p, _ in train]),
-        predictions=_predictions(run.path, classes),
+        predictions=_predictions(run, classes),
         best_epoch=_best_epoch(run),
     )
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MedfitError(f"{path} is missing; is this a complete medfit run?") from None
-    except ValueError as exc:
-        raise MedfitError(f"{path}: not valid JSON ({exc})") from None
+def _required(run: RunDir, path: Path, value: T | None) -> T:
+    """`value` read from `path`, a file training writes before its first epoch."""
+    if not value:
+        raise MedfitError(f"{path} is missing or empty; is {run.path} a complete medfit run?")
+    return value
 
 
-def _history(run: RunDir) -> list[Epoch]:
-    try:
-        lines = run.metrics_jsonl.read_text().splitlines()
-    except FileNotFoundError:
-        raise MedfitError(
-            f"{run.metrics_jsonl} is missing: the run has not finished an epoch yet"
-        ) from None
-    try:
-        history = [Epoch.from_row(json.loads(line)) for line in lines if line.strip()]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MedfitError(f"{run.metrics_jsonl}: unreadable row ({exc})") from None
+def _history(run: RunDir) -> list[EpochRow]:
+    history = run.read_history()
     if not history:
-        raise MedfitError(f"{run.metrics_jsonl} is empty: the run has not finished an epoch yet")
+        raise MedfitError(
+            f"{run.metrics_jsonl} has no epoch rows: the run has not finished one yet"
+        )
     return history
-
-
-def _split_rows(run: RunDir) -> list[dict[str, str]]:
-    try:
-        text = run.split.read_text()
-    except FileNotFoundError:
-        raise MedfitError(f"{run.split} is missing; is this a complete medfit run?") from None
-    return [r for r in csv.DictReader(text.splitlines()) if r.get("status") == "ok"]
 
 
 def pretrained_preprocess(config: RunConfig) -> Preprocess | None:
@@ -264,13 +204,13 @@ def _header_size(paths: list[str]) -> int | None:
     return int(np.median(sides)) if sides else None
 
 
-def _predictions(run_path: Path, classes: list[str]) -> ClassPredictions | None:
+def _predictions(run: RunDir, classes: list[str]) -> ClassPredictions | None:
     """The first readable predictions_<split>.csv (path, label, predicted, p_<class>...)."""
     for split in PREDICTION_SPLITS:
-        path = run_path / f"predictions_{split}.csv"
+        path = run.predictions(split)
         try:
             rows = list(csv.DictReader(path.read_text().splitlines()))
-            pairs = [(r["label"], r["predicted"]) for r in rows]
+            pairs = [(csv_value(r["label"]), csv_value(r["predicted"])) for r in rows]
         except (OSError, KeyError, csv.Error):
             continue
         if pairs:
@@ -279,7 +219,5 @@ def _predictions(run_path: Path, classes: list[str]) -> ClassPredictions | None:
 
 
 def _best_epoch(run: RunDir) -> int | None:
-    try:
-        return int(json.loads(run.summary.read_text())["best_epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    summary = run.read_summary()
+    return summary.best_epoch if summary else None

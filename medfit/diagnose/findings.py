@@ -18,7 +18,6 @@ from typing import Any
 from medfit.files import atomic_write_bytes
 
 SEVERITIES = ("high", "medium", "low", "info")
-DIAGNOSIS_FILE = "diagnosis.json"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from typing import NamedTuple
 from medfit.config import TrainConfig
 from medfit.data.augment import PRESETS
 from medfit.data.task import resolve_task
-from medfit.diagnose.facts import ClassPredictions, Epoch, RunFacts
+from medfit.diagnose.facts import ClassPredictions, RunFacts
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.probe_rules import AUG_DROP
 from medfit.diagnose.probes import ProbeResults
 from medfit.diagnose.rules import CHANCE_LOSS_FRACTION, binomial_sigma
+from medfit.rundir import EpochRow
 from medfit.training.recipe import DEFAULT_LR
 
 # --- underfitting ------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def underfitting(facts: RunFacts, probes: ProbeResults | None = None) -> Finding
 def _underfit_evidence(
     facts: RunFacts,
     fit: TrainFit,
-    val: Epoch,
+    val: EpochRow,
     gap: float,
     gap_needed: float,
     majority: float,

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from medfit.data.augment import PRESETS
-from medfit.diagnose.facts import Epoch, RunFacts
+from medfit.diagnose.facts import RunFacts
 from medfit.diagnose.findings import Finding
+from medfit.rundir import EpochRow
 from medfit.training.recipe import default_lr
 
 Rule = Callable[[RunFacts], Finding | None]
@@ -318,7 +319,7 @@ def lr_too_high(facts: RunFacts) -> Finding | None:
     )
 
 
-def _lr_high_signs(facts: RunFacts, full: list[Epoch]) -> tuple[list[str], dict[str, Any]]:
+def _lr_high_signs(facts: RunFacts, full: list[EpochRow]) -> tuple[list[str], dict[str, Any]]:
     signs: list[str] = []
     kinds: list[str] = []
     skipped = sum(e.skipped_steps for e in facts.history)
@@ -353,7 +354,7 @@ def _lr_high_signs(facts: RunFacts, full: list[Epoch]) -> tuple[list[str], dict[
     return signs, {"signs": kinds, "skipped_steps": skipped, "chance_loss": chance}
 
 
-def _early_best_decline(facts: RunFacts, full: list[Epoch]) -> str | None:
+def _early_best_decline(facts: RunFacts, full: list[EpochRow]) -> str | None:
     """Best val accuracy early, then a 3-sigma decline while the train loss did not fall."""
     if len(full) < MIN_TREND_EPOCHS:
         return None

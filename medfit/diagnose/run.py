@@ -6,11 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medfit.diagnose.facts import RunFacts, read_run
-from medfit.diagnose.findings import DIAGNOSIS_FILE, Diagnosis, Finding, rank, render
+from medfit.diagnose.facts import RunFacts, read_run_facts
+from medfit.diagnose.findings import Diagnosis, Finding, rank, render
 from medfit.diagnose.fit_rules import fit_findings
 from medfit.diagnose.probe_rules import aug_destroys_signal, bn_mismatch
 from medfit.diagnose.rules import run_rules
+from medfit.rundir import RunDir
 
 if TYPE_CHECKING:
     from medfit.diagnose.probes import ProbeResults
@@ -27,7 +28,7 @@ def diagnose_run(
 ) -> Diagnosis:
     """Ranked findings for RUN, printed through `log` and saved to RUN/diagnosis.json (or
     `json_path`). `probes=False` skips loading the checkpoint (history and config only)."""
-    facts = read_run(run_dir)
+    facts = read_run_facts(run_dir)
     probe_record: dict[str, object] = {"skipped": "--no-probes"}
     result = None
     if probes:
@@ -38,7 +39,7 @@ def diagnose_run(
         if result.skipped:
             log(f"probes skipped: {result.skipped}")
     diagnosis = Diagnosis(facts.path, all_findings(facts, result), probe_record)
-    out = diagnosis.write(Path(json_path) if json_path else facts.path / DIAGNOSIS_FILE)
+    out = diagnosis.write(Path(json_path) if json_path else RunDir(facts.path).diagnosis)
     log(render(diagnosis))
     log(f"saved {out}")
     return diagnosis

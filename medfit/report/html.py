@@ -20,10 +20,10 @@ from markupsafe import Markup, escape
 from medfit.errors import MedfitError
 from medfit.files import atomic_write_bytes
 from medfit.report import sections
-from medfit.report.rundata import RunData, read_run
+from medfit.report.rundata import RunData, read_report_data
+from medfit.rundir import RunDir
 
 Log = Callable[[str], None]
-REPORT_FILE = "report.html"
 TEMPLATES = Path(__file__).parent / "templates"
 TITLES = {
     "headline": "Headline",
@@ -45,10 +45,10 @@ def write_report(
     run_dir: str | Path, log: Log = print, split: str | None = None, gradcam: bool = True
 ) -> Path:
     """Render RUN/report.html from whatever RUN holds; `split` None = the newest evaluation."""
-    data = read_run(run_dir, split)
+    data = read_report_data(run_dir, split)
     parts = build_sections(data, gradcam, log)
     html = render(data, parts)
-    path = data.path / REPORT_FILE
+    path = RunDir(data.path).report
     write_atomic(path, html)
     log(f"wrote {path} ({len(html) / 1024:.0f} KB)")
     absent = [f"{TITLES[k]}: {v['absent']}" for k, v in parts.items() if v.get("absent")]

@@ -1,23 +1,25 @@
 """Read the pieces of a run directory the report renders, tolerating any that are absent.
 
-A piece that exists but cannot be read (truncated JSON, a CSV without its columns) is treated as
-absent with a `problems` note, so one damaged file costs one section, never the whole report.
+The files are read by `medfit.rundir` (one policy for every reader). A piece that exists but
+cannot be read (truncated JSON, a CSV without its columns) is treated as absent with a `problems`
+note carrying the reader's one-line error, so one damaged file costs one section, never the whole
+report.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from medfit.errors import MedfitError
+from medfit.files import csv_value
+from medfit.rundir import EpochRow, RunDir
 
-EVAL_PREFIX = "eval_"
-CHECK_FILE = "check.json"
-DIAGNOSIS_FILE = "diagnosis.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,69 +58,58 @@ class RunData:
     problems: list[str] = field(default_factory=list)
 
     @property
+    def run(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def no_history(self) -> str:
+        """What sections that plot epochs say when there are none."""
+        return f"no {self.run.metrics_jsonl.name} rows: the run has not finished an epoch yet"
+
+    @property
     def checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "best.pt"
+        return self.run.best
 
 
-def read_run(run_dir: str | Path, split: str | None = None) -> RunData:
+def read_report_data(run_dir: str | Path, split: str | None = None) -> RunData:
     """Everything the report needs; a MedfitError only when RUN is not a run directory."""
-    path = Path(run_dir).expanduser()
-    if not path.is_dir():
+    run = RunDir(Path(run_dir).expanduser())
+    if not run.path.is_dir():
         raise MedfitError(
-            f"run directory not found: {path}; pass the --out folder of a training run"
+            f"run directory not found: {run.path}; pass the --out folder of a training run"
         )
-    if not (path / "config.yaml").is_file():
-        raise MedfitError(f"{path} is not a medfit run directory (no config.yaml)")
-    data = RunData(path, config_text=(path / "config.yaml").read_text(errors="replace"))
-    data.classes = _as(list, _json(data, path / "classes.json"), [])
-    data.summary = _as(dict, _json(data, path / "summary.json"), {})
+    if not run.config.is_file():
+        raise MedfitError(f"{run.path} is not a medfit run directory (no {run.config.name})")
+    data = RunData(run.path, config_text=run.config.read_text(errors="replace"))
+    data.classes = _tolerant(data, run.read_classes, [])
+    data.summary = _as(dict, _tolerant(data, lambda: run.read_json(run.summary), None), {})
     if not data.classes:
         data.classes = [str(c) for c in data.summary.get("classes", [])]
-    data.history = _history(data, path / "metrics.jsonl")
-    data.eval_splits = _eval_splits(path)
+    # The report's plots and tables take plain rows; EpochRow fills what older runs lack.
+    history: list[EpochRow] = _tolerant(data, run.read_history, [])
+    data.history = [row.to_dict() for row in history]
+    data.eval_splits = run.eval_splits()
     data.split = split or (data.eval_splits[0] if data.eval_splits else None)
     if data.split is not None:
-        data.evaluation = _as(dict, _json(data, path / f"{EVAL_PREFIX}{data.split}.json"), None)
-        data.predictions = _predictions(data, path / f"predictions_{data.split}.csv")
-    data.check = _as(dict, _json(data, path / CHECK_FILE), None)
-    data.diagnosis = _as(dict, _json(data, path / DIAGNOSIS_FILE), None)
+        evaluation = _tolerant(data, lambda: run.read_json(run.eval_json(str(data.split))), None)
+        data.evaluation = _as(dict, evaluation, None)
+        data.predictions = _predictions(data, run.predictions(data.split))
+    data.check = _as(dict, _tolerant(data, lambda: run.read_json(run.check), None), None)
+    data.diagnosis = _as(dict, _tolerant(data, lambda: run.read_json(run.diagnosis), None), None)
     return data
 
 
-def _eval_splits(path: Path) -> list[str]:
-    """Splits with an eval_<split>.json, newest first (the default is what was evaluated last)."""
-    files = sorted(path.glob(f"{EVAL_PREFIX}*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return [f.stem.removeprefix(EVAL_PREFIX) for f in files]
+def _tolerant(data: RunData, read: Callable[[], T], default: T) -> T:
+    """`read()`, or `default` with the reader's one-line error noted in `data.problems`."""
+    try:
+        return read()
+    except MedfitError as exc:
+        data.problems.append(str(exc))
+        return default
 
 
 def _as(kind: type, value: Any, default: Any) -> Any:
     return value if isinstance(value, kind) else default
-
-
-def _json(data: RunData, path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError) as exc:
-        data.problems.append(f"{path.name}: unreadable ({exc}); re-run the command that wrote it")
-        return None
-
-
-def _history(data: RunData, path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a torn last line (a run killed mid-write) is skipped, not fatal."""
-    if not path.is_file():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            data.problems.append(f"{path.name}, line {n}: not JSON; skipped")
-            continue
-        if isinstance(row, dict) and "epoch" in row:
-            rows.append(row)
-    return rows
 
 
 def _predictions(data: RunData, path: Path) -> list[Prediction]:
@@ -135,9 +126,13 @@ def _predictions(data: RunData, path: Path) -> list[Prediction]:
 
 def _prediction(row: dict[str, str]) -> Prediction | None:
     try:
-        label, predicted = row["label"], row["predicted"]
+        label, predicted = csv_value(row["label"]), csv_value(row["predicted"])
         return Prediction(
-            row["path"], label, predicted, float(row[f"p_{label}"]), float(row[f"p_{predicted}"])
+            csv_value(row["path"]),
+            label,
+            predicted,
+            float(row[f"p_{label}"]),
+            float(row[f"p_{predicted}"]),
         )
     except (KeyError, TypeError, ValueError):
         return None

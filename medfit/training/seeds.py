@@ -17,7 +17,6 @@ includes split variance: each seed's `split.csv` says which images it used.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ from medfit.training.fit import fit
 
 Log = Callable[[str], None]
 
-SEEDS_FILE = "seeds.json"
-REQUEST_FILE = "seeds_config.yaml"  # the config as requested, to refuse mixing two configs
 # Metrics aggregated over seeds, in table order. best_* are the val metrics of the selected
 # checkpoint (best.pt, at best_epoch), not the maximum over epochs: that maximum picks noise.
 METRICS = (
@@ -102,9 +99,9 @@ def _quiet(_: str) -> None:
 
 def resume_seeds(out: str | Path, n: int, log: Log = print) -> SeedsResult:
     """Continue `train_seeds` in OUT with the config it was started with (OUT/seeds_config.yaml)."""
-    path = Path(out).expanduser() / REQUEST_FILE
+    path = RunDir(Path(out).expanduser()).seeds_config  # the config as requested
     if not path.is_file():
-        raise MedfitError(f"{path.parent} holds no seed runs (no {REQUEST_FILE})")
+        raise MedfitError(f"{path.parent} holds no seed runs (no {path.name})")
     cfg = RunConfig.load(path)
     cfg.out = str(path.parent)
     return train_seeds(cfg, n, log)
@@ -127,7 +124,7 @@ def _check_same_request(out: Path, cfg: RunConfig, write: bool) -> None:
     """Refuse to add seeds of one config to seed dirs of another (their spread would be wrong)."""
     request = copy.deepcopy(cfg)
     request.out = str(out)
-    path = out / REQUEST_FILE
+    path = RunDir(out).seeds_config
     if path.is_file():
         if _comparable(RunConfig.load(path)) != _comparable(request):
             raise ConfigError(
@@ -157,7 +154,7 @@ def _run_one_seed(cfg: RunConfig, seed: int, path: Path, log: Log, main: bool) -
         return "resumed"
     if path.exists() and main:  # the other ranks wait for rank 0 inside fit's process-group start
         _discard_unstarted(run)
-    seed_cfg = copy.deepcopy(cfg)  # fit resolves "auto" values in place
+    seed_cfg = copy.deepcopy(cfg)
     seed_cfg.train.seed = seed
     seed_cfg.out = str(path)
     fit(seed_cfg, log=log)
@@ -167,8 +164,8 @@ def _run_one_seed(cfg: RunConfig, seed: int, path: Path, log: Log, main: bool) -
 def _discard_unstarted(run: RunDir) -> None:
     """Remove a seed dir that holds no checkpoint: only set-up files that fit writes again."""
     names = {p.name for p in run.path.iterdir()}
-    known = {"config.yaml", "classes.json", "preprocess.json", "split.csv", "tb", ".lock"}
-    known |= {"checkpoints", "metrics.jsonl", "metrics.csv"}
+    setup = (run.config, run.classes, run.preprocess, run.split, run.tensorboard, run.lock)
+    known = {p.name for p in (*setup, run.checkpoints, run.metrics_jsonl, run.metrics_csv)}
     if not names <= known:
         raise MedfitError(
             f"{run.path} is not a medfit run directory ({', '.join(sorted(names - known))}); "
@@ -180,22 +177,24 @@ def _discard_unstarted(run: RunDir) -> None:
 
 def seed_row(path: Path, seed: int, status: str) -> dict[str, Any]:
     """One table row from a finished seed run's summary.json and metrics.jsonl."""
-    summary = json.loads((path / "summary.json").read_text())
-    history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-    best: dict[str, Any] = next((r for r in history if r["epoch"] == summary["best_epoch"]), {})
+    run = RunDir(path)
+    summary = run.read_summary()
+    if summary is None:
+        raise MedfitError(f"{run.summary} is missing: seed {seed} has not finished; run it again")
+    best = next((r for r in run.read_history() if r.epoch == summary.best_epoch), None)
     row: dict[str, Any] = {
         "seed": seed,
         "dir": path.name,
         "status": status,
-        "selected_metric": summary["selected_metric"],
-        "val_images": summary["val_images"],
-        "best_epoch": summary["best_epoch"],
-        "selection_score": summary["best_metric"],
-        "wall_s": summary["wall_s"],
+        "selected_metric": summary.selected_metric,
+        "val_images": summary.val_images,
+        "best_epoch": summary.best_epoch,
+        "selection_score": summary.best_metric,
+        "wall_s": summary.wall_s,
     }
     for key in _VAL_KEYS:
-        row[f"final_{key}"] = summary["final"][key]
-        row[f"best_{key}"] = best.get(key)
+        row[f"final_{key}"] = summary.final.get(key)
+        row[f"best_{key}"] = getattr(best, key) if best else None
     return row
 
 
@@ -218,6 +217,8 @@ def noise_note(
     if spread is None or spread <= CHASED_DIFFERENCE:
         return None
     metric = rows[0]["selected_metric"]
+    if metric == "val_loss":  # the note reads the score as a fraction of images; a loss is not
+        return None
     p, n_val = mean["selection_score"], rows[0]["val_images"]
     binomial = float(np.sqrt(max(p * (1 - p), 0.0) / max(n_val, 1)))
     return (
@@ -230,7 +231,7 @@ def noise_note(
 
 
 def write_seeds_json(result: SeedsResult, base_seed: int) -> Path:
-    path = result.dir / SEEDS_FILE
+    path = RunDir(result.dir).seeds
     data = {
         "n": len(result.rows),
         "base_seed": base_seed,
@@ -309,10 +310,10 @@ def seeds_section(run_dir: str | Path) -> SeedsSection | None:
     """The seeds table of RUN (an OUT of train_seeds) or of the OUT holding RUN; None if neither."""
     path = Path(run_dir)
     for folder, this in ((path, None), (path.parent, path.name)):
-        file = folder / SEEDS_FILE
-        if not file.is_file():
+        run = RunDir(folder)
+        data = run.read_json(run.seeds)
+        if data is None:
             continue
-        data = json.loads(file.read_text())
         rows = data["seeds"]
         if this is not None and all(r["dir"] != this for r in rows):
             continue

@@ -13,7 +13,6 @@ Needs the optional extra: pip install "medfit[mlflow]".
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -24,9 +23,8 @@ from typing import Any
 import yaml
 
 from medfit.errors import MedfitError
-from medfit.training.seeds import SEEDS_FILE
+from medfit.rundir import EpochRow, RunDir, Summary
 
-ARTIFACTS = ("config.yaml", "summary.json", "metrics.csv", "report.html", SEEDS_FILE)
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows seeds under the parent
 # Per-epoch columns that are not metrics (epoch is the step; stage is a tag of the phase).
 _NOT_METRICS = {"epoch", "stage"}
@@ -38,14 +36,16 @@ def log_run_to_mlflow(
     run_dir: str | Path, uri: str, experiment: str = "medfit", tags: dict[str, str] | None = None
 ) -> str:
     """Log RUN (or the OUT of a seeds run) to the tracking server at URI; return the run id."""
-    path = Path(run_dir).expanduser()
+    run = RunDir(Path(run_dir).expanduser())
     client = _client(uri)
     experiment_id = _experiment_id(client, experiment, uri)
-    if (path / SEEDS_FILE).is_file() and not (path / "config.yaml").is_file():
-        return _log_seeds(client, experiment_id, path, tags or {})
-    if not (path / "config.yaml").is_file():
-        raise MedfitError(f"{path} is not a medfit run directory (no config.yaml nor {SEEDS_FILE})")
-    return _log_one(client, experiment_id, path, tags or {})
+    if run.seeds.is_file() and not run.config.is_file():
+        return _log_seeds(client, experiment_id, run, tags or {})
+    if not run.config.is_file():
+        raise MedfitError(
+            f"{run.path} is not a medfit run directory (no {run.config.name} nor {run.seeds.name})"
+        )
+    return _log_one(client, experiment_id, run, tags or {})
 
 
 def _client(uri: str) -> Any:
@@ -69,41 +69,44 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
         raise MedfitError(f"could not use MLflow at {uri}: {first}") from None
 
 
-def _log_one(client: Any, experiment_id: str, path: Path, tags: dict[str, str]) -> str:
-    summary = _read_json(path / "summary.json")
+def _log_one(client: Any, experiment_id: str, run: RunDir, tags: dict[str, str]) -> str:
+    summary = run.read_summary()
     run_tags = {
-        "medfit.run_dir": str(path.resolve()),
-        "mlflow.runName": path.name,
+        "medfit.run_dir": str(run.path.resolve()),
+        "mlflow.runName": run.path.name,
         "mlflow.source.name": "medfit",
         "medfit.finished": str(summary is not None).lower(),
-        **_summary_tags(summary or {}),
+        **_summary_tags(summary),
         **tags,
     }
-    run = client.create_run(experiment_id, tags=run_tags)
-    run_id = str(run.info.run_id)
-    params = _flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
-    metrics = [*_epoch_metrics(path / "metrics.jsonl"), *_summary_metrics(summary or {})]
-    metrics += _eval_metrics(path)
+    created = client.create_run(experiment_id, tags=run_tags)
+    run_id = str(created.info.run_id)
+    params = _flatten(yaml.safe_load(run.config.read_text()) or {})
+    metrics = [*_epoch_metrics(run.read_history()), *_summary_metrics(summary)]
+    metrics += _eval_metrics(run)
     _log_batches(client, run_id, params, metrics)
-    _log_artifacts(client, run_id, path, [*ARTIFACTS, *(p.name for p in _eval_files(path))])
+    artifacts = [run.config, run.summary, run.metrics_csv, run.report, run.seeds]
+    _log_artifacts(client, run_id, [*artifacts, *_eval_files(run)])
     # A run dir without summary.json stopped before its end (crashed, killed, still training).
     client.set_terminated(run_id, "FINISHED" if summary is not None else "KILLED")
     return run_id
 
 
-def _log_seeds(client: Any, experiment_id: str, out: Path, tags: dict[str, str]) -> str:
+def _log_seeds(client: Any, experiment_id: str, out: RunDir, tags: dict[str, str]) -> str:
     """A parent run with the mean/sd over seeds, and one child run per seed dir."""
-    seeds = json.loads((out / SEEDS_FILE).read_text())
+    seeds = out.read_json(out.seeds)
+    if not isinstance(seeds, dict):
+        raise MedfitError(f"{out.seeds}: expected the JSON object `medfit train --seeds` writes")
     parent_tags = {
-        "medfit.run_dir": str(out.resolve()),
-        "mlflow.runName": out.name,
+        "medfit.run_dir": str(out.path.resolve()),
+        "mlflow.runName": out.path.name,
         "mlflow.source.name": "medfit",
         "medfit.seeds": str(seeds["n"]),
         **tags,
     }
     parent = client.create_run(experiment_id, tags=parent_tags)
     parent_id = str(parent.info.run_id)
-    config = out / "seeds_config.yaml"
+    config = out.seeds_config
     params = _flatten(yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
     metrics = [
         _metric(f"{stat}.{key}", value, 0)
@@ -112,21 +115,19 @@ def _log_seeds(client: Any, experiment_id: str, out: Path, tags: dict[str, str])
         if _is_number(value)
     ]
     _log_batches(client, parent_id, params, metrics)
-    _log_artifacts(client, parent_id, out, [SEEDS_FILE, "seeds_config.yaml"])
+    _log_artifacts(client, parent_id, [out.seeds, out.seeds_config])
     for row in seeds["seeds"]:
         child_tags = {PARENT_TAG: parent_id, "seed": str(row["seed"]), **tags}
-        _log_one(client, experiment_id, out / row["dir"], child_tags)
+        _log_one(client, experiment_id, RunDir(out.path / row["dir"]), child_tags)
     client.set_terminated(parent_id, "FINISHED")
     return parent_id
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _summary_tags(summary: dict[str, Any]) -> dict[str, str]:
+def _summary_tags(summary: Summary | None) -> dict[str, str]:
+    if summary is None:
+        return {}
     keys = ("model", "weights", "selected_metric", "device")
-    return {f"medfit.{k}": str(summary[k]) for k in keys if k in summary}
+    return {f"medfit.{k}": str(getattr(summary, k)) for k in keys}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -150,35 +151,31 @@ def _metric(key: str, value: float, step: int) -> Any:
     return Metric(key, float(value), int(time.time() * 1000), step)
 
 
-def _epoch_metrics(path: Path) -> list[Any]:
+def _epoch_metrics(history: list[EpochRow]) -> list[Any]:
     """Every numeric column of metrics.jsonl, with step = epoch (1-based, as printed)."""
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [
-        _metric(key, value, int(row["epoch"]))
-        for row in rows
-        for key, value in row.items()
+        _metric(key, value, row.epoch)
+        for row in history
+        for key, value in row.to_dict().items()
         if key not in _NOT_METRICS and _is_number(value)
     ]
 
 
-def _summary_metrics(summary: dict[str, Any]) -> list[Any]:
+def _summary_metrics(summary: Summary | None) -> list[Any]:
     """summary.json numbers as `summary.<key>`: apart from per-epoch names like `compute_s`."""
-    flat = _flatten(summary, "summary")
+    flat = _flatten(summary.to_dict() if summary else {}, "summary")
     return [_metric(key, value, 0) for key, value in flat.items() if _is_number(value)]
 
 
-def _eval_files(path: Path) -> list[Path]:
-    return sorted(path.glob("eval_*.json"))
+def _eval_files(run: RunDir) -> list[Path]:
+    return sorted(run.eval_json(split) for split in run.eval_splits())
 
 
-def _eval_metrics(path: Path) -> list[Any]:
+def _eval_metrics(run: RunDir) -> list[Any]:
     """eval_<split>.json headline metrics and calibration as `eval.<split>.<name>`."""
     metrics = []
-    for file in _eval_files(path):
-        result = json.loads(file.read_text())
-        split = file.stem.removeprefix("eval_")
+    for split in run.eval_splits():
+        result = run.read_json(run.eval_json(split)) or {}
         scores = {
             key: value for key, value in result.get("metrics", {}).items() if _is_number(value)
         }
@@ -206,7 +203,7 @@ def _log_batches(client: Any, run_id: str, params: dict[str, Any], metrics: list
         client.log_batch(run_id, metrics=chunk)
 
 
-def _log_artifacts(client: Any, run_id: str, path: Path, names: list[str]) -> None:
-    for name in dict.fromkeys(names):  # unique, in order
-        if (path / name).is_file():
-            client.log_artifact(run_id, str(path / name))
+def _log_artifacts(client: Any, run_id: str, paths: list[Path]) -> None:
+    for path in dict.fromkeys(paths):  # unique, in order
+        if path.is_file():
+            client.log_artifact(run_id, str(path))
