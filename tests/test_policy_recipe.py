@@ -359,16 +359,17 @@ def test_auto_values_resolve_from_the_data_and_batch(
     from medfit.config import RunConfig
     from medfit.training.fit import _resolve_auto
 
-    cfg = RunConfig()
-    cfg.train.batch_size, cfg.train.lr = batch, lr
-    _resolve_auto(cfg, _cached([0] * 9 + [1], channels=1), ["a", "b"])  # type: ignore[arg-type]
+    given = RunConfig()
+    given.train.batch_size, given.train.lr = batch, lr
+    gray = _cached([0] * 9 + [1], channels=1)
+    cfg, _ = _resolve_auto(given, gray, ["a", "b"])  # type: ignore[arg-type]
     assert cfg.train.bn == expected_bn and cfg.train.lr == expected_lr
+    assert given.train.bn == "auto" and given.data.aug == "auto"  # a new config, input untouched
     assert cfg.data.aug == "xray"  # grayscale
     assert cfg.train.balance == "sqrt" and cfg.train.select_metric == "balanced_accuracy"
 
-    balanced = RunConfig()
     colour = _cached([0, 1, 0, 1], channels=3)
     colour.pixels[..., 0] = 200  # type: ignore[attr-defined]
-    _resolve_auto(balanced, colour, ["a", "b"])  # type: ignore[arg-type]
+    balanced, _ = _resolve_auto(RunConfig(), colour, ["a", "b"])  # type: ignore[arg-type]
     assert balanced.data.aug == "microscopy" and balanced.train.balance == "none"
     assert balanced.train.select_metric == "accuracy"

@@ -50,8 +50,8 @@ def test_train_writes_a_complete_run_and_learns(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", per_class=64)
     run = medfit.train(data, out=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"), **FAST)
 
-    assert [row["epoch"] for row in run.history] == [1, 2, 3, 4]
-    assert [row["stage"] for row in run.history] == ["head", "full", "full", "full"]
+    assert [row.epoch for row in run.history] == [1, 2, 3, 4]
+    assert [row.stage for row in run.history] == ["head", "full", "full", "full"]
     for name in ("config.yaml", "classes.json", "preprocess.json", "split.csv", "summary.json"):
         assert (run.dir / name).is_file(), name
     assert (run.dir / "checkpoints" / "best.pt").is_file()
@@ -70,8 +70,8 @@ def test_train_writes_a_complete_run_and_learns(tmp_path: Path) -> None:
     # It learns: train accuracy high and val far above chance. (Val on this 128-image set swung
     # 0.55-0.91 between epochs in a fresh environment on 2026-12-02, on the old code too; a
     # final-epoch >= 0.9 no longer held. To investigate: bench/README.md, suite section.)
-    assert run.history[-1]["train_acc"] >= 0.9, run.history
-    assert max(r["val_acc"] for r in run.history) >= 0.75, run.history
+    assert run.history[-1].train_acc >= 0.9, run.history
+    assert max(r.val_acc for r in run.history) >= 0.75, run.history
     classifier = medfit.load(run.dir)
     paths = sorted((data / "val" / "left").glob("*.png")) + sorted(
         (data / "val" / "right").glob("*.png")

@@ -7,6 +7,16 @@ uninterrupted run would have done.
 Under torchrun the same code runs on every rank (medfit.training.distributed): each rank trains on
 its shard of every global batch through DistributedDataParallel; rank 0 alone builds the cache,
 evaluates, writes the run directory and decides early stopping, and the others follow it.
+
+Where to change what:
+  the epoch loop: train -> evaluate -> select -> log -> checkpoint    `_train`
+  one training epoch / the row it produces      `train_epoch` (engine.train_one_epoch) / `_evaluate`
+  model selection, --select-metric direction, early stopping          tracker.BestTracker
+  console line, metrics.jsonl|csv, TensorBoard                        epoch_log.EpochLog
+  a stage's start: AdaBN, freezing, --lr auto (LR range test)         `start_stage`
+  optimizer, LR schedule, EMA, the stage plan                         recipe (StageState)
+  "auto" options decided from the data (one new config, before training)   `_resolve_auto`
+  what best.pt / last.pt hold (and what a resume reads back)   `_inference_state` / `_last_state`
 """
 
 from __future__ import annotations
@@ -15,29 +25,27 @@ import csv
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
-from timm.utils import ModelEmaV3
 from torch import nn
 
-from medfit.config import RunConfig
-from medfit.data.augment import build_eval_transform, build_train_augment
+from medfit.config import RunConfig, check_device_name
+from medfit.data.augment import build_train_augment
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
-from medfit.data.loader import BatchLoader, to_model_input
+from medfit.data.loader import BatchLoader
 from medfit.data.modality import choose_augmentation
 from medfit.data.sources import DatasetIndex
 from medfit.data.task import describe_task, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
-from medfit.rundir import RunDir, existing_run_dir, fresh_run_dir
-from medfit.training import distributed, recipe
+from medfit.rundir import EpochRow, RunDir, existing_run_dir
+from medfit.training import distributed, recipe, resume
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
 from medfit.training.distributed import DistContext
 from medfit.training.engine import (
@@ -47,7 +55,11 @@ from medfit.training.engine import (
     evaluate,
     train_one_epoch,
 )
+from medfit.training.epoch_log import EpochLog
 from medfit.training.lr_find import lr_range_test, plot_lr_find
+from medfit.training.outdir import check_writable, claim_fresh
+from medfit.training.recipe import StageState
+from medfit.training.tracker import BestTracker
 
 Log = Callable[[str], None]
 
@@ -59,7 +71,7 @@ def _quiet(_: str) -> None:
 @dataclass
 class RunResult:
     dir: Path
-    history: list[dict[str, Any]]
+    history: list[EpochRow]
     summary: dict[str, Any]
     config: RunConfig
     is_main: bool = True  # False on torchrun ranks other than 0 (which must not print results)
@@ -69,7 +81,7 @@ class RunResult:
 class Job:
     """Everything a run holds while it trains."""
 
-    cfg: RunConfig
+    cfg: RunConfig  # resolved once by _setup; an LR settled by lr-find replaces it (_settle_lr)
     run: RunDir
     device: torch.device
     index: DatasetIndex
@@ -80,20 +92,34 @@ class Job:
     aug_reason: str = ""
     dist: DistContext = distributed.SINGLE
     sync_bn_done: bool = False
-    stages: list[recipe.Stage] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=lambda: {"metric": -1.0, "epoch": 0})
+    history: list[EpochRow] = field(default_factory=list)
+    tracker: BestTracker = field(init=False)
     started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        t = self.cfg.train
+        self.tracker = BestTracker(t.select_metric, t.smooth, t.patience)
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The device `--device name` names; one this machine lacks is one line naming what it has."""
+    check_device_name(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    mps = int(torch.backends.mps.is_available())
+    counts = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": mps}
+    if (device.index or 0) < counts[device.type]:
+        return device
+    have = ["cpu", *(f"cuda:{i}" for i in range(counts["cuda"])), *(["mps"] * counts["mps"])]
+    raise ConfigError(
+        f"--device {name}: PyTorch sees no such device here (it sees {', '.join(have)}); use "
+        "--device auto (the best one present) or one of those"
+    )
 
 
 def fit(cfg: RunConfig, resume_dir: str | None = None, log: Log = print) -> RunResult:
@@ -139,8 +165,11 @@ def _fit(
 def _run_dir(out: str, resume_dir: str | None) -> RunDir:
     """Rank 0 picks a fresh directory name and the others use it (each would pick its own)."""
     if resume_dir:
-        return existing_run_dir(resume_dir)
-    return RunDir(Path(distributed.on_main(lambda: str(fresh_run_dir(out).path))))
+        run = existing_run_dir(resume_dir)
+        distributed.on_main(partial(check_writable, run.path, "--resume"))
+        return run
+    # Checked here, before any image is decoded or model built (training/outdir.py).
+    return RunDir(Path(distributed.on_main(lambda: str(claim_fresh(out).path))))
 
 
 def _check_distributed(cfg: RunConfig, device: torch.device) -> None:
@@ -168,6 +197,8 @@ def _setup(
     torch.manual_seed(cfg.train.seed)
     device = device or pick_device(cfg.train.device)
     index = load_index(cfg.data, cfg.train.seed)
+    if not new_run and run.last.is_file():  # a mismatched resume is refused before any caching
+        resume.check_resumable(load_checkpoint(run.last), cfg, index.classes, run)
     # Rank 0 first: a hub download lands in the local cache once, then the others read it.
     model, preprocess, note = distributed.main_first(
         lambda: create_model(
@@ -180,30 +211,35 @@ def _setup(
     )
     if cfg.model.normalize == "unit":
         preprocess = unit_normalized(preprocess)
-    cfg.data.img_size = preprocess.img_size
+    cfg = replace(cfg, out=str(run.path), data=replace(cfg.data, img_size=preprocess.img_size))
     # Rank 0 decodes the cache (atomic entries) while the others wait, then they all open it.
     data = distributed.main_first(
         lambda: cache_splits(
-            index, cfg.data, preprocess.img_size, preprocess.interpolation, cfg.train.seed, log
+            index, cfg.data, preprocess.cache_size, preprocess.interpolation, cfg.train.seed, log
         )
     )
     if "val" not in data:
         raise DataError(f"{index.root}: the validation split is empty")
     _check_global_batch(cfg, len(data["train"].labels), ctx)
-    aug_reason = _resolve_auto(cfg, data["train"], index.classes, ctx)
+    cfg, aug_reason = _resolve_auto(cfg, data["train"], index.classes, ctx)
     model.to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     job = Job(cfg, run, device, index, data, model, preprocess, note, aug_reason, dist=ctx)
-    job.cfg.out = str(run.path)
     distributed.on_main(partial(_open_run, job, new_run))
     log(_describe(job))
     return job
 
 
+def setup(cfg: RunConfig, run: RunDir, log: Log) -> Job:
+    """A single-process job in `run`, data and model ready, nothing trained (medfit lr-find)."""
+    return _setup(cfg, run, log)
+
+
 def _open_run(job: Job, new: bool) -> None:
     job.run.acquire(new=new)
-    _write_run_files(job)
+    if new:  # a resumed run's files are rewritten once its checkpoint is known to fit
+        _write_run_files(job)
 
 
 def _check_global_batch(cfg: RunConfig, n_train: int, ctx: DistContext) -> None:
@@ -218,27 +254,28 @@ def _check_global_batch(cfg: RunConfig, n_train: int, ctx: DistContext) -> None:
 
 def _resolve_auto(
     cfg: RunConfig, train: CachedSplit, classes: list[str], ctx: DistContext = distributed.SINGLE
-) -> str:
-    """Replace every "auto" that can be decided from the data by its concrete value; returns why
-    the augmentation preset was chosen (the run's header says it)."""
+) -> tuple[RunConfig, str]:
+    """A copy of `cfg` with every "auto" that the data decides replaced by its value, and why the
+    augmentation preset was chosen (the run's header says it)."""
     t = cfg.train
     ratio = recipe.imbalance_ratio(train.labels, len(classes))
     choice = choose_augmentation(cfg.data.modality, cfg.data.aug, train.pixels)
-    cfg.data.aug = choice.preset
-    cfg.data.task = resolve_task(cfg.data.task, classes)
+    data = replace(cfg.data, aug=choice.preset, task=resolve_task(cfg.data.task, classes))
     # BatchNorm sees the per-device batch, or the global one when SyncBatchNorm pools them.
     bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
-    t.bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
-    if t.lr is None:
-        t.lr = recipe.default_lr(t.bn)
-    t.balance = recipe.resolve_balance(t.balance, ratio)
-    t.select_metric = recipe.resolve_select_metric(t.select_metric, ratio)
-    return choice.reason
+    bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
+    train_cfg = replace(
+        t,
+        bn=bn,
+        lr=recipe.default_lr(bn) if t.lr is None else t.lr,
+        balance=recipe.resolve_balance(t.balance, ratio),
+        select_metric=recipe.resolve_select_metric(t.select_metric, ratio),
+    )
+    return replace(cfg, data=data, train=train_cfg), choice.reason
 
 
 def _write_run_files(job: Job) -> None:
     run = job.run
-    job.cfg.out = str(run.path)
     job.cfg.dump(run.config)
     run.write_json(run.classes, job.index.classes)
     run.write_json(run.preprocess, job.preprocess.to_dict())
@@ -315,92 +352,70 @@ def _links_note(index: DatasetIndex) -> str:
     return f"\n  {n} folder symlink(s) followed out of the data set: {first}{more}"
 
 
-class StageState:
-    """The optimizer, schedule, EMA and loaders of the stage being trained."""
+def start_stage(
+    job: Job, stage: recipe.Stage, log: Log, saved: dict[str, Any] | None = None
+) -> StageState:
+    """Prepare the model for `stage`, settle its LR, then build its optimizer, schedule and EMA.
 
-    def __init__(self, job: Job, stage: recipe.Stage, log: Log, restoring: bool = False) -> None:
-        cfg = job.cfg.train
-        self.stage = stage
-        if stage.name == "head" and cfg.bn_recalibrate and not restoring:
-            _recalibrate(job, log)
-        _convert_sync_bn(job)  # after AdaBN: rank 0 alone must not run a synchronised BN forward
-        recipe.prepare_model(job.model, stage)
-        self.optimizer = recipe.build_optimizer(job.model, stage, cfg)
-        if self._lr_is_auto(job):
-            stage.lr = self._find_lr(job, log)
-            self.optimizer = recipe.build_optimizer(job.model, stage, cfg)
-        self.scheduler = recipe.build_scheduler(self.optimizer, stage, cfg)
-        self.step = 0
-        self.ema = (
-            ModelEmaV3(job.model, decay=cfg.ema_decay, use_warmup=True)
-            if cfg.ema and stage.name == "full"
-            else None
-        )
-        use_scaler = job.device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        # What the training step calls: DDP around the model under torchrun (built after the
-        # stage's freezing, which decides the parameters it synchronises), else the model itself.
-        self.net = distributed.wrap(job.model, job.device)
-        if cfg.compile:
-            # Around the DDP wrapper (PyTorch's supported order: its DDPOptimizer splits the graph
-            # at the gradient buckets). Recompiled per stage: the trainable parameters changed.
-            self.net = cast(nn.Module, torch.compile(self.net))
+    `saved`: the stage's state from last.pt when a resumed run continues inside this stage.
+    """
+    if stage.name == "head" and job.cfg.train.bn_recalibrate and saved is None:
+        _recalibrate(job, log)
+    _convert_sync_bn(job)  # after AdaBN: rank 0 alone must not run a synchronised BN forward
+    recipe.prepare_model(job.model, stage)
+    state = StageState(job.model, _settle_lr(job, stage, log, saved), job.cfg.train, job.device)
+    if saved is not None:
+        state.load_state_dict(saved)
+    return state
 
-    def _lr_is_auto(self, job: Job) -> bool:
-        key = "head_lr" if self.stage.name == "head" else "lr"
-        return getattr(job.cfg.train, key) == "auto"
 
-    def _find_lr(self, job: Job, log: Log) -> float:
-        loader = train_loader(job, epoch=-1)
-        to_input = input_fn(job, train=True)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=job.cfg.train.label_smoothing)
-        job.model.train()
-        if self.stage.name == "head" or job.cfg.train.bn == "frozen":
-            set_bn_eval(job.model)
+def _settle_lr(
+    job: Job, stage: recipe.Stage, log: Log, saved: dict[str, Any] | None
+) -> recipe.Stage:
+    """The stage with its LR: as saved (resuming: lr-find never re-runs), measured, or as given.
 
-        def step_loss(pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            with autocast_for(job.device, job.cfg.train.amp):
-                logits = job.model(to_input(pixels))
-            return loss_fn(logits.float(), labels.to(job.device))
+    A settled "auto" LR goes into a new config (config.yaml and the checkpoints record it), so
+    that re-running the run's config repeats the run.
+    """
+    t = job.cfg.train
+    auto = (t.head_lr if stage.name == "head" else t.lr) == "auto"
+    if saved is None and not auto:
+        return stage
+    lr = float(saved["lr"]) if saved is not None else find_stage_lr(job, stage, log)
+    if auto:
+        train = replace(t, head_lr=lr) if stage.name == "head" else replace(t, lr=lr)
+        job.cfg = replace(job.cfg, train=train)
+        if saved is None:
+            job.cfg.dump(job.run.config)
+    return replace(stage, lr=lr)
 
-        batches = _cycle(loader)
-        result = lr_range_test(job.model, self.optimizer, batches, step_loss)
-        path = job.run.path / f"lr_find_{self.stage.name}.png"
-        plot_lr_find(result, path, f"LR range test, {self.stage.name} stage")
-        key = "head_lr" if self.stage.name == "head" else "lr"
-        setattr(job.cfg.train, key, result.suggestion)
-        job.cfg.dump(job.run.config)  # the resolved LR makes the run reproducible
-        log(f"  lr-find ({self.stage.name}): {result.suggestion:.2e} (plot: {path.name})")
-        return result.suggestion
 
-    def on_step(self, model: nn.Module) -> None:
-        self.step += 1
-        self.scheduler.step_update(self.step)
-        if self.ema is not None:
-            self.ema.update(model, step=self.step)
+def find_stage_lr(job: Job, stage: recipe.Stage, log: Log) -> float:
+    """The LR range test (medfit.training.lr_find) on the model as `stage` gets it (prepared for
+    it); the curve is saved as RUN/lr_find_<stage>.png."""
+    optimizer = recipe.build_optimizer(job.model, stage, job.cfg.train)
+    loader = train_loader(job, epoch=-1)
+    to_input = input_fn(job, train=True)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=job.cfg.train.label_smoothing)
+    _train_mode(job, job.model, stage)
 
-    def eval_model(self, model: nn.Module) -> nn.Module:
-        return self.ema.module if self.ema is not None else model
+    def step_loss(pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with autocast_for(job.device, job.cfg.train.amp):
+            logits = job.model(to_input(pixels))
+        return loss_fn(logits.float(), labels.to(job.device))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage.name,
-            "lr": self.stage.lr,
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-        }
+    result = lr_range_test(job.model, optimizer, _cycle(loader), step_loss)
+    path = job.run.lr_find_plot(stage.name)
+    plot_lr_find(result, path, f"LR range test, {stage.name} stage")
+    log(f"  lr-find ({stage.name}): {result.suggestion:.2e} (plot: {path.name})")
+    return result.suggestion
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
+
+def _train_mode(job: Job, net: nn.Module, stage: recipe.Stage) -> None:
+    """Train mode, except BatchNorm while the backbone is frozen or under --bn frozen."""
+    net.train()
+    if stage.name == "head" or job.cfg.train.bn == "frozen":
+        set_bn_eval(job.model)
 
 
 def _convert_sync_bn(job: Job) -> None:
@@ -457,99 +472,97 @@ def train_loader(job: Job, epoch: int) -> BatchLoader:
 
 
 def input_fn(job: Job, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    size = job.preprocess.img_size
-    transform = build_train_augment(job.cfg.data.aug, size) if train else build_eval_transform(size)
-    transform = transform.to(job.device)
-    mean = torch.tensor(job.preprocess.mean, device=job.device)
-    std = torch.tensor(job.preprocess.std, device=job.device)
+    augment = build_train_augment(job.cfg.data.aug, job.preprocess.img_size) if train else None
     channels_last = job.cfg.train.channels_last and job.device.type == "cuda"
-    return lambda pixels: to_model_input(pixels, job.device, transform, mean, std, channels_last)
+    return job.preprocess.input_fn(job.device, augment, channels_last)
 
 
 def _resume_state(job: Job, log: Log) -> dict[str, Any] | None:
+    """last.pt checked against the run's config and data (training/resume.py), then loaded; the
+    run's files are rewritten only after that, so a refused resume leaves the run as it was."""
     if not job.run.last.exists():
         log(f"  {job.run.last} not written yet (stopped in the first epoch): starting over")
+        distributed.on_main(partial(_write_run_files, job))
         return None
     state = load_checkpoint(job.run.last)
+    changes = resume.check_resumable(state, job.cfg, job.index.classes, job.run)
+    resume.replan_schedule(state, changes)
     job.model.load_state_dict(state["model"])
-    job.history = list(state["history"])
-    job.best = dict(state["best"])
+    job.history = [EpochRow.from_dict(row) for row in state["history"]]
+    job.tracker.load_state_dict(state["best"])
+    distributed.on_main(partial(_write_run_files, job))
+    distributed.on_main(partial(resume.record_resume, job.run, int(state["epoch"]), changes))
     log(f"  resuming after epoch {state['epoch']} from {job.run.last}")
+    if changes:
+        log(resume.describe(changes))
     return state
 
 
+Finished = tuple[bool, EpochRow]  # (stop early?, the epoch's row), rank 0's verdict on an epoch
+
+
 def _train(job: Job, resumed: dict[str, Any] | None, log: Log) -> None:
-    cfg = job.cfg.train
-    steps = len(train_loader(job, 0))
-    head_lr = cfg.head_lr if isinstance(cfg.head_lr, float) else 0.0
-    lr = cfg.lr if isinstance(cfg.lr, float) else 0.0
-    job.stages = recipe.stage_plan(cfg, steps, head_lr, lr)
-    total = sum(s.epochs for s in job.stages)
-    start = int(resumed["epoch"]) if resumed else 0
-    val_loader = BatchLoader(job.data["val"].pixels, job.data["val"].labels, cfg.batch_size * 2)
-    eval_input = input_fn(job, train=False)
-    train_input = input_fn(job, train=True)
-    loss_fn = _loss_fn(job)
-    current: StageState | None = None
-    writer = _tensorboard(job) if job.dist.is_main else None
-    for epoch in range(start, total):
-        stage, _ = recipe.stage_of_epoch(job.stages, epoch)
-        if current is None or current.stage is not stage:
-            if current is not None:
-                distributed.unwrap(current.net)
-            if resumed and resumed["stage_state"]["stage"] == stage.name:
-                stage.lr = float(resumed["stage_state"]["lr"])
-                current = _restore_stage(job, stage, resumed, log)
-            else:
-                current = StageState(job, stage, log)
-        row = _run_epoch(job, current, epoch, total, train_input, eval_input, val_loader, loss_fn)
+    """The epoch loop: train -> evaluate -> select -> log -> checkpoint.
+
+    Every rank trains on its shard of each global batch; rank 0 alone evaluates, selects, logs and
+    checkpoints (`distributed.on_main`), and every rank gets its row and its decision to stop.
+    """
+    stages = plan_stages(job)
+    total = sum(s.epochs for s in stages)
+    kit = EpochKit.build(job)
+    sinks = EpochLog(job.run, total, log) if job.dist.is_main else None
+
+    def on_rank0(state: StageState, stats: EpochStats, epoch: int, t0: float) -> Finished:
+        row = _evaluate(job, state, stats, epoch, t0, kit)
+        history = [*job.history, row]
+        if job.tracker.update(history):  # sets row.selection_score
+            best = _inference_state(job, state.eval_model(job.model), row.epoch)
+            save_checkpoint(best, job.run.best)
+        cast(EpochLog, sinks).write(history)
+        save_checkpoint(_last_state(job, state, history), job.run.last)
+        return job.tracker.should_stop(row), row
+
+    state: StageState | None = None
+    for epoch in range(int(resumed["epoch"]) if resumed else 0, total):
+        state = _stage_for_epoch(job, stages, epoch, state, resumed, log)
+        started = time.perf_counter()
+        stats = train_epoch(job, state, epoch, total, kit)
+        stop, row = distributed.on_main(partial(on_rank0, state, stats, epoch, started))
         job.history.append(row)
-        # Rank 0 selects, writes and decides; every rank gets the same decision (and row).
-        record = partial(_record_epoch, job, current, row, writer, epoch, total, log)
-        stop, job.history[-1] = distributed.on_main(record)
         if stop:
+            log(f"  early stop: {job.tracker.why_stopped()}")
             break
-    if writer is not None:
-        writer.close()
+    if sinks is not None:
+        sinks.close()
 
 
-def _record_epoch(
-    job: Job,
-    current: StageState,
-    row: dict[str, Any],
-    writer: Any,
-    epoch: int,
-    total: int,
-    log: Log,
-) -> tuple[bool, dict[str, Any]]:
-    """Select, log and checkpoint one finished epoch; (stop early?, the row with its score)."""
-    cfg = job.cfg.train
-    improved = _select(job, current, row)
-    job.run.write_history(job.history)
-    if writer is not None:
-        for key, value in row.items():
-            if isinstance(value, float):
-                writer.add_scalar(key, value, epoch + 1)
-        writer.flush()
-    log(_epoch_line(row, total))
-    save_checkpoint(_last_state(job, current, epoch + 1), job.run.last)
-    stop = not improved and _should_stop(job, epoch)
-    if stop:
-        log(
-            f"  early stop: {cfg.select_metric} (smoothed) has not improved "
-            f"for {cfg.patience} epochs"
+def plan_stages(job: Job) -> list[recipe.Stage]:
+    """The head and full stages; an "auto" LR stays 0.0 here until its stage starts."""
+    t = job.cfg.train
+    steps = len(train_loader(job, 0))
+    head_lr = t.head_lr if isinstance(t.head_lr, float) else 0.0
+    lr = t.lr if isinstance(t.lr, float) else 0.0
+    return recipe.stage_plan(t, steps, head_lr, lr)
+
+
+@dataclass
+class EpochKit:
+    """What every epoch uses, built once: the val batches, the input functions and the loss."""
+
+    val_loader: BatchLoader
+    eval_input: Callable[[torch.Tensor], torch.Tensor]
+    train_input: Callable[[torch.Tensor], torch.Tensor]
+    loss_fn: nn.Module
+
+    @classmethod
+    def build(cls, job: Job) -> EpochKit:
+        val = job.data["val"]
+        return cls(
+            BatchLoader(val.pixels, val.labels, job.cfg.train.batch_size * 2),
+            input_fn(job, train=False),
+            input_fn(job, train=True),
+            _loss_fn(job),
         )
-    return stop, row
-
-
-def _restore_stage(job: Job, stage: recipe.Stage, resumed: dict[str, Any], log: Log) -> StageState:
-    # The stage's LR was resolved before the interruption; never re-run lr-find on resume.
-    key = "head_lr" if stage.name == "head" else "lr"
-    if getattr(job.cfg.train, key) == "auto":
-        setattr(job.cfg.train, key, stage.lr)
-    current = StageState(job, stage, log, restoring=True)
-    current.load_state_dict(resumed["stage_state"])
-    return current
 
 
 def _loss_fn(job: Job) -> nn.Module:
@@ -562,58 +575,43 @@ def _loss_fn(job: Job) -> nn.Module:
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
-def _tensorboard(job: Job) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but never fail a run over logging
-        return None
-    return SummaryWriter(str(job.run.tensorboard))
-
-
-def _run_epoch(
+def _stage_for_epoch(
     job: Job,
-    current: StageState,
+    stages: list[recipe.Stage],
     epoch: int,
-    total: int,
-    train_input: Callable[[torch.Tensor], torch.Tensor],
-    eval_input: Callable[[torch.Tensor], torch.Tensor],
-    val_loader: BatchLoader,
-    loss_fn: nn.Module,
-) -> dict[str, Any]:
-    """Train one epoch on every rank, then evaluate on rank 0; every rank gets the row."""
-    started = time.perf_counter()
-    stats = _train_epoch(job, current, epoch, total, train_input, loss_fn)
-    row = partial(_epoch_row, job, current, stats, epoch, started, eval_input, val_loader)
-    return distributed.on_main(row)
+    current: StageState | None,
+    resumed: dict[str, Any] | None,
+    log: Log,
+) -> StageState:
+    """The running stage's state, or at a stage's first epoch the next stage, started."""
+    stage, _ = recipe.stage_of_epoch(stages, epoch)
+    if current is not None and current.stage.name == stage.name:
+        return current
+    if current is not None:
+        distributed.unwrap(current.net)
+    saved = resumed["stage_state"] if resumed else None
+    return start_stage(job, stage, log, saved if saved and saved["stage"] == stage.name else None)
 
 
-def _train_epoch(
-    job: Job,
-    current: StageState,
-    epoch: int,
-    total: int,
-    train_input: Callable[[torch.Tensor], torch.Tensor],
-    loss_fn: nn.Module,
-) -> EpochStats:
+def train_epoch(job: Job, state: StageState, epoch: int, total: int, kit: EpochKit) -> EpochStats:
+    """One epoch on every rank (each on its shard); loss and accuracy over all ranks."""
     cfg, ctx = job.cfg.train, job.dist
     # Same augmentation/dropout after a resume; each rank its own draws for its own images.
     torch.manual_seed((cfg.seed * 100_003 + epoch) * ctx.world_size + ctx.rank)
-    current.net.train()
-    if current.stage.name == "head" or cfg.bn == "frozen":
-        set_bn_eval(job.model)
+    _train_mode(job, state.net, state.stage)
     loader = train_loader(job, epoch)
     stats = train_one_epoch(
-        current.net,
+        state.net,
         loader,
-        train_input,
-        loss_fn,
-        current.optimizer,
-        lambda: current.on_step(job.model),
+        kit.train_input,
+        kit.loss_fn,
+        state.optimizer,
+        lambda: state.on_step(job.model),
         job.device,
         grad_clip=cfg.grad_clip,
         amp=cfg.amp,
-        scaler=current.scaler,
-        desc=f"epoch {epoch + 1}/{total} {current.stage.name}",
+        scaler=state.scaler,
+        desc=f"epoch {epoch + 1}/{total} {state.stage.name}",
         total=len(loader),
         agree=distributed.all_true if ctx.enabled else None,
         show_progress=ctx.is_main,
@@ -636,68 +634,31 @@ def _summed_over_ranks(stats: EpochStats) -> EpochStats:
     return stats
 
 
-def _epoch_row(
-    job: Job,
-    current: StageState,
-    stats: EpochStats,
-    epoch: int,
-    started: float,
-    eval_input: Callable[[torch.Tensor], torch.Tensor],
-    val_loader: BatchLoader,
-) -> dict[str, Any]:
+def _evaluate(
+    job: Job, state: StageState, stats: EpochStats, epoch: int, started: float, kit: EpochKit
+) -> EpochRow:
     """Rank 0's evaluation of the epoch (the exact metric over the whole val split)."""
-    cfg = job.cfg.train
     eval_started = time.perf_counter()
-    val = evaluate(current.eval_model(job.model), val_loader, eval_input, job.device, cfg.amp)
+    model = state.eval_model(job.model)
+    val = evaluate(model, kit.val_loader, kit.eval_input, job.device, job.cfg.train.amp)
     now = time.perf_counter()
-    return {
-        "epoch": epoch + 1,
-        "stage": current.stage.name,
-        "train_loss": stats.loss,
-        "train_acc": stats.acc,
-        "val_loss": val.loss,
-        "val_acc": val.metrics["accuracy"],
-        "val_balanced_accuracy": val.metrics["balanced_accuracy"],
-        "val_macro_f1": val.metrics["macro_f1"],
-        "lr": max(g["lr"] for g in current.optimizer.param_groups),
-        "data_s": stats.data_s,
-        "augment_s": stats.augment_s,
-        "compute_s": stats.compute_s,
-        "eval_s": now - eval_started,
-        "epoch_s": now - started,
-        "skipped_steps": stats.skipped_steps,
-    }
-
-
-METRIC_KEYS = {
-    "accuracy": "val_acc",
-    "balanced_accuracy": "val_balanced_accuracy",
-    "macro_f1": "val_macro_f1",
-}
-
-
-def smoothed_metric(history: list[dict[str, Any]], metric: str, window: int) -> float:
-    values = [row[METRIC_KEYS[metric]] for row in history[-max(window, 1) :]]
-    return float(np.mean(values))
-
-
-def _select(job: Job, current: StageState, row: dict[str, Any]) -> bool:
-    """Keep the weights whose smoothed validation metric is best; True if they improved."""
-    cfg = job.cfg.train
-    score = smoothed_metric(job.history, cfg.select_metric, cfg.smooth)
-    row["selection_score"] = score
-    if score <= job.best["metric"]:
-        return False
-    job.best = {"metric": score, "epoch": row["epoch"]}
-    model = current.eval_model(job.model)
-    save_checkpoint(_inference_state(job, model, row["epoch"]), job.run.best)
-    return True
-
-
-def _should_stop(job: Job, epoch: int) -> bool:
-    patience = job.cfg.train.patience
-    in_full = job.history[-1]["stage"] == "full"
-    return patience > 0 and in_full and (epoch + 1) - job.best["epoch"] >= patience
+    return EpochRow(
+        epoch=epoch + 1,
+        stage=state.stage.name,
+        train_loss=stats.loss,
+        train_acc=stats.acc,
+        val_loss=val.loss,
+        val_acc=val.metrics["accuracy"],
+        val_balanced_accuracy=val.metrics["balanced_accuracy"],
+        val_macro_f1=val.metrics["macro_f1"],
+        lr=max(g["lr"] for g in state.optimizer.param_groups),
+        data_s=stats.data_s,
+        augment_s=stats.augment_s,
+        compute_s=stats.compute_s,
+        eval_s=now - eval_started,
+        epoch_s=now - started,
+        skipped_steps=stats.skipped_steps,
+    )
 
 
 def _inference_state(job: Job, model: nn.Module, epoch: int) -> dict[str, Any]:
@@ -711,34 +672,23 @@ def _inference_state(job: Job, model: nn.Module, epoch: int) -> dict[str, Any]:
     }
 
 
-def _last_state(job: Job, current: StageState, epochs_done: int) -> dict[str, Any]:
-    state = _inference_state(job, job.model, epochs_done)
-    state.update(
+def _last_state(job: Job, state: StageState, history: list[EpochRow]) -> dict[str, Any]:
+    """Everything a resume needs: weights, history, the tracker and the stage's optimizer."""
+    ckpt = _inference_state(job, job.model, history[-1].epoch)
+    ckpt.update(
         {
             "model": job.model.state_dict(),
-            "history": job.history,
-            "best": job.best,
-            "stage_state": current.state_dict(),
+            "history": [row.to_dict() for row in history],
+            "best": job.tracker.state_dict(),
+            "stage_state": state.state_dict(),
         }
     )
-    return state
-
-
-def _epoch_line(row: dict[str, Any], total: int) -> str:
-    return (
-        f"epoch {row['epoch']:>2}/{total} {row['stage']:<4} "
-        f"train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-        f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} "
-        f"bal {row['val_balanced_accuracy']:.3f} f1 {row['val_macro_f1']:.3f} | "
-        f"lr {row['lr']:.1e} | {row['epoch_s']:.0f}s "
-        f"(data wait {row['data_s']:.1f}s, augment {row['augment_s']:.1f}s, "
-        f"compute {row['compute_s']:.1f}s, "
-        f"eval {row['eval_s']:.1f}s)"
-    )
+    return ckpt
 
 
 def _write_summary(job: Job) -> dict[str, Any]:
-    last = job.history[-1] if job.history else {}
+    last = job.history[-1] if job.history else None
+    final_keys = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
     summary = {
         "model": job.cfg.model.name,
         "weights": job.weights_note,
@@ -747,13 +697,13 @@ def _write_summary(job: Job) -> dict[str, Any]:
         "val_images": len(job.data["val"].labels),
         "skipped_images": sum(len(d.skipped) for d in job.data.values()),
         "selected_metric": job.cfg.train.select_metric,
-        "best_epoch": job.best["epoch"],
-        "best_metric": job.best["metric"],
+        "best_epoch": job.tracker.epoch,
+        "best_metric": job.tracker.best,
         "epochs_run": len(job.history),
-        "final": {k: last.get(k) for k in ("val_acc", "val_balanced_accuracy", "val_macro_f1")},
-        "data_wait_s": sum(r["data_s"] for r in job.history),
-        "augment_s": sum(r["augment_s"] for r in job.history),
-        "compute_s": sum(r["compute_s"] for r in job.history),
+        "final": {k: getattr(last, k) if last else None for k in final_keys},
+        "data_wait_s": sum(r.data_s for r in job.history),
+        "augment_s": sum(r.augment_s for r in job.history),
+        "compute_s": sum(r.compute_s for r in job.history),
         "device": str(job.device),
         "world_size": job.dist.world_size,
         "wall_s": time.time() - job.started,

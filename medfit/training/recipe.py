@@ -6,20 +6,24 @@ Stage "head": backbone frozen and BatchNorm in eval mode, so the randomly initia
     Distort Pretrained Features", LP-FT).
 Stage "full": everything trains; earlier layers at smaller rates (layer-wise LR decay via timm's
     param groups), AdamW, linear warmup then cosine decay, per step.
+`StageState` holds the running stage's optimizer, schedule, EMA and step count (saved in last.pt).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from medfit.config import TrainConfig
 from medfit.model.policy import freeze_backbone, unfreeze_all
+from medfit.training import distributed
 
 # The LR at the end of a schedule, relative to its peak: low enough to settle, not zero.
 FINAL_LR_FRACTION = 0.01
@@ -88,6 +92,62 @@ def build_scheduler(
         warmup_prefix=True,
         t_in_epochs=False,
     )
+
+
+class StageState:
+    """The optimizer, schedule, EMA and training wrapper of the stage being trained (the model is
+    already prepared for the stage and its LR settled: medfit.training.fit.start_stage)."""
+
+    def __init__(
+        self, model: nn.Module, stage: Stage, cfg: TrainConfig, device: torch.device
+    ) -> None:
+        self.stage = stage
+        self.optimizer = build_optimizer(model, stage, cfg)
+        self.scheduler = build_scheduler(self.optimizer, stage, cfg)
+        self.step = 0
+        self.ema = (
+            ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
+            if cfg.ema and stage.name == "full"
+            else None
+        )
+        use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        # What the training step calls: DDP around the model under torchrun (built after the
+        # stage's freezing, which decides the parameters it synchronises), else the model itself.
+        self.net = distributed.wrap(model, device)
+        if cfg.compile:
+            # Around the DDP wrapper (PyTorch's supported order: its DDPOptimizer splits the graph
+            # at the gradient buckets). Recompiled per stage: the trainable parameters changed.
+            self.net = cast(nn.Module, torch.compile(self.net))
+
+    def on_step(self, model: nn.Module) -> None:
+        self.step += 1
+        self.scheduler.step_update(self.step)
+        if self.ema is not None:
+            self.ema.update(model, step=self.step)
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return self.ema.module if self.ema is not None else model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage.name,
+            "lr": self.stage.lr,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 # Peak full-stage LRs measured on blood cells (see medfit/config.py, TrainConfig.lr).
