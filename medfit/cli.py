@@ -17,7 +17,10 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,10 @@ from medfit.config import (
 )
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
-from medfit.errors import MedfitError
+from medfit.errors import ConfigError, MedfitError
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
 from medfit.report.cli import REPORT_COMMANDS, add_report_commands, refresh_report
+from medfit.rundir import last_locked_run
 
 
 def _lr(value: str) -> float | str:
@@ -65,6 +69,12 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--aug", choices=AUG_PRESETS, help="augmentation preset (default: modality's)")
     g.add_argument("--val-fraction", type=float, help="val share when there is no val folder")
+    g.add_argument(
+        "--group-pattern",
+        metavar="REGEX|PRESET",
+        help="patient id from file names, as in medfit check: the val split off train keeps "
+        "each id on one side",
+    )
     g.add_argument("--max-train", type=int, help="use a stratified subset of N train images")
     g.add_argument("--max-val", type=int, help="use a stratified subset of N val images")
     g.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/medfit)")
@@ -122,15 +132,31 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """The installed distribution's version (a source tree that is not installed says so)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("medfit")
+    except PackageNotFoundError:
+        return "unknown (not installed; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medfit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"medfit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune a pretrained classifier on DATA")
     p.add_argument("data", nargs="?", help="folder with train/<class>/ (and val/, test/)")
     p.add_argument("--out", help="run directory (default runs/run; never overwritten)")
     p.add_argument("--config", help="a config.yaml to start from (e.g. RUN/config.yaml)")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run; --epochs N (more) extends it (recorded in RUN/resumed.jsonl); "
+        "--device/--workers/--cache-dir may change, any other option is refused",
+    )
     p.add_argument(
         "--seeds", type=int, metavar="N", help="N runs with seeds seed..seed+N-1: mean ± sd"
     )
@@ -164,9 +190,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     from medfit.config import RunConfig
 
     cfg = RunConfig.load(Path(args.config)) if getattr(args, "config", None) else RunConfig()
-    given = {dest: value for dest, value in vars(args).items() if dest in option_paths()}
-    given.pop("data_dir", None)
-    cfg.override(flat_to_dotted(given))
+    cfg.override(_given_options(args))
     if args.data:
         cfg.data.root = args.data
     if args.out:
@@ -174,6 +198,43 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     if not cfg.data.root:
         raise MedfitError("no data: pass DATA (a folder with train/<class>/...) or --config")
     return cfg
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields set on the command line (argparse defaults are None: not given)."""
+    given = {k: v for k, v in vars(args).items() if k in option_paths() and v is not None}
+    given.pop("data_dir", None)
+    return flat_to_dotted(given)
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[Any, str]:
+    """(the run's own config with the options given beside --resume, the run's directory).
+
+    More --epochs and the runtime options are applied; an option, DATA, --config or --out that
+    would change the run is refused in one line, never silently ignored.
+    """
+    from medfit.config import RunConfig, apply_resume_options
+    from medfit.rundir import existing_run_dir
+
+    run = existing_run_dir(args.resume)
+    if args.config:
+        raise ConfigError(
+            f"--config with --resume: a resumed run keeps its own {run.config}; drop --config"
+        )
+    cfg = RunConfig.load(run.config)
+    if args.out and not _same_path(args.out, str(run.path)):
+        raise ConfigError(f"--out {args.out} with --resume: the run stays in {run.path}")
+    if args.data and not _same_path(args.data, cfg.data.root):
+        raise ConfigError(
+            f"DATA {args.data} with --resume: the run trains on {cfg.data.root} (data.root in "
+            f"{run.config}); drop DATA, or edit data.root there if the data moved"
+        )
+    apply_resume_options(cfg, _given_options(args), str(run.config))
+    return cfg, str(run.path)
+
+
+def _same_path(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -193,10 +254,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train_one(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     """Train or resume one run: (its directory, the runs to report on)."""
-    from medfit.api import resume
     from medfit.training.fit import fit
 
-    result = resume(args.resume) if args.resume else fit(_config_from_args(args))
+    if args.resume:
+        cfg, run_dir = _resume_config(args)
+        result = fit(cfg, resume_dir=run_dir)
+    else:
+        result = fit(_config_from_args(args))
     if result.is_main:
         s = result.summary
         print(
@@ -211,6 +275,11 @@ def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     from medfit.training.seeds import resume_seeds, train_seeds
 
     if args.resume:
+        extra = [*_given_options(args)] + [f for f in ("data", "config", "out") if vars(args)[f]]
+        if extra:
+            raise ConfigError(
+                f"--resume with --seeds continues each seed's own config; drop {', '.join(extra)}"
+            )
         result = resume_seeds(args.resume, args.seeds)
     else:
         result = train_seeds(_config_from_args(args), args.seeds)
@@ -218,7 +287,7 @@ def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
-    from medfit.training.lr_tool import run_lr_find
+    from medfit.training.lr_find_cli import run_lr_find
 
     run_lr_find(_config_from_args(args), args.stage)
 
@@ -255,16 +324,56 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same cleanup (run lock, temp files) runs."""
+
+
+def _terminate_handler(owner: int) -> Any:
+    """Raise `Terminated` in this process; a forked worker that inherited it dies as usual."""
+
+    def handle(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    return handle
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install `handler` for SIGTERM; the previous one, or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal.signal works on the main thread only (tests call main elsewhere)
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def interrupted_message(command: str, terminated: bool) -> str:
+    """One line after Ctrl-C / SIGTERM: the run to resume when this process started one."""
+    how = "terminated" if terminated else "interrupted"
+    run = last_locked_run() if command == "train" else None
+    if run is not None and (run / "config.yaml").is_file():
+        return f"medfit: {how}; resume with: medfit train --resume {run}"
+    if command == "train":
+        return f"medfit: {how} before the run directory was written; nothing to resume"
+    return f"medfit: {how}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _on_sigterm(_terminate_handler(os.getpid()))
     try:
         COMMANDS[args.command](args)
     except MedfitError as exc:
         print(f"medfit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("medfit: interrupted; resume with: medfit train --resume RUN", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(interrupted_message(args.command, terminated), file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ AUG_PRESETS = (*MODALITIES, "none", "light", "rotate90")
 TASKS = ("auto", "multiclass", "ordinal")
 BN_POLICIES = ("auto", "train", "frozen")
 BALANCE_MODES = ("auto", "none", "loss", "sqrt", "sampler")
-SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1")
+SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "val_loss")
 NORMALIZE_MODES = ("weights", "unit")
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -39,6 +41,9 @@ class DataConfig:
     img_size: int | None = None
     # Used only when the data has no val folder: a stratified split of train, saved in the run.
     val_fraction: float = 0.15
+    # Patient id from each file name (regex with (?P<group>...) or a preset, as in medfit check)
+    # so that the val split off train never puts one patient on both sides. None: no such ids.
+    group_pattern: str | None = None
     # Cap on images per split (stratified subset), for quick CPU experiments. None: use all.
     max_train: int | None = None
     max_val: int | None = None
@@ -120,6 +125,7 @@ class TrainConfig:
     balance: str = "auto"
     # Model selection on a smoothed metric (mean of the last `smooth` epochs) so one lucky
     # noisy epoch is not picked; auto = balanced accuracy when imbalanced, else accuracy.
+    # val_loss (lowest wins) also scores confidence, which calibration and thresholds rely on.
     select_metric: str = "auto"
     smooth: int = 3
     # Stop when the smoothed metric has not improved for this many epochs (0 disables).
@@ -153,6 +159,79 @@ class TrainConfig:
     compile: bool = False
 
 
+# The largest input accepted. Every image is cached decoded at 1.15x the input size, squared
+# (data/cache.py): 4.2 MB per colour image at 1024 px, 397 MB at 10000 px. No timm classifier is
+# pretrained above 800 px (tf_efficientnet_l2), so a larger input only costs memory and disk.
+MAX_IMG_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The accepted range of one numeric option; every value must also be finite."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False  # `low` itself is refused
+    high_open: bool = False
+    why: str = ""
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None or isinstance(value, str):  # "not given" / "auto": checked elsewhere
+            return
+        low_ok = value > self.low if self.low_open else value >= self.low
+        high_ok = value < self.high if self.high_open else value <= self.high
+        if math.isfinite(value) and low_ok and high_ok:
+            return
+        flag = "--" + key.partition(".")[2].replace("_", "-")
+        why = f"; {self.why}" if self.why else ""
+        raise ConfigError(f"{flag} ({key}) must be {self.describe()}, got {value}{why}")
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# The range of every numeric field (tests/test_config.py fails when a numeric field has none).
+RANGES: dict[str, Bound] = {
+    "data.img_size": Bound(16, MAX_IMG_SIZE, why="the cache stores 1.15x this size per image"),
+    "data.val_fraction": Bound(0, 1, low_open=True, high_open=True),
+    "data.max_train": Bound(1, why="leave it out to use every image"),
+    "data.max_val": Bound(1, why="leave it out to use every image"),
+    "model.drop_rate": Bound(0, 1, high_open=True),
+    "train.epochs": Bound(0),
+    "train.head_epochs": Bound(0),
+    "train.batch_size": Bound(1),
+    "train.lr": Bound(0, low_open=True, why="or 'auto' for an LR range test"),
+    "train.head_lr": Bound(0, low_open=True, why="or 'auto' for an LR range test"),
+    "train.layer_decay": Bound(0, 1, low_open=True, why="1 turns layer-wise decay off"),
+    "train.weight_decay": Bound(0),
+    "train.warmup_epochs": Bound(0),
+    "train.label_smoothing": Bound(0, 1, high_open=True),
+    "train.ema_decay": Bound(0, 1, high_open=True),
+    "train.grad_clip": Bound(0, why="0 turns clipping off"),
+    "train.bn_min_batch": Bound(1),
+    "train.smooth": Bound(1),
+    "train.patience": Bound(0, why="0 turns early stopping off"),
+    # NumPy's legacy seeding (training/engine.py) takes 32-bit seeds.
+    "train.seed": Bound(0, 2**32 - 1),
+    "train.workers": Bound(0),
+}
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_name(name: str) -> None:
+    """The spelling of --device; whether that device exists is decided where it is opened."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ConfigError(f"--device {name!r} is not a device: use one of {DEVICE_FORMS}")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -182,16 +261,12 @@ class RunConfig:
                     raise ConfigError(
                         f"--{name.replace('_', '-')} must be a number or 'auto', got {value!r}"
                     ) from None
-        if self.train.epochs < 0 or self.train.head_epochs < 0:
-            raise ConfigError("epochs must be >= 0")
+        for key, bound in RANGES.items():
+            owner, _, name = key.partition(".")
+            bound.check(key, getattr(getattr(self, owner), name))
         if self.train.epochs + self.train.head_epochs == 0:
             raise ConfigError("nothing to train: --epochs and --head-epochs are both 0")
-        if self.train.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.train.batch_size}")
-        if self.data.img_size is not None and self.data.img_size < 16:
-            raise ConfigError(f"--img-size must be >= 16 pixels, got {self.data.img_size}")
-        if not 0.0 < self.data.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.data.val_fraction}")
+        check_device_name(self.train.device)
         if self.train.compile and self.train.deterministic:
             # Compiled kernels draw dropout masks from their own RNG and fuse differently.
             raise ConfigError(
@@ -224,9 +299,7 @@ class RunConfig:
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
+            raw = yaml.safe_load(_read_config_text(Path(path))) or {}
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -246,6 +319,60 @@ class RunConfig:
             if section_name not in ("data", "model", "train") or not hasattr(section, name):
                 raise ConfigError(f"unknown option {key}")
             setattr(section, name, value)
+
+
+# Options a resumed run may change: where and how it runs, never what it trains. `--epochs` may
+# grow (the run then trains the extra epochs; training/fit.py records it in RUN/resumed.jsonl).
+RESUME_MAY_CHANGE = ("data.cache_dir", "train.device", "train.workers")
+
+
+def apply_resume_options(cfg: RunConfig, dotted: dict[str, Any], where: str) -> None:
+    """Apply options given with --resume to the run's config `cfg` (read from `where`); an option
+    that would change what the run trains is refused, never silently ignored."""
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        section, _, name = key.partition(".")
+        current = getattr(getattr(cfg, section), name)
+        flag = _flag(key, value)
+        if key == "train.epochs" and isinstance(value, int) and value < current:
+            raise ConfigError(
+                f"{flag} {value} with --resume: the run already plans {current} epochs "
+                f"(train.epochs in {where}); a resumed run can only get more"
+            )
+        if key in (*RESUME_MAY_CHANGE, "train.epochs") or value == current:
+            continue
+        shown = "" if isinstance(value, bool) else f" {value}"
+        raise ConfigError(
+            f"{flag}{shown} with --resume: the run has {key}: {current} ({where}); a resumed "
+            "run keeps its recipe (only --epochs, --device, --workers, --cache-dir may change): "
+            f"drop {flag} or start a new run with --config {where}"
+        )
+    cfg.override(dotted)
+
+
+def _flag(key: str, value: Any) -> str:
+    """The command-line spelling of a config field: `train.ema` given as False is `--no-ema`."""
+    flat = {path: name for name, path in option_paths().items()}[key]
+    return f"--{'no-' if value is False else ''}{flat.replace('_', '-')}"
+
+
+def _read_config_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        inside = path / "config.yaml"
+        hint = f"; did you mean {inside}?" if inside.is_file() else ""
+        raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): pass a YAML file such as "
+            "RUN/config.yaml"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 # Flat option names are the field names, except the backbone: `model` (as on the command line).

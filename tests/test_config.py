@@ -3,6 +3,8 @@ ConfigError that says what is wrong (never a traceback from deep inside)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,13 @@ from medfit.config import (
     AUG_PRESETS,
     BALANCE_MODES,
     BN_POLICIES,
+    RANGES,
     SELECT_METRICS,
+    DataConfig,
+    ModelConfig,
     RunConfig,
+    TrainConfig,
+    apply_resume_options,
 )
 from medfit.errors import ConfigError
 
@@ -242,3 +249,138 @@ def test_compile_with_deterministic_is_refused() -> None:
     cfg.train.deterministic = True
     with pytest.raises(ConfigError, match="--deterministic and --compile"):
         cfg.validate()
+
+
+def _numeric_fields() -> list[str]:
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    return [
+        f"{section}.{f.name}"
+        for section, cls in sections.items()
+        for f in dataclasses.fields(cls)
+        if any(t in str(f.type).split(" | ") for t in ("int", "float"))
+    ]
+
+
+def test_every_numeric_field_has_a_range() -> None:
+    # A new numeric option without a range would accept nan, inf and negative values unchecked.
+    assert sorted(_numeric_fields()) == sorted(RANGES)
+
+
+def _set(cfg: RunConfig, key: str, value: object) -> None:
+    section, _, name = key.partition(".")
+    setattr(getattr(cfg, section), name, value)
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_refused_everywhere(key: str, value: float) -> None:
+    cfg = RunConfig()
+    _set(cfg, key, value)
+    with pytest.raises(ConfigError, match=key.partition(".")[2]):  # an int field: a type error
+        cfg.validate()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("data.img_size", 1025),
+        ("data.max_train", 0),
+        ("data.max_val", -5),
+        ("model.drop_rate", 1.0),
+        ("train.lr", 0.0),
+        ("train.head_lr", -1e-3),
+        ("train.layer_decay", 1.5),
+        ("train.weight_decay", -1.0),
+        ("train.label_smoothing", 1.0),
+        ("train.ema_decay", 1.0),
+        ("train.grad_clip", -0.1),
+        ("train.smooth", 0),
+        ("train.seed", -1),
+        ("train.seed", 2**32),
+        ("train.workers", -1),
+    ],
+)
+def test_values_outside_their_range_are_refused(key: str, value: float) -> None:
+    cfg = RunConfig()
+    _set(cfg, key, value)
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    message = str(info.value)
+    assert key in message and f"got {value}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("data.img_size", 1024),
+        ("data.max_train", 1),
+        ("train.grad_clip", 0.0),  # off
+        ("train.patience", 0),  # off
+        ("train.seed", 2**32 - 1),
+        ("train.label_smoothing", 0.0),
+        ("train.lr", "auto"),
+    ],
+)
+def test_range_edges_are_accepted(key: str, value: object) -> None:
+    cfg = RunConfig()
+    _set(cfg, key, value)
+    cfg.validate()
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_device_spellings_are_accepted(device: str) -> None:
+    cfg = RunConfig()
+    cfg.train.device = device
+    cfg.validate()
+
+
+@pytest.mark.parametrize("device", ["foo", "gpu", "cuda:", "cuda:-1", "CPU"])
+def test_device_misspellings_are_refused(device: str) -> None:
+    cfg = RunConfig()
+    cfg.train.device = device
+    with pytest.raises(ConfigError, match="--device"):
+        cfg.validate()
+
+
+def test_config_that_is_a_folder_names_the_file_inside(tmp_path: Path) -> None:
+    write_yaml(tmp_path, "train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"is a folder.*config\.yaml"):
+        RunConfig.load(tmp_path)
+
+
+def test_config_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"train:\n  epochs: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        RunConfig.load(path)
+
+
+def test_resume_options_extend_epochs_and_keep_runtime_ones() -> None:
+    cfg = RunConfig()
+    apply_resume_options(
+        cfg, {"train.epochs": 12, "train.device": "cpu", "train.lr": None}, "RUN/config.yaml"
+    )
+    assert (cfg.train.epochs, cfg.train.device, cfg.train.lr) == (12, "cpu", None)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "words"),
+    [
+        ({"train.epochs": 5}, "--epochs 5 with --resume: the run already plans 10"),
+        ({"train.seed": 3}, "--seed 3 with --resume"),
+        ({"train.ema": False}, "--no-ema with --resume"),
+        ({"model.name": "resnet18"}, "--model resnet18 with --resume"),
+    ],
+)
+def test_resume_options_that_change_the_run_are_refused(dotted: dict, words: str) -> None:
+    cfg = RunConfig()
+    with pytest.raises(ConfigError, match=r"RUN/config\.yaml") as info:
+        apply_resume_options(cfg, dotted, "RUN/config.yaml")
+    assert words in str(info.value)
+    assert cfg == RunConfig()  # nothing applied
+
+
+def test_resume_options_equal_to_the_run_are_accepted() -> None:
+    cfg = RunConfig()
+    apply_resume_options(cfg, {"train.seed": 0, "model.name": cfg.model.name}, "RUN/config.yaml")
+    assert cfg == RunConfig()

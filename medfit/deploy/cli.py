@@ -13,12 +13,13 @@ Heavy imports (torch, onnx, fastapi) happen inside the handlers so `medfit --hel
 from __future__ import annotations
 
 import argparse
+import io
+import math
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, TextIO
 
-from medfit.errors import DataError, MedfitError
+from medfit.errors import ConfigError, DataError, MedfitError
 
 if TYPE_CHECKING:
     from medfit.deploy.predict import PredictionTable
@@ -73,8 +74,17 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from medfit.deploy.predict import Predictor, collect_inputs, write_csv
+    from medfit.deploy.predict import (
+        Predictor,
+        check_output_file,
+        collect_inputs,
+        save_csv,
+        write_csv,
+    )
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    out_file = check_output_file(args.out) if args.out else None
     predictor = Predictor(args.run, device=args.device, checkpoint=args.checkpoint)
     paths = collect_inputs(args.inputs)
     if args.tta and len(predictor.views(True)) == 1:
@@ -86,10 +96,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
     table = predictor.predict_files(
         paths, args.batch_size, args.tta, args.temperature_scaled, progress=True
     )
-    target: Any = open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout)  # noqa: SIM115
-    with target as out:
-        write_csv(table, out)
+    if out_file is not None:
+        save_csv(table, out_file)
+    else:
+        write_csv(table, _stdout_text())
     _report(table, args.out, sys.stdout if args.out else sys.stderr)
+
+
+def _stdout_text() -> TextIO:
+    """stdout, writing file names that are not valid UTF-8 as their original bytes."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    return sys.stdout
 
 
 def _report(table: PredictionTable, out: str | None, stream: IO[str]) -> None:
@@ -110,6 +128,8 @@ def _report(table: PredictionTable, out: str | None, stream: IO[str]) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from medfit.deploy.export import export_model
 
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ConfigError(f"--tolerance must be a number > 0, got {args.tolerance}")
     report = export_model(args.run, args.format, args.out, args.dynamic_batch, args.tolerance)
     v = report.verification
     print(
@@ -126,8 +146,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError:
         raise MedfitError('serving needs: pip install "medfit[serve]"') from None
 
+    _check_serve_options(args)
     limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_concurrent, args.max_waiting)
     serve(args.run, args.host, args.port, limits, args.device, args.checkpoint)
+
+
+# An upload is held in memory whole (and decoded beside it), so its cap must be a real number.
+MAX_UPLOAD_MB = 1024
+
+
+def _check_serve_options(args: argparse.Namespace) -> None:
+    """serve's numbers, refused in one line before the model is loaded or a port is bound."""
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in [1, 65535], got {args.port}")
+    if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= MAX_UPLOAD_MB):
+        raise ConfigError(
+            f"--max-upload-mb must be in (0, {MAX_UPLOAD_MB}], got {args.max_upload_mb} (an "
+            "upload is held in memory whole)"
+        )
+    if args.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.max_waiting < 0:
+        raise ConfigError(f"--max-waiting must be >= 0, got {args.max_waiting}")
 
 
 DEPLOY_COMMANDS: dict[str, Handler] = {
