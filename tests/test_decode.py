@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medfit.data import decode
 from medfit.data.decode import (
     MAX_PIXELS,
     DecodeError,
@@ -157,6 +159,55 @@ def test_window_constant_input_gives_zeros() -> None:
 def test_window_explicit_bounds_map_linearly_and_clip() -> None:
     values = np.array([-50.0, 0.0, 40.0, 100.0, 150.0, np.nan])
     assert window_to_uint8(values, 0, 100).tolist() == [0, 0, 102, 255, 255, 0]
+
+
+def test_window_in_strips_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = np.random.default_rng(3).normal(1000, 300, (37, 29))
+    whole = window_to_uint8(values)
+    monkeypatch.setattr(decode, "STRIP_VALUES", 50)  # 1-2 rows per strip
+    np.testing.assert_array_equal(window_to_uint8(values), whole)
+
+
+def test_percentiles_of_a_large_image_come_from_a_strided_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = np.random.default_rng(4).uniform(0, 1000, (300, 300))
+    exact = np.percentile(values, decode.PERCENTILES)
+    monkeypatch.setattr(decode, "SAMPLE_VALUES", 2500)  # every 6th row and column
+    low, high = decode.percentile_window(values)
+    assert (low, high) != tuple(exact)  # it really was a subsample ...
+    assert abs(low - exact[0]) < 15 and abs(high - exact[1]) < 15  # ... and a close estimate
+
+
+def test_16bit_decode_never_holds_a_float_copy_of_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ramp = np.tile(np.arange(1000, dtype=np.uint16) * 60, (1000, 1))
+    Image.fromarray(ramp).save(tmp_path / "big16.png")
+    monkeypatch.setattr(decode, "STRIP_VALUES", 1 << 14)
+    monkeypatch.setattr(decode, "SAMPLE_VALUES", 1 << 14)
+    tracemalloc.start()
+    try:
+        out = decode_image(tmp_path / "big16.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.pixels[0, 0, 0] == 0 and out.pixels[0, -1, 0] == 255
+    # The 1 MB uint8 result plus strips; one float64 copy alone would be 8 MB (before: ~40 MB).
+    assert peak < 2_500_000, f"{peak / 1e6:.1f} MB traced"
+
+
+def test_memory_guard_counts_bytes_not_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Image.fromarray(np.zeros((50, 40), np.uint16)).save(tmp_path / "deep.png")  # 2 bytes/pixel
+    Image.fromarray(np.zeros((50, 40), np.uint8)).save(tmp_path / "flat.png")  # 1 byte/pixel
+    monkeypatch.setattr(decode, "MAX_DECODE_BYTES", 3000)
+    message = expect_decode_error(tmp_path / "deep.png", "deep.png")
+    assert "4000 bytes" in message and "3000" in message and "memory guard" in message
+    assert decode_image(tmp_path / "flat.png").pixels.shape == (50, 40, 1)  # 2000 bytes: fine
+    write_dicom(tmp_path / "deep.dcm", np.zeros((50, 40), np.uint16))
+    assert "memory guard" in expect_decode_error(tmp_path / "deep.dcm", "deep.dcm")
 
 
 # --- DICOM ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from medfit.deploy.predict import Predictor  # noqa: E402
-from medfit.deploy.serve import Limits, create_app  # noqa: E402
+from medfit.deploy.serve import Limits, create_app, uvicorn_options  # noqa: E402
 from tests.deploy_helpers import copy_run, run_cli, val_images  # noqa: E402
 from tests.test_decode import write_dicom  # noqa: E402
 
@@ -226,21 +227,111 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def live_url(predictor: Predictor) -> Iterator[str]:
-    """uvicorn on 127.0.0.1 in a thread; shut down (and joined) after the module's tests."""
+@contextmanager
+def _live_server(predictor: Predictor, limits: Limits) -> Iterator[str]:
+    """uvicorn on 127.0.0.1 in a thread, configured as `medfit serve` does; stopped and joined."""
     port = _free_port()
-    app = create_app(predictor, Limits(max_upload_bytes=LIMIT))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        create_app(predictor, limits),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        **uvicorn_options(limits),
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_url(predictor: Predictor) -> Iterator[str]:
+    """The module's live server (default limits but the upload size), shared by its tests."""
+    with _live_server(predictor, Limits(max_upload_bytes=LIMIT)) as url:
+        yield url
+
+
+def _slow_sockets(url: str, n: int) -> list[socket.socket]:
+    """n connections that send half a request header, as a slowloris client does."""
+    port = int(url.rsplit(":", 1)[1])
+    sockets = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        sockets.append(s)
+    return sockets
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    """True when the server closed `s` without answering (an orderly close or a reset)."""
+    try:
+        return s.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_header_sockets_do_not_lock_out_health_or_predict(live_url: str, run: Path) -> None:
+    import httpx
+
+    image = val_images(run)[0]
+    files = {"file": (image.name, image.read_bytes(), "image/png")}
+    assert httpx.post(f"{live_url}/predict", files=files).status_code == 200  # warm the model
+    slow = _slow_sockets(live_url, 70)  # more than max_connections (64)
+    try:
+        time.sleep(0.2)
+        for s in slow:
+            s.sendall(b"a")  # still alive, still not done
+        start = time.monotonic()
+        health = httpx.get(f"{live_url}/health", timeout=5)
+        assert health.status_code == 200 and time.monotonic() - start < 1
+        start = time.monotonic()
+        predicted = httpx.post(f"{live_url}/predict", files=files, timeout=5)
+        assert predicted.status_code == 200 and time.monotonic() - start < 1, predicted.text
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_connection_without_headers_is_closed_after_the_read_timeout(
+    predictor: Predictor,
+) -> None:
+    import httpx
+
+    limits = Limits(read_timeout_s=0.3, idle_timeout_s=1, max_connections=2)
+    with _live_server(predictor, limits) as url:
+        (stalled,) = _slow_sockets(url, 1)
+        start = time.monotonic()
+        assert _closed_by_server(stalled)
+        assert 0.2 < time.monotonic() - start < 3
+        stalled.close()
+        # Past 4 x max_connections half-open sockets the oldest is dropped, not the newcomer.
+        crowd = _slow_sockets(url, 9)
+        try:
+            assert _closed_by_server(crowd[0])
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        finally:
+            for s in crowd:
+                s.close()
+
+
+def test_stalled_upload_is_408(predictor: Predictor) -> None:
+    with _live_server(predictor, Limits(read_timeout_s=0.3)) as url:
+        s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+        s.sendall(head + b"boundary=b\r\nContent-Length: 1000\r\n\r\n--b\r\n")
+        reply = b""
+        while chunk := s.recv(4096):  # headers and body may come in separate packets
+            reply += chunk
+        s.close()
+    assert reply.startswith(b"HTTP/1.1 408") and b"stalled" in reply
 
 
 def test_schemathesis_finds_no_contract_violation(live_url: str) -> None:

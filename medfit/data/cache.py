@@ -171,13 +171,23 @@ def build_or_load(
         reused, decoded = _build(
             samples, stamps, size, interpolation, entry, workers or os.cpu_count() or 1, desc
         )
-    except OSError as exc:  # the cache folder: full disk, read-only, no permission
+    except OSError as exc:  # the cache folder: full disk, read-only, no permission, a file
         need = len(samples) * size * size * 3 / 1e6
         raise DataError(
-            f"cannot write the image cache in {cache_dir}: {exc.strerror or exc} (needs up to "
-            f"{need:.0f} MB); free space there or pass --cache-dir on another disk"
+            f"cannot write the image cache in {cache_dir}: {exc.strerror or exc}; "
+            f"{_cache_remedy(Path(cache_dir), exc, need)}"
         ) from None
     return dataclasses.replace(_load(entry), reused=reused, decoded=decoded)
+
+
+def _cache_remedy(cache_dir: Path, exc: OSError, need_mb: float) -> str:
+    """What to do about a failed cache write, by its cause."""
+    blocker = next((p for p in (cache_dir, *cache_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return f"{blocker} is a file, not a folder: move it away or pass --cache-dir elsewhere"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable or pass --cache-dir on a writable disk"
+    return f"needs up to {need_mb:.0f} MB: free space there or pass --cache-dir on another disk"
 
 
 @dataclass

@@ -5,14 +5,16 @@
     write_csv(table, open("preds.csv", "w", newline=""))
 
 The model comes from `medfit.load` (weights-only checkpoint loading, never pickled code) and the
-pixels go through exactly the pieces training used: `decode_image` -> `resize_square` to the cache
-size -> gray replicated to 3 channels -> `build_eval_transform` -> (x - mean) / std, via
-`to_model_input`. A file that cannot be decoded is not fatal: its row carries the reason.
+pixels go through exactly the pieces training used, owned by the run's `Preprocess`:
+`decode_image` -> `square` (resized to the cache size, gray replicated to 3 channels) ->
+`input_fn` (resized to img_size, (x - mean) / std). A file that cannot be decoded is not fatal:
+its row carries the reason.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +27,11 @@ import torch
 from tqdm import tqdm
 
 from medfit.api import load
-from medfit.data.augment import build_eval_transform
-from medfit.data.cache import cache_size_for, resize_square
 from medfit.data.decode import DecodeError, decode_image, is_image_path
-from medfit.data.loader import to_model_input
-from medfit.deploy.runinfo import CALIBRATION_FILE, FLIP_DIMS, read_run_info
+from medfit.deploy.runinfo import FLIP_DIMS, read_run_info
 from medfit.errors import DataError, MedfitError
+from medfit.files import atomic_write_text, csv_cell
+from medfit.rundir import RunDir
 
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 
@@ -68,28 +69,18 @@ class Predictor:
         self.preprocess = self.classifier.preprocess
         self.model = self.classifier.model
         self.device = self.classifier.device
-        self._transform = build_eval_transform(self.preprocess.img_size).to(self.device)
-        self._mean = torch.tensor(self.preprocess.mean, device=self.device)
-        self._std = torch.tensor(self.preprocess.std, device=self.device)
+        self._input = self.preprocess.input_fn(self.device)
 
     # --- preprocessing -------------------------------------------------------------------------
 
     def square(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (H, W[, C]) -> uint8 (S, S, 3) at the run's cache size, as training stored it."""
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        size = cache_size_for(self.preprocess.img_size)
-        square = resize_square(pixels.astype(np.uint8), size, self.preprocess.interpolation)
-        return square if square.shape[2] == 3 else np.repeat(square, 3, axis=2)
+        return self.preprocess.square(pixels)
 
     def model_input(self, squares: np.ndarray) -> torch.Tensor:
         """uint8 (B, S, S, 3) -> the normalised float (B, 3, img_size, img_size) the model takes."""
-        return to_model_input(
-            torch.from_numpy(np.require(squares, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])),
-            self.device,
-            self._transform,
-            self._mean,
-            self._std,
+        return self._input(
+            torch.from_numpy(np.require(squares, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"]))
         )
 
     def load_square(self, path: str | Path) -> np.ndarray:
@@ -112,7 +103,8 @@ class Predictor:
         if self.info.temperature is None:
             raise MedfitError(
                 f"temperature scaling is not available for {self.info.path}: it has no "
-                f"{CALIBRATION_FILE} (calibrate the run first, or drop the temperature option)"
+                f"{RunDir(self.info.path).calibration.name} (calibrate the run first, or drop the "
+                "temperature option)"
             )
         return self.info.temperature
 
@@ -232,8 +224,32 @@ def _under(folder: Path, cell: str) -> Path:
     return path if path.is_absolute() else folder / path
 
 
+def check_output_file(out: str) -> Path:
+    """The --out file, refused up front (before any prediction) when it cannot be written."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise MedfitError(f"--out {out} is a folder; name a file, e.g. {path / 'predictions.csv'}")
+    if not path.parent.is_dir():
+        raise MedfitError(f"--out {out}: folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise MedfitError(f"--out {out}: no permission to write in {path.parent}")
+    return path
+
+
+def save_csv(table: PredictionTable, path: Path) -> None:
+    """`write_csv` to `path` atomically: a failure leaves no half-written CSV behind."""
+    buffer = io.StringIO()
+    write_csv(table, buffer)
+    try:
+        atomic_write_text(path, buffer.getvalue())
+    except OSError as exc:
+        raise MedfitError(f"could not write {path}: {exc.strerror or exc}") from None
+
+
 def write_csv(table: PredictionTable, out: TextIO) -> None:
-    """path, predicted, p_<class>..., error: one row per input, failed rows with empty cells."""
+    """path, predicted, p_<class>..., error: one row per input, failed rows with empty cells.
+
+    Text cells go through `csv_cell`: a class or file named "=cmd|..." is not a formula."""
     writer = csv.writer(out)
     writer.writerow(["path", "predicted", *[f"p_{c}" for c in table.classes], "error"])
     for row in _rows(table):
@@ -244,9 +260,9 @@ def _rows(table: PredictionTable) -> Iterator[list[str]]:
     rows = zip(table.paths, table.labels, table.probs, table.errors, strict=True)
     for path, label, p, err in rows:
         if err:
-            yield [str(path), "", *[""] * len(table.classes), err]
+            yield [csv_cell(path), "", *[""] * len(table.classes), csv_cell(err)]
         else:
-            yield [str(path), str(label), *[f"{v:.6f}" for v in p], ""]
+            yield [csv_cell(path), csv_cell(label), *[f"{v:.6f}" for v in p], ""]
 
 
 def skipped_lines(table: PredictionTable, limit: int = 10) -> list[str]:

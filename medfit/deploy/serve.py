@@ -11,15 +11,24 @@ Guards, each with a documented status and a JSON body {"detail": "<one line>"}:
   the bytes actually received, so chunked uploads cannot get around it);
 - 415 when the request is not multipart/form-data or the part's type is not an image/DICOM;
 - 400 when the upload cannot be decoded (the decoder's reason, without server paths);
+- 408 when an upload stalls: no body bytes for `read_timeout_s`;
 - 422 for a missing `file` field or a malformed query parameter;
-- 503 (Retry-After) when `max_concurrent` inferences run and `max_waiting` more already wait;
+- 503 (Retry-After) when `max_concurrent` inferences run and `max_waiting` more already wait, or
+  `max_connections` requests are already being read or answered;
 - 500 "internal error" for anything unexpected: the traceback goes to the server log only.
+
+Slow clients (slowloris): a connection must finish its request headers within
+`read_timeout_s` of connecting or of its previous response, else it is closed; an idle keep-alive
+connection is closed after `idle_timeout_s`. Connections still sending headers do not count
+against `max_connections`, and past `4 * max_connections` of them the oldest is dropped, so
+stalled sockets cannot lock out /health or /predict.
 
 Bind to 127.0.0.1 (the default): the service has no authentication.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import threading
@@ -64,10 +73,18 @@ class Limits:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_concurrent: int = 2  # inferences running at once (each uses all torch threads)
     max_waiting: int = 8  # requests queued behind them; more get 503
-    # Open connections uvicorn accepts (uploads in progress included); beyond: 503 from uvicorn.
+    # Requests being read or answered at once (uploads in progress included); beyond: 503.
     max_connections: int = 64
+    read_timeout_s: float = 10.0  # to finish the request headers; then between body chunks
+    idle_timeout_s: int = 5  # a keep-alive connection with no new request is closed
 
     def check(self) -> None:
+        if self.read_timeout_s <= 0 or self.idle_timeout_s <= 0 or self.max_connections < 1:
+            raise MedfitError(
+                "serve limits: timeouts must be > 0 and connections >= 1 "
+                f"(got read {self.read_timeout_s}, idle {self.idle_timeout_s}, "
+                f"connections {self.max_connections})"
+            )
         if self.max_upload_bytes < 1 or self.max_concurrent < 1 or self.max_waiting < 0:
             raise MedfitError(
                 "serve limits: upload size and concurrent inferences must be >= 1, "
@@ -132,11 +149,45 @@ class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over `max_bytes`, by header and by bytes received."""
+class _Stalled(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class RequestLimit:
+    """ASGI middleware: 503 once `max_requests` requests are being read or answered.
+
+    Counted here, after the headers, rather than by uvicorn's limit_concurrency, which counts
+    open connections: sockets that never finish their headers would use up that budget.
+    """
+
+    def __init__(self, app: ASGIApp, max_requests: int) -> None:
+        self.app, self.max_requests, self.active = app, max_requests, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            busy = JSONResponse(
+                {"detail": f"server busy: {self.max_requests} requests open; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+            await busy(scope, receive, send)
+            return
+        self.active += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over `max_bytes`, by header and by bytes received;
+    408 when the next body chunk takes longer than `read_timeout` seconds."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 10.0) -> None:
+        self.app, self.max_bytes, self.read_timeout = app, max_bytes, read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,12 +197,18 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await _too_large(self.max_bytes)(scope, receive, send)
             return
-        received = 0
+        received, body_done = 0, False
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # afterwards only http.disconnect comes, whenever the client leaves
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise _Stalled from None
             received += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
             if received > self.max_bytes:
                 raise _TooLarge
             return message
@@ -168,6 +225,10 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await _too_large(self.max_bytes)(scope, receive, send)
+        except _Stalled:
+            if not started:
+                detail = f"request body stalled: no data for {self.read_timeout:g} s"
+                await JSONResponse({"detail": detail}, status_code=408)(scope, receive, send)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -178,6 +239,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
         (400, "the upload is not a readable image, or calibration is unavailable"),
+        (408, "the upload stalled (no data for the read timeout)"),
         (413, "request body too large"),
         (415, "not multipart/form-data, or the file is not an image/DICOM"),
         (422, "missing 'file' field or malformed query parameter"),
@@ -217,7 +279,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     )
     gate = Gate(limits.max_concurrent, limits.max_waiting)
     app.state.gate = gate
-    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=limits.max_upload_bytes, read_timeout=limits.read_timeout_s
+    )
+    app.add_middleware(RequestLimit, max_requests=limits.max_connections)  # outermost
     _add_error_handlers(app)
 
     @app.get("/health", response_model=HealthResponse)
@@ -360,9 +425,63 @@ def serve(
         share_cpu(limits.max_concurrent)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the service has no authentication", host)
-    uvicorn.run(
-        app, host=host, port=port, log_level="info", limit_concurrency=limits.max_connections
-    )
+    uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(limits))
+
+
+def uvicorn_options(limits: Limits) -> dict[str, Any]:
+    """uvicorn settings that enforce `limits` on connections (the app enforces the rest)."""
+    return {
+        "http": header_timeout_protocol(limits.read_timeout_s, 4 * limits.max_connections),
+        "timeout_keep_alive": limits.idle_timeout_s,
+        "limit_concurrency": None,  # RequestLimit counts requests, not half-open connections
+    }
+
+
+def header_timeout_protocol(timeout: float, max_pending: int) -> type[Any]:
+    """uvicorn's h11 protocol, closing connections that do not finish their request headers
+    within `timeout` s (of connecting, or of their previous response); beyond `max_pending` such
+    connections the oldest is closed. uvicorn itself waits for headers forever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    pending: dict[Any, asyncio.TimerHandle] = {}  # awaiting headers, oldest first
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._headers_done()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # a request line and headers arrived
+                self._headers_done()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._await_headers()
+
+        def _await_headers(self) -> None:
+            self._headers_done()
+            while len(pending) >= max_pending:
+                next(iter(pending))._drop()
+            pending[self] = self.loop.call_later(timeout, self._drop)
+
+        def _headers_done(self) -> None:
+            timer = pending.pop(self, None)
+            if timer is not None:
+                timer.cancel()
+
+        def _drop(self) -> None:
+            self._headers_done()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 def share_cpu(concurrent: int) -> None:
