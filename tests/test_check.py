@@ -315,7 +315,8 @@ def test_backbone_path_and_process_pool(tmp_path: Path) -> None:
     calibration = report.near_duplicates["embedding_calibration"]
     assert "threshold" in calibration and "usable" in calibration
     labels = report.label_issues
-    assert labels["checked"] and labels["features"] == "backbone embeddings"
+    # The probe ran on the embeddings; at 32 px on 44 images it may be too weak to judge labels.
+    assert labels["features"] == "backbone embeddings" and "probe_ci95" in labels
     assert report.exact_duplicates["clusters"] == 0
 
 

@@ -1,9 +1,11 @@
 """Silent wrong results in the data layer, each now either handled or a one-line DataError:
 folder symlinks that reuse another split's (or class's) images, hidden folders taken for classes,
-and a val split off train that put one patient in both train and val."""
+and a val split off train that put one patient in both train and val (ids from a manifest, DICOM,
+or file names with `--group-pattern`)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from pathlib import Path
@@ -12,9 +14,11 @@ import numpy as np
 import pytest
 
 from medfit import cli
+from medfit.config import DataConfig, RunConfig
+from medfit.data.dataset import load_index
 from medfit.data.manifest import index_manifest
 from medfit.data.sources import DatasetIndex, index_folder
-from medfit.errors import DataError
+from medfit.errors import ConfigError, DataError
 from medfit.training.fit import _ignored_note, _links_note, _val_note
 from tests.test_sources import make_tree, write_png
 
@@ -243,3 +247,89 @@ def test_ungrouped_split_is_unchanged_for_folders_and_manifests(tmp_path: Path) 
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")  # a group column, every cell empty
     index = index_manifest(tmp_path / "m.csv", val_fraction=0.3, seed=5)
     assert _val_names(index, tmp_path / "train") == UNGROUPED_VAL
+
+
+# --- `medfit train --group-pattern`: patient ids from file names for the automatic val split ----
+
+NAMED = r"^(?:.*/)?(?P<group>pat\d+)_"
+
+
+def _named_patients(root: Path, per_class: int = 8) -> dict[str, str]:
+    """root/train/<class>/patNN_K.png: `per_class` patients of 2-4 images per class (no val
+    folder). Returns {file name: patient}."""
+    rng = np.random.default_rng(1)
+    owner = {}
+    for c, label in enumerate(("a", "b")):
+        for p in range(per_class):
+            patient = f"pat{c}{p:02d}"
+            for i in range(int(rng.integers(2, 5))):
+                write_png(root / "train" / label / f"{patient}_{i}.png", 30 * i + p)
+                owner[f"{patient}_{i}.png"] = patient
+    return owner
+
+
+def _sides(index: DatasetIndex, owner: dict[str, str]) -> dict[str, set[str]]:
+    sides: dict[str, set[str]] = {}
+    for s in index.samples:
+        sides.setdefault(owner[Path(s.path).name], set()).add(s.split)
+    return sides
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_pattern_keeps_each_file_name_id_on_one_side(tmp_path: Path, seed: int) -> None:
+    owner = _named_patients(tmp_path)
+    grouped = load_index(DataConfig(root=str(tmp_path), group_pattern=NAMED), seed)
+    assert all(len(splits) == 1 for splits in _sides(grouped, owner).values())
+    assert {s.group for s in grouped.samples} == set(owner.values())
+    assert grouped.val_from_train and grouped.val_groups == 16
+    assert "grouped by 16 ids" in _val_note(grouped)
+    assert all(n > 0 for n in grouped.counts("val").values())
+
+
+def test_without_the_pattern_the_split_would_straddle(tmp_path: Path) -> None:
+    owner = _named_patients(tmp_path)
+    straddled = [
+        any(len(s) > 1 for s in _sides(load_index(DataConfig(root=str(tmp_path)), seed), owner))
+        for seed in range(3)
+    ]
+    assert any(straddled)  # what the tests above would catch
+
+
+def test_group_pattern_on_a_manifest_and_a_preset(tmp_path: Path) -> None:
+    rows = ["path,label"]
+    for label in ("normal", "cnv"):
+        for p in range(6):
+            for i in range(3):  # Kermany OCT names: CLASS-PATIENT-N.jpeg -> preset "kermany"
+                name = f"{label.upper()}-{1000 + p}{len(label)}-{i}.png"
+                write_png(tmp_path / "img" / name, 40 * i + p)
+                rows.append(f"img/{name},{label}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    index = load_index(DataConfig(root=str(tmp_path / "m.csv"), group_pattern="kermany"), 0)
+    where: dict[str | None, set[str]] = {}
+    for s in index.samples:
+        where.setdefault(s.group, set()).add(s.split)
+    assert len(where) == 12 and all(len(splits) == 1 for splits in where.values())
+    assert index.val_groups == 12
+
+
+def test_group_pattern_that_matches_nothing_or_is_no_regex_is_one_line(tmp_path: Path) -> None:
+    _named_patients(tmp_path, per_class=3)
+    with pytest.raises(ConfigError, match=r"matches none of the \d+ train file names"):
+        load_index(DataConfig(root=str(tmp_path), group_pattern=r"patient(?P<group>\d+)"), 0)
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        load_index(DataConfig(root=str(tmp_path), group_pattern="pat("), 0)
+
+
+def test_train_group_pattern_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    owner = _named_patients(tmp_path / "data")
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["train", str(tmp_path / "data"), *TRAIN, "--group-pattern", NAMED]
+    code = cli.main([*argv, "--out", str(out), "--cache-dir", str(cache)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "val split off train, grouped by 16 ids" in stdout
+    sides: dict[str, set[str]] = {}
+    for row in csv.DictReader((out / "split.csv").open()):
+        sides.setdefault(owner[Path(row["path"]).name], set()).add(row["split"])
+    assert len(sides) == 16 and all(len(splits) == 1 for splits in sides.values())
+    assert RunConfig.load(out / "config.yaml").data.group_pattern == NAMED  # resume keeps it

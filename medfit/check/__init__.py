@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from medfit.check.options import NEAR_DHASH_BITS, CheckOptions
     from medfit.check.render import render_text
-    from medfit.check.report import CheckReport, StrictCheckFailed, run_check
+    from medfit.check.run import CheckReport, StrictCheckFailed, run_check
     from medfit.check.split import SplitResult, make_split
 
 _EXPORTS = {
     "NEAR_DHASH_BITS": "medfit.check.options",
     "CheckOptions": "medfit.check.options",
-    "CheckReport": "medfit.check.report",
+    "CheckReport": "medfit.check.run",
     "SplitResult": "medfit.check.split",
-    "StrictCheckFailed": "medfit.check.report",
+    "StrictCheckFailed": "medfit.check.run",
     "make_split": "medfit.check.split",
     "render_text": "medfit.check.render",
-    "run_check": "medfit.check.report",
+    "run_check": "medfit.check.run",
 }
 __all__ = [
     "NEAR_DHASH_BITS",

@@ -1,6 +1,7 @@
 """The `check` and `split` subcommands, for `medfit.cli` to mount:
 
-    medfit check DATA [--group-pattern REGEX|PRESET] [--strict] [--json PATH] [--out RUN_DIR]
+    medfit check DATA [--group-pattern REGEX|PRESET] [--ids-per-split] [--strict] [--json PATH]
+                 [--out RUN_DIR]
     medfit split DATA --by group|stratified --out MANIFEST.csv [--val-fraction F]
                  [--test-fraction F] [--seed N] [--group-pattern REGEX|PRESET]
 
@@ -34,9 +35,16 @@ def add_check_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="folder with train/<class>/ (and val/, test/) or a manifest")
     _add_group_pattern(p)
     p.add_argument(
+        "--ids-per-split",
+        action="store_true",
+        help="the ids are numbered per split (patient 7 of train is not patient 7 of val): an id "
+        "in two splits is then two patients, not leakage. Without it, an id in two splits whose "
+        "images are not alike is still reported: one patient's scans weeks apart differ too",
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
-        help="exit with status 2 on cross-split exact duplicates or proven patient leakage",
+        help="exit with status 2 on every CRITICAL finding (copies across splits, patient leakage)",
     )
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON here")
     p.add_argument("--out", metavar="RUN_DIR", help="write RUN_DIR/check.json")
@@ -93,20 +101,24 @@ def _add_group_pattern(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _index(data: str, val_fraction: float, seed: int) -> DatasetIndex:
+def _index(data: str, val_fraction: float, seed: int, group_pattern: str | None) -> DatasetIndex:
+    """The index `medfit train` would see: its val split off train is grouped by the pattern."""
     from medfit.config import DataConfig
     from medfit.data.dataset import load_index
 
-    return load_index(DataConfig(root=data, val_fraction=val_fraction), seed)
+    cfg = DataConfig(root=data, val_fraction=val_fraction, group_pattern=group_pattern)
+    return load_index(cfg, seed)
 
 
 def cmd_check(args: argparse.Namespace) -> None:
     from medfit.check.options import CheckOptions
     from medfit.check.render import render_text
-    from medfit.check.report import StrictCheckFailed, run_check
+    from medfit.check.run import StrictCheckFailed, run_check
+    from medfit.rundir import RunDir
 
     options = CheckOptions(
         group_pattern=args.group_pattern,
+        ids_per_split=args.ids_per_split,
         features=args.features,
         model=args.model,
         weights=args.weights,
@@ -117,13 +129,14 @@ def cmd_check(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     options.validate()  # before any image is decoded
-    report = run_check(_index(args.data, args.val_fraction, args.seed), options)
+    index = _index(args.data, args.val_fraction, args.seed, args.group_pattern)
+    report = run_check(index, options)
     print(render_text(report))
     written = []
     if args.json:
         written.append(report.write(args.json))
     if args.out:
-        written.append(report.write(Path(args.out) / "check.json"))
+        written.append(report.write(RunDir(Path(args.out)).check))
     for path in written:
         print(f"wrote {path}")
     if args.strict and report.failures:
@@ -133,7 +146,7 @@ def cmd_check(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from medfit.check.split import make_split
 
-    index = _index(args.data, 0.15, args.seed)
+    index = _index(args.data, 0.15, args.seed, None)
     result = make_split(
         index,
         args.out,

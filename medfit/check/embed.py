@@ -11,6 +11,7 @@ embedding threshold on the user's own data (see `medfit.check.duplicates`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,41 +41,26 @@ class Embedder:
     """A frozen timm backbone that maps uint8 (B, S, S, C) thumbnails to unit vectors."""
 
     model: Any
-    mean: Any
-    std: Any
-    transform: Any
-    device: str
+    to_input: Callable[[Any], Any]  # the backbone's own `Preprocess.input_fn`
     note: str
 
     @classmethod
     def create(cls, name: str, weights: str, size: int, device: str) -> Embedder:
         import torch
 
-        from medfit.data.augment import build_eval_transform
         from medfit.model.backbones import create_model
 
-        device = resolve_device(device)
+        dev = torch.device(resolve_device(device))
         model, pre, note = create_model(name, 2, weights=weights, img_size=size)
-        model.eval().to(device)
-        mean = torch.tensor(pre.mean, device=device)
-        std = torch.tensor(pre.std, device=device)
-        transform = build_eval_transform(size).to(device)
-        return cls(model, mean, std, transform, device, f"{name} at {size} px: {note}")
+        model.eval().to(dev)
+        return cls(model, pre.input_fn(dev), f"{name} at {size} px: {note}")
 
     def __call__(self, thumbs: np.ndarray) -> np.ndarray:
         """(B, S, S, C) uint8 -> (B, D) float16, unit length."""
         import torch
 
-        from medfit.data.loader import to_model_input
-
         with torch.inference_mode():
-            x = to_model_input(
-                torch.from_numpy(np.ascontiguousarray(thumbs)),
-                torch.device(self.device),
-                self.transform,
-                self.mean,
-                self.std,
-            )
+            x = self.to_input(torch.from_numpy(np.ascontiguousarray(thumbs)))
             features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
             features = torch.nn.functional.normalize(features.float(), dim=1)
         return features.cpu().numpy().astype(np.float16)

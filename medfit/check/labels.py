@@ -10,8 +10,11 @@ vouch for a wrong label). Confident learning then picks the images whose given l
 class clears that class's average self-confidence and beats the given one). They are ranked by
 the probability of the given label, lowest first.
 
-The probe is weak on purpose (seconds, not a training run): its out-of-fold accuracy is in the
-report, and a list from a probe near chance is labelled as such.
+The probe is weak on purpose (seconds, not a training run), so its verdict is only as good as the
+probe: its out-of-fold balanced accuracy comes with a 95% interval (normal approximation per class:
+sqrt(sum_c r_c (1 - r_c) / n_c) / K for class recalls r_c over n_c images), and unless the lower
+end clears chance by MIN_LIFT the images are not listed at all (`judged` false, `reason` says
+why): a probe that cannot tell the classes apart flags its own errors, not wrong labels.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ MAX_DIMS = 128
 C_L2 = 0.5  # inverse L2 strength, as sklearn's C
 FIT_ROWS = 20_000  # rows the standardise + PCA step is fitted on
 MIN_PER_CLASS = 5  # fewer images in a class than this: no label-issue check
+# Lift over chance that the probe's balanced accuracy must clear at the lower end of its 95%
+# interval before its disagreements are shown as label issues (the verdict's bar for a probe).
+MIN_LIFT = 0.15
 
 
 def _features(ctx: Context) -> tuple[np.ndarray | None, str]:
@@ -181,6 +187,18 @@ def builtin_confident_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarra
     return rows[np.argsort(probs[rows, labels[rows]], kind="stable")]
 
 
+def balanced_accuracy_ci(
+    y: np.ndarray, predicted: np.ndarray, k: int
+) -> tuple[float, tuple[float, float]]:
+    """Mean recall over the k classes and its 95% normal-approximation interval, clipped to
+    [0, 1] (every class has at least MIN_PER_CLASS images here)."""
+    recalls = np.array([np.mean(predicted[y == c] == c) for c in range(k)])
+    sizes = np.array([np.sum(y == c) for c in range(k)])
+    balanced = float(recalls.mean())
+    half = 1.96 * float(np.sqrt(np.sum(recalls * (1 - recalls) / sizes))) / k
+    return balanced, (max(0.0, balanced - half), min(1.0, balanced + half))
+
+
 def label_issues(ctx: Context) -> dict[str, Any]:
     """The likely mislabeled images, with the probe's quality alongside."""
     x, source = _features(ctx)
@@ -204,7 +222,27 @@ def label_issues(ctx: Context) -> dict[str, Any]:
     found, method = confident_issues(y, probs)
     predicted = probs.argmax(axis=1)
     accuracy = float(np.mean(predicted == y))
-    balanced = float(np.mean([np.mean(predicted[y == c] == c) for c in range(len(present))]))
+    balanced, ci = balanced_accuracy_ci(y, predicted, len(present))
+    chance = 1.0 / len(present)
+    probe = {
+        "features": source,
+        "method": method,
+        "probe_accuracy": round(accuracy, 4),
+        "probe_balanced_accuracy": round(balanced, 4),
+        "probe_ci95": [round(ci[0], 4), round(ci[1], 4)],
+        "chance": round(chance, 4),
+    }
+    if ci[0] < chance + MIN_LIFT:
+        stronger = "a larger --embed-size or more images"
+        if ctx.scan.embeddings is None:
+            stronger = "--features backbone, or more images"
+        reason = (
+            f"cannot be judged: the probe's balanced accuracy is {balanced:.2f} (95% CI "
+            f"{ci[0]:.2f}-{ci[1]:.2f}) against chance {chance:.2f}; its {len(found)} "
+            f"disagreement(s) would be its own errors, not wrong labels (needs the CI above "
+            f"{chance + MIN_LIFT:.2f}: {stronger})"
+        )
+        return {"checked": False, "judged": False, "reason": reason, **probe}
     issues = []
     for i in found[: ctx.options.max_label_issues]:
         ref = ctx.ref(int(rows[i]))
@@ -217,11 +255,8 @@ def label_issues(ctx: Context) -> dict[str, Any]:
         issues.append(ref)
     return {
         "checked": True,
-        "features": source,
-        "method": method,
-        "probe_accuracy": round(accuracy, 4),
-        "probe_balanced_accuracy": round(balanced, 4),
-        "chance": round(1.0 / len(present), 4),
+        "judged": True,
+        **probe,
         "issues_total": len(found),
         "issue_rate": round(len(found) / len(rows), 4),
         "issues": issues,

@@ -33,6 +33,9 @@ class CheckOptions:
     ("thumbnail", fast, no torch model) or nothing ("none": both checks skipped)."""
 
     group_pattern: str | None = None  # a regex with (?P<group>...) or a preset name
+    # True: ids are numbered per split (patient 7 of train is not patient 7 of val), so an id in
+    # two splits is two patients and is not judged as leakage.
+    ids_per_split: bool = False
     features: str = "backbone"
     model: str = DEFAULT_MODEL
     weights: str = "auto"

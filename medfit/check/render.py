@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfit.check.report import CheckReport
+from medfit.check.run import CheckReport
 
 MARK = {"critical": "!!", "warning": " !", "info": " i"}
 SHOWN = 5  # pairs / images listed per section on the terminal (the JSON has them all)
@@ -147,15 +147,31 @@ def _groups(groups: dict[str, Any], shown: int) -> list[str]:
     lines = [
         f"GROUPS from {groups['source']}: {groups['groups']} ids ({per_split}); "
         f"{groups['images_without_id']} images without an id",
+    ]
+    if groups.get("ids_per_split"):
+        lines.append(
+            "  ids are numbered per split (--ids-per-split): an id in two splits is two "
+            "patients; leakage by id not checked"
+        )
+        return [*lines, ""]
+    untestable = groups.get("untestable_groups", 0)
+    lines.append(
         f"  in more than one split: {groups['shared_groups']} — alike images (leak): "
         f"{groups['leaking_groups']}, same id but different content: "
-        f"{groups['different_content_groups']}",
-    ]
+        f"{groups['different_content_groups']}"
+        + (f", not testable at this level: {untestable}" if untestable else "")
+        + f" (FDR {groups.get('fdr', 0.01):g}, {groups['null_pairs']} pairs of different ids)"
+    )
+    if groups["different_content_groups"] or untestable:
+        lines.append(
+            "  not cleared: one patient's images weeks apart are not alike either; unless ids "
+            "are numbered per split (--ids-per-split), keep each id in one split"
+        )
     for v in groups["shared"][:shown]:
         splits = ", ".join(f"{k} {n}" for k, n in v["splits"].items())
         lines.append(
             f"  {v['group']}: {v['status']} ({splits}; closest dHash {v['min_hash_distance']} "
-            f"bits, cosine {v['max_similarity']:.3f})"
+            f"bits, cosine {v['max_similarity']:.3f}, p {v.get('p_value', 1.0):.3g})"
         )
     return [*lines, ""]
 

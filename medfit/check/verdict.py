@@ -1,10 +1,11 @@
 """The verdict: the few findings that matter, most serious first, each with what to do.
 
 critical  the validation score is not trustworthy as the data stands (copies of training images
-          in val/test, the same patient's alike images on both sides); `--strict` fails on these
+          in val/test, the same patient's alike images on both sides, an id the user gave in two
+          splits); `--strict` fails on every one
 warning   likely to mislead or hurt training (near duplicates across splits, shortcuts,
-          unreadable files, labels that look wrong, ids shared across splits with different
-          images, near copies inside a split whose labels disagree)
+          unreadable files, labels that look wrong, ids shared across splits whose images are
+          not alike or too few to judge, near copies inside a split whose labels disagree)
 info      worth knowing (imbalance, near copies inside a split, checks that could not decide)
 """
 
@@ -44,8 +45,10 @@ DETAILS = {
     "unreadable": "inventory.unreadable",
     "shortcut": "shortcuts.properties",
     "label_issues": "label_issues.issues",
+    "label_unjudged": "label_issues",
     "imbalance": "inventory.counts",
     "no_groups": "groups",
+    "ids_per_split": "groups",
 }
 
 
@@ -68,8 +71,14 @@ def make_verdict(report: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def strict_failures(report: dict[str, Any]) -> list[str]:
-    """What `--strict` fails on: findings that invalidate validation."""
+    """What `--strict` fails on: every critical finding (each invalidates validation)."""
     return [f["title"] for f in report["verdict"] if f["severity"] == "critical"]
+
+
+def ids_given(groups: dict[str, Any]) -> bool:
+    """Whether the patient ids are the user's own (a --group-pattern, a manifest group column,
+    DICOM PatientID) rather than a preset guessed from the file names."""
+    return "auto-detected" not in str(groups.get("source", ""))
 
 
 def _exact(exact: dict[str, Any]) -> list[dict[str, str]]:
@@ -103,28 +112,47 @@ def _exact(exact: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _groups(groups: dict[str, Any], inventory: dict[str, Any]) -> list[dict[str, str]]:
-    if not groups.get("available"):
+    if not groups.get("available") or groups.get("ids_per_split"):
         return []
     out = []
     random_val = " (val was split off train by medfit)" if inventory["val_from_train"] else ""
     if groups["leaking_groups"]:
+        fix = SPLIT_FIX
+        if inventory["val_from_train"]:
+            fix += "; or train with --group-pattern REGEX|PRESET so that medfit's val split keeps "
+            fix += "each id on one side"
         out.append(
             _finding(
                 "critical",
                 f"patient leakage: {groups['leaking_groups']} id(s) have alike images in more "
                 f"than one split ({groups['leaking_images']} images){random_val}",
-                SPLIT_FIX,
+                fix,
                 "group_leak",
             )
         )
-    if groups["different_content_groups"]:
+    different = groups["different_content_groups"]
+    untestable = groups.get("untestable_groups", 0)
+    if different or untestable:
+        parts = []
+        if different:
+            parts.append(f"{different} with images that are not alike (same id, different content)")
+        if untestable:
+            parts.append(
+                f"{untestable} that the data are too few to judge (not testable at FDR "
+                f"{groups.get('fdr', 0.01):g})"
+            )
+        # Ids the user gave (pattern, manifest, DICOM) say who is who: short of --ids-per-split,
+        # one in two splits is the same patient on both sides, which is proven leakage.
+        given = ids_given(groups)
         out.append(
             _finding(
-                "warning",
-                f"{groups['different_content_groups']} id(s) occur in more than one split but "
-                "their images are not alike: same id, different content",
-                "check whether ids are shared between splits (or numbered per split); if they "
-                f"are the same patients: {SPLIT_FIX}",
+                "critical" if given else "warning",
+                ("patient leakage: " if given else "")
+                + f"{different + untestable} id(s) occur in more than one split: "
+                f"{'; '.join(parts)} — this does not clear them: one patient's images taken weeks "
+                "apart are not alike either",
+                "if ids are numbered per split (patient 7 of train is not patient 7 of val), say "
+                f"so with --ids-per-split; otherwise treat them as the same patients: {SPLIT_FIX}",
                 "group_same_id",
             )
         )
@@ -237,18 +265,28 @@ def _shortcuts(shortcuts: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _labels(labels: dict[str, Any]) -> list[dict[str, str]]:
+    if labels.get("judged") is False:  # a probe too close to chance: no list, and say so
+        return [
+            _finding(
+                "info",
+                f"label issues {labels['reason']}",
+                "nothing to fix in the labels on this evidence",
+                "label_unjudged",
+            )
+        ]
     if not labels.get("checked") or not labels["issues_total"]:
         return []
-    if labels["probe_balanced_accuracy"] < labels["chance"] + 0.15:
-        return []  # a probe near chance lists noise; the section still shows it
     # A probe that gets at most halfway from chance to perfect, or that flags more than a quarter
     # of the images, says more about the features than about the labels.
     chance = labels["chance"]
     weak = labels["probe_balanced_accuracy"] < chance + 0.5 * (1 - chance)
     weak = weak or labels["issue_rate"] > 0.25
+    lo, hi = labels.get("probe_ci95") or [None, None]
+    ci = f", 95% CI {lo:.2f}-{hi:.2f}" if lo is not None else ""
     title = (
         f"{labels['issues_total']} image(s) may be mislabeled ({labels['issue_rate']:.1%}; "
-        f"frozen-feature probe balanced accuracy {labels['probe_balanced_accuracy']:.2f})"
+        f"frozen-feature probe balanced accuracy {labels['probe_balanced_accuracy']:.2f}{ci} "
+        f"vs chance {chance:.2f})"
     )
     if weak:
         title += " — the probe is weak here, so treat the list as a hint"
@@ -276,7 +314,18 @@ def _info(report: dict[str, Any]) -> list[dict[str, str]]:
             )
         )
     groups = report["groups"]
-    if not groups.get("available"):
+    if groups.get("ids_per_split"):
+        out.append(
+            _finding(
+                "info",
+                "ids are numbered per split (--ids-per-split): an id in two splits is taken as "
+                "two patients, so patient leakage by id was not checked",
+                "near duplicates across splits are still checked above; for a leakage check by "
+                "patient, give ids that are the same for one patient in every split",
+                "ids_per_split",
+            )
+        )
+    elif not groups.get("available"):
         out.append(
             _finding(
                 "info",
