@@ -18,10 +18,7 @@ import timm
 import torch
 
 from medfit.config import RunConfig, flat_to_dotted
-from medfit.data.augment import build_eval_transform
-from medfit.data.cache import cache_size_for, resize_square
 from medfit.data.decode import decode_image
-from medfit.data.loader import to_model_input
 from medfit.model.backbones import Preprocess
 from medfit.rundir import existing_run_dir
 from medfit.training.checkpoint import load_checkpoint
@@ -68,18 +65,11 @@ class Classifier:
         )
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
-        size = self.preprocess.img_size
-        self._transform = build_eval_transform(size).to(self.device)
-        self._mean = torch.tensor(self.preprocess.mean, device=self.device)
-        self._std = torch.tensor(self.preprocess.std, device=self.device)
+        self._input = self.preprocess.input_fn(self.device)
 
-    def _pixels(self, item: str | Path | np.ndarray) -> np.ndarray:
+    def _square(self, item: str | Path | np.ndarray) -> np.ndarray:
         pixels = item if isinstance(item, np.ndarray) else decode_image(item).pixels
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        size = cache_size_for(self.preprocess.img_size)
-        square = resize_square(pixels.astype(np.uint8), size, self.preprocess.interpolation)
-        return square if square.shape[2] == 3 else np.repeat(square, 3, axis=2)
+        return self.preprocess.square(pixels)
 
     @torch.no_grad()
     def predict(
@@ -88,10 +78,8 @@ class Classifier:
         """Class probabilities for image paths or uint8 arrays (H, W[, C])."""
         probs = []
         for start in range(0, len(items), batch_size):
-            batch = np.stack([self._pixels(i) for i in items[start : start + batch_size]])
-            x = to_model_input(
-                torch.from_numpy(batch), self.device, self._transform, self._mean, self._std
-            )
+            batch = np.stack([self._square(i) for i in items[start : start + batch_size]])
+            x = self._input(torch.from_numpy(batch))
             probs.append(torch.softmax(self.model(x).float(), 1).cpu().numpy())
         all_probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         labels = [self.classes[i] for i in all_probs.argmax(1)] if len(all_probs) else []

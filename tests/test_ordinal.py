@@ -21,8 +21,8 @@ import medfit
 from medfit.data.task import grade_ranks, grade_values, resolve_task
 from medfit.errors import ConfigError
 from medfit.evaluate.metrics import bootstrap_ci, classification_report, ordinal_metrics
-from medfit.evaluate.report import summary_lines
 from medfit.evaluate.runner import run_eval
+from medfit.evaluate.summary import summary_lines
 from medfit.report import write_report
 from tests.test_report import _section, synthetic_run
 

@@ -24,6 +24,7 @@ from kornia.geometry.transform import warp_affine
 from torch import nn
 
 from medfit.config import AUG_PRESETS
+from medfit.data.cache import cache_size_for
 from medfit.errors import ConfigError
 
 
@@ -309,8 +310,8 @@ class TrainAugment(nn.Module):
         super().__init__()
         self.preset, self.params, self.size = preset, PRESETS[preset], size
         # A much larger input is first brought down antialiased: the warp itself does not
-        # antialias, which is fine for the ~1.15x shrink from the cache size.
-        self.max_src = math.ceil(size * 1.15)
+        # antialias, which is fine for the small shrink from the cache size.
+        self.max_src = cache_size_for(size)
         self.shrink = _Resize(self.max_src)
         self.cpu_backend = cpu_backend  # "opencv" or "kornia" (to compare them in tests)
 

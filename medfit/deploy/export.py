@@ -35,6 +35,7 @@ from medfit.data.cache import cache_size_for
 from medfit.data.decode import DecodeError
 from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
+from medfit.files import TEXT_ERRORS
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -324,7 +325,7 @@ def verification_inputs(predictor: Predictor, n: int = VERIFY_IMAGES) -> tuple[t
 def _val_paths(split_csv: Path, n: int) -> list[str]:
     """n val files spread over the split (it is sorted by class, so this spans the classes)."""
     try:
-        with split_csv.open(newline="") as f:
+        with split_csv.open(newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
             rows = [
                 r["path"]
                 for r in csv.DictReader(f)

@@ -11,7 +11,7 @@
   recognises them about as well as the originals.
 
 Everything goes through medfit's own pieces: `medfit.api.load` for the checkpoint (weights only),
-`cache_splits` for decoding, `to_model_input` with the run's transforms and normalisation.
+`cache_splits` for decoding, the run's `Preprocess.input_fn` for the resize and normalisation.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfit.data.augment import build_eval_transform, build_train_augment
+from medfit.data.augment import build_train_augment
 from medfit.data.dataset import cache_splits
-from medfit.data.loader import to_model_input
 from medfit.data.sources import DatasetIndex, Sample
 from medfit.diagnose.facts import RunFacts
 from medfit.errors import MedfitError
 from medfit.model.policy import BN_TYPES
+from medfit.rundir import RunDir
 
 Log = Callable[[str], None]
 
@@ -125,22 +125,14 @@ def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> Probe
     pixels, labels = _probe_images(facts, log)
     order = np.random.default_rng(PROBE_SEED).permutation(len(labels))  # mixed-class batches
     pixels, labels = pixels[order], labels[order]
-    model, dev = classifier.model, classifier.device
-    mean = torch.tensor(facts.preprocess.mean, device=dev)
-    std = torch.tensor(facts.preprocess.std, device=dev)
-    size = facts.preprocess.img_size
-
-    def inputs(transform: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        transform = transform.to(dev)
-        return lambda batch: to_model_input(batch, dev, transform, mean, std)
-
-    clean = inputs(build_eval_transform(size))
+    model, dev, pre = classifier.model, classifier.device, facts.preprocess
+    clean = pre.input_fn(dev)
     model.eval()
     fit = _fit_probe(_predict(model, pixels, clean, facts.config.train.batch_size), labels, facts)
     bn = _bn_probe(facts, model, pixels, labels, clean)
     aug = None
     if facts.config.data.aug not in ("none", "auto"):
-        augment = inputs(build_train_augment(facts.config.data.aug, size))
+        augment = pre.input_fn(dev, build_train_augment(facts.config.data.aug, pre.img_size))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PROBE_SEED)
             acc_aug = _accuracy(model, pixels, labels, augment, facts.config.train.batch_size)
@@ -149,8 +141,9 @@ def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> Probe
 
 
 def _unavailable(facts: RunFacts) -> str | None:
-    if not (facts.path / "checkpoints" / "best.pt").is_file():
-        return "no checkpoints/best.pt"
+    best = RunDir(facts.path).best
+    if not best.is_file():
+        return f"no {best.relative_to(facts.path)}"
     if not facts.train_paths:
         return "split.csv lists no training images"
     missing = next((p for p, _ in facts.train_paths if not Path(p).exists()), None)
@@ -170,7 +163,7 @@ def _probe_images(facts: RunFacts, log: Log) -> tuple[np.ndarray, np.ndarray]:
     data_cfg = dataclasses.replace(facts.config.data, max_train=PROBE_IMAGES, strict=False)
     p = facts.preprocess
     part = cache_splits(
-        index, data_cfg, p.img_size, p.interpolation, PROBE_SEED, log, splits=("train",)
+        index, data_cfg, p.cache_size, p.interpolation, PROBE_SEED, log, splits=("train",)
     )
     if "train" not in part:
         raise MedfitError(f"{facts.path}: none of the training images could be decoded")

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from medfit.errors import MedfitError
 
 Handler = Callable[[argparse.Namespace], None]
-SPLITS = ("train", "val", "test")  # what `--split` accepts
 
 
 def add_eval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,13 +34,23 @@ def add_eval_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="two-class runs: call the second class positive when its probability >= this "
+        "(default: picked on val by Youden's J); sensitivity/specificity/PPV/NPV are given at it",
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from medfit.data.sources import SPLITS
+
     if args.split not in SPLITS:
         raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
     if args.bootstrap < 0 or args.batch_size < 1:
         raise MedfitError("--bootstrap must be >= 0 and --batch-size >= 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise MedfitError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     from medfit.evaluate.runner import run_eval
     from medfit.report.cli import refresh_report
 
@@ -53,6 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         n_boot=args.bootstrap,
         batch_size=args.batch_size,
         device=args.device,
+        threshold=args.threshold,
     )
     refresh_report(args.run, gradcam=True)
 

@@ -19,14 +19,19 @@ import difflib
 import importlib
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
 
+from medfit.data.augment import build_eval_transform
+from medfit.data.cache import cache_size_for, resize_square
+from medfit.data.loader import to_model_input
 from medfit.errors import ConfigError, WeightsError
 from medfit.model.policy import classifier_of
 
@@ -61,6 +66,30 @@ class Preprocess:
             str(raw["interpolation"]),
             float(raw["crop_pct"]),
         )
+
+    @property
+    def cache_size(self) -> int:
+        """Side of the squares the cache stores: img_size plus the margin for random crops."""
+        return cache_size_for(self.img_size)
+
+    def square(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (H, W[, C]) -> uint8 (cache_size, cache_size, 3), as the training cache holds it
+        (gray replicated to 3 channels, so that mixed gray and colour inputs stack)."""
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        square = resize_square(pixels.astype(np.uint8), self.cache_size, self.interpolation)
+        return square if square.shape[2] == 3 else np.repeat(square, 3, axis=2)
+
+    def input_fn(
+        self, device: torch.device, augment: nn.Module | None = None, channels_last: bool = False
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """uint8 (B, S, S, C) batches -> this model's normalised float (B, 3, img_size, img_size)
+        on `device`: the whole square resized to img_size (or `augment`, training's random
+        crops), then (x - mean) / std."""
+        transform = (build_eval_transform(self.img_size) if augment is None else augment).to(device)
+        mean = torch.tensor(self.mean, device=device)
+        std = torch.tensor(self.std, device=device)
+        return lambda pixels: to_model_input(pixels, device, transform, mean, std, channels_last)
 
 
 def check_model_name(name: str) -> None:

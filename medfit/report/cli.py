@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medfit.errors import MedfitError
-from medfit.evaluate.cli import SPLITS
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -38,6 +37,8 @@ def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from medfit.data.sources import SPLITS
+
     if args.split is not None and args.split not in SPLITS:
         raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
     from medfit.report import write_report

@@ -26,7 +26,7 @@ def _num(value: Any) -> str:
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """Headline metrics with 95% CIs, a per-class table, calibration before/after, skipped."""
-    m, cal = result["metrics"], result["calibration"]
+    m = result["metrics"]
     lines = [
         f"medfit eval: {result['run']} on {result['split']} ({result['n_images']} images"
         + (f", TTA {'+'.join(result['views'])}" if result["tta"] else "")
@@ -49,18 +49,33 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"  {name:<{width}}  {_num(row['precision']):>9}  {_num(row['recall']):>6}"
             f"  {_num(row['f1']):>5}  {_num(row['auc']):>5}  {row['support']:>7}"
         )
-    lines.append(
+    lines += _calibration_lines(result)
+    if result["tta"] and len(result["views"]) == 1:
+        lines.append("  note: --tta had no effect: the run's augmentation preset used no flips")
+    return lines + _skipped(result)
+
+
+def _calibration_lines(result: dict[str, Any]) -> list[str]:
+    m, cal = result["metrics"], result["calibration"]
+    if cal["temperature"] is None:  # too few readable val images: nothing was fitted
+        return [
+            f"  calibration: none — {cal['reason']}",
+            f"  {result['split']} ECE {_num(m['ece'])}, NLL {_num(m['nll'])} (uncalibrated)",
+        ]
+    lines = [
         f"  calibration: T = {cal['temperature']:.3f} fitted on val ({cal['n_images']} images); "
         f"{result['split']} ECE {_num(result['uncalibrated']['ece'])} -> {_num(m['ece'])}, "
         f"NLL {_num(result['uncalibrated']['nll'])} -> {_num(m['nll'])}"
-    )
+    ]
     if not T_BOUNDS[0] * 1.01 < cal["temperature"] < T_BOUNDS[1] * 0.99:
         lines.append("  note: T hit its search bound: the model is near chance or val is too small")
-    if result["tta"] and len(result["views"]) == 1:
-        lines.append("  note: --tta had no effect: the run's augmentation preset used no flips")
     if result["split"] == "val":
         lines.append("  note: T was fitted on these same val images, so calibration is optimistic")
-    if result["skipped"]:
-        lines.append(f"  skipped {len(result['skipped'])} unreadable image(s):")
-        lines += [f"    {s['path']}: {s['reason']}" for s in result["skipped"][:10]]
     return lines
+
+
+def _skipped(result: dict[str, Any]) -> list[str]:
+    if not result["skipped"]:
+        return []
+    lines = [f"  skipped {len(result['skipped'])} unreadable image(s):"]
+    return lines + [f"    {s['path']}: {s['reason']}" for s in result["skipped"][:10]]
