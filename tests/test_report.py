@@ -100,7 +100,7 @@ def full_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the session's tiny run with eval_val.json, check.json (one val image is a copy
     of a train image) and diagnosis.json."""
     from medfit.check.options import CheckOptions
-    from medfit.check.report import run_check
+    from medfit.check.run import run_check
     from medfit.config import DataConfig
     from medfit.data.dataset import load_index
     from medfit.evaluate.runner import run_eval

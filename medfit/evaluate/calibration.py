@@ -3,6 +3,9 @@
 Logits come as (V, N, K): V test-time-augmentation views (V = 1 without TTA). The probabilities
 are the mean over views of softmax(z_v / T), exactly what `Predictor.probabilities` computes, so
 the T written to calibration.json is the one that minimises the NLL of what predict returns.
+
+A temperature is only fitted on at least MIN_CALIBRATION_IMAGES readable val images (see
+`medfit.deploy.runinfo` for why that many); with fewer, `calibrate` refuses and says why.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, logsumexp
 
-from medfit.deploy.runinfo import CALIBRATION_FILE
-from medfit.evaluate.metrics import expected_calibration_error
+from medfit.deploy.runinfo import MIN_CALIBRATION_IMAGES
+from medfit.errors import DataError
+from medfit.evaluate.metrics import expected_calibration_error, json_safe
 from medfit.rundir import RunDir
 
 T_BOUNDS = (0.05, 20.0)
@@ -53,8 +57,19 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
+class TooFewToCalibrate(DataError):
+    """Fewer readable val images than a stable temperature fit needs."""
+
+
 def calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Fit T and report NLL and ECE before (T = 1) and after, on the same (val) logits."""
+    """Fit T and report NLL and ECE before (T = 1) and after, on the same (val) logits; raises
+    TooFewToCalibrate below MIN_CALIBRATION_IMAGES images."""
+    if len(labels) < MIN_CALIBRATION_IMAGES:
+        raise TooFewToCalibrate(
+            f"temperature not fitted: {len(labels)} readable val image(s), and a stable fit of T "
+            f"needs at least {MIN_CALIBRATION_IMAGES} (with fewer, T often lands on its search "
+            "bound); make more val images readable or add some"
+        )
     temperature = fit_temperature(logits, labels)
     return {
         "temperature": temperature,
@@ -68,7 +83,9 @@ def calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def write_calibration(run_dir: Path, calibration: dict[str, Any]) -> Path:
-    """RUN/calibration.json, read back by `medfit predict --temperature-scaled`."""
-    path = run_dir / CALIBRATION_FILE
-    RunDir(run_dir).write_json(path, calibration)
+    """RUN/calibration.json, read back by `medfit predict --temperature-scaled` (strict JSON:
+    an undefined number is written as null, never NaN)."""
+    run = RunDir(run_dir)
+    path = run.calibration
+    run.write_json(path, json_safe(calibration))
     return path

@@ -12,6 +12,17 @@ quadratic weighted kappa (scikit-learn's `cohen_kappa_score(weights="quadratic")
 0 = chance agreement; NaN when only one grade occurs among labels and predictions together) and
 the mean absolute grade error, mean_i |r(pred_i) - r(y_i)| in grade steps.
 
+Balanced accuracy is the mean recall over the classes present among the labels (scikit-learn's
+definition, computed without its "y_pred contains classes not in y_true" warning, which every
+bootstrap resample that misses a rare class would raise).
+
+Two-class tasks add an operating point: the second class is "positive", an image is called
+positive when its probability p >= threshold, and the threshold is picked on val by Youden's J
+(the ROC point maximising sensitivity + specificity - 1; ties go to the highest threshold) unless
+given. On the evaluated split it reports sensitivity TP/(TP+FN), specificity TN/(TN+FP), PPV
+TP/(TP+FP) and NPV TN/(TN+FN) (NaN when the denominator is 0); their CIs resample the evaluated
+images with the threshold held fixed.
+
 Confidence intervals are 95% percentile bootstrap intervals: resample the N images with
 replacement `n_boot` times (seeded), recompute the metric, take the 2.5th and 97.5th percentiles.
 """
@@ -23,22 +34,42 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
+    accuracy_score,
     cohen_kappa_score,
     confusion_matrix,
+    f1_score,
     precision_recall_fscore_support,
+    recall_score,
     roc_auc_score,
+    roc_curve,
 )
-
-from medfit.training.engine import classification_metrics
 
 ECE_BINS = 15
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 ORDINAL = ("quadratic_kappa", "mean_abs_error")
+OPERATING = ("sensitivity", "specificity", "ppv", "npv")
 
 
 def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro-F1 (over all K classes) and one-vs-rest AUC."""
-    return {**classification_metrics(labels, probs), "auc": roc_auc(labels, probs)[0]}
+    predicted = probs.argmax(1)
+    classes = np.arange(probs.shape[1])
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)) if len(labels) else math.nan,
+        "balanced_accuracy": balanced_accuracy(labels, predicted),
+        "macro_f1": float(
+            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+        ),
+        "auc": roc_auc(labels, probs)[0],
+    }
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in `labels` (NaN when there are no labels)."""
+    present = np.unique(labels)
+    if len(present) == 0:
+        return math.nan
+    return float(recall_score(labels, predicted, labels=present, average="macro", zero_division=0))
 
 
 def ordinal_metrics(
@@ -167,15 +198,91 @@ def bootstrap_ci(
         idx = rng.integers(0, n, n)
         for name, value in point_metrics(labels[idx], probs[idx], ranks).items():
             samples[name].append(value)
-    out: dict[str, list[float | None]] = {}
-    for name, values in samples.items():
-        arr = np.asarray(values, dtype=float)
-        arr = arr[np.isfinite(arr)]
-        if len(arr) == 0:
-            out[name] = [None, None]
-        else:
-            out[name] = [float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))]
+    return {name: percentile_ci(values) for name, values in samples.items()}
+
+
+def youden_threshold(labels: np.ndarray, p_positive: np.ndarray) -> float | None:
+    """The threshold maximising Youden's J = sensitivity + specificity - 1 on these images (label
+    1 positive); None when both classes are not present. Clipped to [0, 1]: scikit-learn's
+    first ROC threshold is +inf (nothing called positive)."""
+    if len(np.unique(labels)) < 2:
+        return None
+    fpr, tpr, thresholds = roc_curve(labels, p_positive)
+    best = int(np.argmax(tpr - fpr))  # argmax takes the first, i.e. the highest, on ties
+    return float(min(thresholds[best], 1.0))
+
+
+def operating_metrics(
+    labels: np.ndarray, p_positive: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Sensitivity, specificity, PPV and NPV when p >= threshold is called positive."""
+    positive = np.asarray(labels) == 1
+    called = np.asarray(p_positive) >= threshold
+    tp, fn = int(np.sum(called & positive)), int(np.sum(~called & positive))
+    fp, tn = int(np.sum(called & ~positive)), int(np.sum(~called & ~positive))
+    return {
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+    }
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else math.nan
+
+
+def operating_point(
+    labels: np.ndarray,
+    p_positive: np.ndarray,
+    threshold: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """`operating_metrics` on these images with 95% bootstrap CIs (threshold held fixed) and the
+    confusion counts."""
+    labels = np.asarray(labels)
+    out: dict[str, Any] = {
+        "threshold": threshold,
+        **operating_metrics(labels, p_positive, threshold),
+    }
+    called = np.asarray(p_positive) >= threshold
+    out["counts"] = {
+        "tp": int(np.sum(called & (labels == 1))),
+        "fp": int(np.sum(called & (labels != 1))),
+        "tn": int(np.sum(~called & (labels != 1))),
+        "fn": int(np.sum(~called & (labels == 1))),
+    }
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {name: [] for name in OPERATING}
+    for _ in range(n_boot if len(labels) else 0):
+        idx = rng.integers(0, len(labels), len(labels))
+        for name, value in operating_metrics(labels[idx], p_positive[idx], threshold).items():
+            samples[name].append(value)
+    out["ci95"] = (
+        {name: percentile_ci(values) for name, values in samples.items()} if n_boot else {}
+    )
     return out
+
+
+def percentile_ci(values: list[float]) -> list[float | None]:
+    """[2.5th, 97.5th] percentile of the finite values; [None, None] when there are none."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if len(arr) == 0:
+        return [None, None]
+    return [float(np.percentile(arr, 2.5)), float(np.percentile(arr, 97.5))]
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def classification_report(

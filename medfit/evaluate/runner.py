@@ -7,7 +7,11 @@ the run's `data.root`) indexed as training indexes it, with the run's seed and v
 Labels are matched to the run's classes by name.
 
 Headline metrics use the temperature-scaled probabilities (what `medfit predict
---temperature-scaled` returns); the uncalibrated numbers are kept next to them. An ordinal run
+--temperature-scaled` returns); the uncalibrated numbers are kept next to them. With fewer than
+MIN_CALIBRATION_IMAGES readable val images no temperature is fitted: the probabilities are the
+uncalibrated ones (T = 1), calibration.json is left as it was, and eval says why. A two-class run
+adds an operating point (see `medfit.evaluate.metrics`): threshold picked on val (Youden's J) or
+given, applied to the evaluated split. An ordinal run
 (`data.task` in its config; runs from before that field resolve `auto` from their class names)
 adds quadratic kappa and the mean absolute grade error to both.
 """
@@ -15,6 +19,7 @@ adds quadratic kappa and the mean absolute grade error to both.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -31,9 +36,20 @@ from medfit.data.task import grade_ranks, resolve_task
 from medfit.deploy.predict import Predictor
 from medfit.deploy.runinfo import FLIP_DIMS
 from medfit.errors import DataError, MedfitError
-from medfit.evaluate.calibration import calibrate, probabilities, write_calibration
-from medfit.evaluate.metrics import classification_report
-from medfit.evaluate.report import summary_lines
+from medfit.evaluate.calibration import (
+    TooFewToCalibrate,
+    calibrate,
+    probabilities,
+    write_calibration,
+)
+from medfit.evaluate.metrics import (
+    classification_report,
+    json_safe,
+    operating_point,
+    youden_threshold,
+)
+from medfit.evaluate.summary import summary_lines
+from medfit.files import TEXT_ERRORS, atomic_write_text, csv_cell
 from medfit.rundir import RunDir, existing_run_dir
 
 Log = Callable[[str], None]
@@ -58,17 +74,23 @@ def run_eval(
     batch_size: int = 32,
     device: str = "auto",
     log: Log = print,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate RUN on SPLIT; writes calibration.json, eval_SPLIT.json, predictions_SPLIT.csv."""
+    """Evaluate RUN on SPLIT; writes calibration.json, eval_SPLIT.json, predictions_SPLIT.csv.
+    `threshold` (two-class runs): the operating threshold on the positive class's probability,
+    instead of the one Youden's J picks on val."""
     run = existing_run_dir(str(run_dir))
     predictor = Predictor(run.path, device=device)
     classes = predictor.classes
+    if threshold is not None and len(classes) != 2:
+        raise MedfitError(
+            f"--threshold applies to two-class runs; {run.path} has {len(classes)} classes "
+            "(drop --threshold)"
+        )
     task = run_task(run, classes)
     ranks = grade_ranks(classes) if task == "ordinal" else None
     items, source = _split_items(run, data, split, classes)
     val_items = _split_csv_items(run, "val", classes)
-    if not val_items:
-        raise MedfitError(f"{run.split}: no val images to fit the temperature on")
     target = collect_logits(predictor, items, tta, batch_size)
     val = (
         target
@@ -77,11 +99,10 @@ def run_eval(
     )
     if len(target.labels) == 0:
         raise DataError(f"no readable images in the {split} split of {source}")
-    calibration = {**calibrate(val.values, val.labels), "tta": tta}
-    write_calibration(run.path, calibration)
-    t = calibration["temperature"]
+    calibration = _calibration(run, val, len(val_items), tta)
+    t = calibration["temperature"] or 1.0
     probs = probabilities(target.values, t)
-    result = {
+    result: dict[str, Any] = {
         "run": str(run.path),
         "data": source,
         "split": split,
@@ -97,11 +118,86 @@ def run_eval(
             target.labels, probabilities(target.values, 1.0), classes, n_boot=0, ranks=ranks
         ),
     }
-    _write_predictions(run.path / f"predictions_{split}.csv", target, probs, classes)
-    RunDir(run.path).write_json(run.path / f"eval_{split}.json", _json_safe(result))
+    if len(classes) == 2:
+        result["operating_point"] = _operating_point(
+            val, target, probs, t, classes, threshold, n_boot, split == "val" and data is None
+        )
+    _write_predictions(run.predictions(split), target, probs, classes)
+    run.write_json(run.eval_json(split), json_safe(result))
     for line in summary_lines(result):
         log(line)
+    for line in operating_lines(result.get("operating_point")):
+        log(line)
     return result
+
+
+def _calibration(run: RunDir, val: Logits, listed: int, tta: bool) -> dict[str, Any]:
+    """Fit T on the readable val images and write calibration.json; with too few, fit nothing,
+    write nothing, and return temperature None with the reason."""
+    try:
+        calibration = {**calibrate(val.values, val.labels), "fitted": True, "tta": tta}
+    except TooFewToCalibrate as exc:
+        reason = f"{exc}; {listed} val image(s) listed in {run.split}"
+        if val.skipped:
+            path, why = val.skipped[0]
+            reason += f", {len(val.skipped)} unreadable (first: {path}: {why})"
+        reason += "; probabilities are uncalibrated (T = 1) and calibration.json was not written"
+        return {
+            "temperature": None,
+            "fitted": False,
+            "fitted_on": "val",
+            "n_images": len(val.labels),
+            "reason": reason,
+            "tta": tta,
+        }
+    write_calibration(run.path, calibration)
+    return calibration
+
+
+def _operating_point(
+    val: Logits,
+    target: Logits,
+    probs: np.ndarray,
+    temperature: float,
+    classes: list[str],
+    threshold: float | None,
+    n_boot: int,
+    same_images: bool,
+) -> dict[str, Any]:
+    """Sensitivity/specificity/PPV/NPV of the second class at a threshold picked on val (Youden's
+    J on the temperature-scaled val probabilities) or given, on the evaluated images."""
+    if threshold is not None:
+        rule = "given (--threshold)"
+    else:
+        threshold = youden_threshold(val.labels, probabilities(val.values, temperature)[:, 1])
+        rule = f"Youden's J on val ({len(val.labels)} images)"
+        if threshold is None:
+            threshold, rule = 0.5, "0.5: Youden's J needs both classes among readable val images"
+        elif same_images:
+            rule += "; picked on these same images, so optimistic"
+    point = operating_point(target.labels, probs[:, 1], threshold, n_boot)
+    return {"positive": classes[1], "negative": classes[0], "rule": rule, **point}
+
+
+def operating_lines(point: dict[str, Any] | None) -> list[str]:
+    """The console lines of a two-class operating point (none for other runs)."""
+    if not point:
+        return []
+
+    def num(key: str) -> str:
+        value = point[key]
+        text = "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+        lo, hi = point["ci95"].get(key, [None, None])
+        return text + (f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None else "")
+
+    c = point["counts"]
+    return [
+        f"  operating point: {point['positive']} when p >= {point['threshold']:.3f} "
+        f"({point['rule']})",
+        f"    sensitivity {num('sensitivity')}  specificity {num('specificity')}",
+        f"    PPV {num('ppv')}  NPV {num('npv')}  "
+        f"(TP {c['tp']}, FP {c['fp']}, TN {c['tn']}, FN {c['fn']})",
+    ]
 
 
 def run_task(run: RunDir, classes: list[str]) -> str:
@@ -136,7 +232,7 @@ def _split_csv_items(run: RunDir, split: str, classes: list[str]) -> list[tuple[
     """The readable rows of RUN/split.csv for one split, as (path, class index)."""
     if not run.split.is_file():
         raise MedfitError(f"{run.path} has no split.csv; pass --data with a val folder")
-    with run.split.open(newline="") as f:
+    with run.split.open(newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == split and r["status"] == "ok"]
     return [(r["path"], _class_index(r["label"], classes, str(run.split))) for r in rows]
 
@@ -189,20 +285,12 @@ def collect_logits(
 
 
 def _write_predictions(path: Path, target: Logits, probs: np.ndarray, classes: list[str]) -> None:
-    """path, label, predicted, p_<class>... (temperature-scaled probabilities)."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-        for p, y, row in zip(target.paths, target.labels, probs, strict=True):
-            writer.writerow([p, classes[y], classes[int(row.argmax())], *[f"{v:.6f}" for v in row]])
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> null (strict JSON), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+    """path, label, predicted, p_<class>... (temperature-scaled probabilities); text cells go
+    through `csv_cell` (no spreadsheet formulas), file names keep their bytes."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    for p, y, row in zip(target.paths, target.labels, probs, strict=True):
+        cells = [csv_cell(p), csv_cell(classes[y]), csv_cell(classes[int(row.argmax())])]
+        writer.writerow([*cells, *[f"{v:.6f}" for v in row]])
+    atomic_write_text(path, buffer.getvalue())

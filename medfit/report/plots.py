@@ -191,6 +191,32 @@ def reliability(
     return render_png(draw, (5, 4.2))
 
 
+def roc_curve(
+    positive: Sequence[bool], scores: Sequence[float], point: tuple[float, float], threshold: float
+) -> str:
+    """The ROC curve of the positive class with the operating point (1 - specificity,
+    sensitivity) at `threshold` marked."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    fpr, tpr, _ = sk_roc_curve(np.asarray(positive, dtype=int), np.asarray(scores, dtype=float))
+    auc = roc_auc_score(np.asarray(positive, dtype=int), np.asarray(scores, dtype=float))
+
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], color="#777777", ls=":", label="chance")
+        ax.plot(fpr, tpr, color=TRAIN, label=f"ROC (AUC {auc:.3f})")
+        ax.plot(*point, "o", ms=8, color=VAL, label=f"operating point (p >= {threshold:.3f})")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_xlabel("1 - specificity (false positive rate)")
+        ax.set_ylabel("sensitivity (true positive rate)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+
+    return render_png(draw, (4.4, 4.2))
+
+
 def _short(name: str, limit: int = 18) -> str:
     """A tick label: at most `limit` characters, `$` escaped so mathtext never parses it."""
     short = name if len(name) <= limit else name[: limit - 1] + "…"

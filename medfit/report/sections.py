@@ -64,7 +64,7 @@ def eval_missing(data: RunData) -> str:
     if data.split and data.eval_splits and data.split not in data.eval_splits:
         have = ", ".join(data.eval_splits)
         return (
-            f"no eval_{split}.json (evaluated splits: {have}): run "
+            f"no {data.run.eval_json(split).name} (evaluated splits: {have}): run "
             f"`medfit eval {data.path} --split {split}`"
         )
     return f"not evaluated yet: run `medfit eval {data.path}` (held-out test split by default)"
@@ -144,7 +144,7 @@ def _seconds(value: Any) -> str | None:
 
 def curves(data: RunData) -> Section:
     if not data.history:
-        return {"absent": "no metrics.jsonl rows: the run has not finished an epoch yet"}
+        return {"absent": data.no_history}
     best = data.summary.get("best_epoch")
     stages = [r.get("stage") for r in data.history]
     changes = [
@@ -207,7 +207,7 @@ def _seed_cell(value: Any, key: str) -> str:
 
 def timing(data: RunData) -> Section:
     if not data.history:
-        return {"absent": "no metrics.jsonl rows: the run has not finished an epoch yet"}
+        return {"absent": data.no_history}
     keys = [*plots.TIMING, "epoch_s"]
     rows = [
         {"epoch": r["epoch"], "stage": r.get("stage", ""), **{k: r.get(k) for k in keys}}
@@ -247,7 +247,50 @@ def per_class(data: RunData) -> Section:
             for k in ("precision", "recall", "f1", "auc")
         }
         rows.append({"name": name, "support": row.get("support"), **cells})
-    return {"rows": rows, "has_ci": any(r["precision"][1] is not None for r in rows)}
+    return {
+        "rows": rows,
+        "has_ci": any(r["precision"][1] is not None for r in rows),
+        "operating": operating_point(data),
+    }
+
+
+OPERATING_ROWS = (
+    ("sensitivity", "Sensitivity (recall of the positive class)"),
+    ("specificity", "Specificity (recall of the negative class)"),
+    ("ppv", "PPV (precision: positive calls that are right)"),
+    ("npv", "NPV (negative calls that are right)"),
+)
+
+
+def operating_point(data: RunData) -> Section | None:
+    """A two-class evaluation's operating point: the four rates with CIs, the rule that picked the
+    threshold, and the ROC curve (from predictions_<split>.csv) with the point marked."""
+    op = (data.evaluation or {}).get("operating_point")
+    if not isinstance(op, dict):
+        return None
+    ci = op.get("ci95") or {}
+    rows = [(name, op.get(key), *(ci.get(key) or [None, None])) for key, name in OPERATING_ROWS]
+    positive = op.get("positive")
+    scored = [
+        (p.label == positive, p.p_true if p.label == positive else 1.0 - p.p_true)
+        for p in data.predictions
+    ]
+    png = None
+    spec, sens = op.get("specificity"), op.get("sensitivity")
+    both = {flag for flag, _ in scored} == {True, False}
+    if both and isinstance(spec, float) and isinstance(sens, float):
+        png = plots.roc_curve(
+            [f for f, _ in scored], [s for _, s in scored], (1.0 - spec, sens), op["threshold"]
+        )
+    return {
+        "positive": positive,
+        "negative": op.get("negative"),
+        "threshold": op.get("threshold"),
+        "rule": op.get("rule"),
+        "rows": rows,
+        "counts": op.get("counts") or {},
+        "png": png,
+    }
 
 
 def calibration(data: RunData) -> Section:
@@ -261,6 +304,7 @@ def calibration(data: RunData) -> Section:
         "png": plots.reliability(before, after, cal.get("temperature")),
         "temperature": cal.get("temperature"),
         "fitted_on": cal.get("n_images"),
+        "not_fitted": cal.get("reason") if cal.get("temperature") is None else None,
         "ece": (ev.get("uncalibrated", {}).get("ece"), ev["metrics"].get("ece")),
         "nll": (ev.get("uncalibrated", {}).get("nll"), ev["metrics"].get("nll")),
     }
@@ -270,7 +314,8 @@ def top_losses(data: RunData) -> Section:
     if not data.evaluation:
         return {"absent": eval_missing(data)}
     if not data.predictions:
-        return {"absent": f"no predictions_{data.split}.csv: re-run `medfit eval {data.path}`"}
+        missing = data.run.predictions(str(data.split)).name
+        return {"absent": f"no {missing}: re-run `medfit eval {data.path}`"}
     wrong = sorted((p for p in data.predictions if not p.correct), key=lambda p: -p.loss)
     bases = image_bases(data)
     return {
@@ -310,7 +355,8 @@ def gradcam(data: RunData, enabled: bool) -> Section:
 def data_check(data: RunData) -> Section:
     if data.check is None:
         root = config_value(data, "data", "root") or "DATA"
-        return {"absent": f"no check.json: run `medfit check {root} --out {data.path}`"}
+        missing = data.run.check.name
+        return {"absent": f"no {missing}: run `medfit check {root} --out {data.path}`"}
     c = data.check
     inv = c.get("inventory") or {}
     classes = inv.get("classes") or []
@@ -364,7 +410,7 @@ def _pair_view(pair: dict[str, Any], bases: list[Path]) -> dict[str, Any]:
 
 def diagnosis(data: RunData) -> Section:
     if data.diagnosis is None:
-        return {"absent": f"no diagnosis.json: run `medfit diagnose {data.path}`"}
+        return {"absent": f"no {data.run.diagnosis.name}: run `medfit diagnose {data.path}`"}
     findings = [f for f in data.diagnosis.get("findings") or [] if isinstance(f, dict)]
     rank = {s: i for i, s in enumerate(SEVERITY_ORDER)}
     findings.sort(key=lambda f: rank.get(str(f.get("severity")), len(rank)))  # stable: keeps the
