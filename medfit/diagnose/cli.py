@@ -4,6 +4,12 @@
     COMMANDS.update(DIAGNOSE_COMMANDS)
 
     medfit diagnose RUN [--no-probes] [--json PATH]
+    medfit diagnose LOG [--script train.py] [--data DIR] [--val-size N] [--classes K]
+                        [--json PATH] [--html FILE]
+
+LOG is another tool's history (Keras console log or CSVLogger CSV, history JSON, TensorBoard
+events, Lightning metrics.csv, HF trainer_state.json, Ultralytics results.csv); with --script the
+training script is read statically (never run) and the findings are ranked in one list.
 
 Heavy imports (torch, timm) happen inside the handler so `medfit --help` stays instant.
 """
@@ -11,7 +17,11 @@ Heavy imports (torch, timm) happen inside the handler so `medfit --help` stays i
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from pathlib import Path
+
+from medfit.rundir import RunDir
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -21,7 +31,17 @@ def add_diagnose_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p = sub.add_parser(
         "diagnose", help="why the curves look like that: ranked findings with evidence and fixes"
     )
-    p.add_argument("run", help="a run directory (from medfit train)")
+    p.add_argument(
+        "run",
+        nargs="?",
+        help="a run directory (from medfit train), or another tool's training log/history",
+    )
+    g = p.add_argument_group("foreign runs (a log or history not written by medfit)")
+    g.add_argument("--script", metavar="PY", help="the training script, read statically")
+    g.add_argument("--data", metavar="DIR", help="the data folder: checked and used in the command")
+    g.add_argument("--val-size", type=int, metavar="N", help="validation images (weighs swings)")
+    g.add_argument("--classes", type=int, metavar="K", help="number of classes (chance level)")
+    g.add_argument("--html", metavar="FILE", help="also write the diagnosis as an HTML page")
     p.add_argument(
         "--no-probes",
         dest="probes",
@@ -38,9 +58,41 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     from medfit.diagnose.run import diagnose_run
     from medfit.report.cli import refresh_report
 
+    if _is_foreign(args):
+        _diagnose_foreign(args)
+        return
     diagnose_run(args.run, probes=args.probes, json_path=args.json, device=args.device)
     if args.json is None:  # the report reads RUN/diagnosis.json
         refresh_report(args.run, gradcam=False)
+
+
+def _is_foreign(args: argparse.Namespace) -> bool:
+    """Anything but a medfit run directory (one holding config.yaml)."""
+    if args.run is None:
+        return True
+    return not RunDir(Path(args.run).expanduser()).config.is_file()
+
+
+def _diagnose_foreign(args: argparse.Namespace) -> None:
+    from medfit.diagnose.foreign import diagnose_foreign, render_foreign, render_html
+    from medfit.errors import ConfigError
+    from medfit.files import atomic_write_bytes
+
+    for name in ("val_size", "classes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    log, script = args.run, args.script
+    if log is not None and script is None and Path(log).suffix == ".py":
+        log, script = None, log  # `medfit diagnose train.py`: the script alone
+    diagnosis = diagnose_foreign(log, script, args.data, args.val_size, args.classes)
+    print(render_foreign(diagnosis))
+    outputs = [(args.json, json.dumps(diagnosis.to_dict(), indent=2, default=str) + "\n")]
+    outputs += [(args.html, render_html(diagnosis))]
+    for target, text in outputs:
+        if target:
+            atomic_write_bytes(Path(target), lambda f, t=text: f.write(t.encode()))
+            print(f"saved {target}")
 
 
 DIAGNOSE_COMMANDS: dict[str, Handler] = {"diagnose": cmd_diagnose}
