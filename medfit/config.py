@@ -28,6 +28,7 @@ AUG_PRESETS = (*MODALITIES, "none", "light", "rotate90")
 TASKS = ("auto", "multiclass", "ordinal")
 BN_POLICIES = ("auto", "train", "frozen")
 BALANCE_MODES = ("auto", "none", "loss", "sqrt", "sampler")
+LOSSES = ("auto", "ce", "sord")
 SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "val_loss")
 NORMALIZE_MODES = ("weights", "unit")
 OPTIMIZERS = ("adamw", "sgd")
@@ -107,6 +108,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     # Label smoothing tempers over-confidence on noisy medical labels (Müller et al. 2019).
     label_smoothing: float = 0.1
+    # ce: cross-entropy (with label_smoothing). sord: soft ordinal targets for graded labels
+    # (Díaz & Marathe 2019), which replace label smoothing. auto = ce: sord did not beat it on
+    # the suite's knee grades (bench/README.md, suite.py).
+    loss: str = "auto"
     # An exponential moving average of the weights smooths the epoch-to-epoch val swings.
     ema: bool = True
     ema_decay: float = 0.998
@@ -249,6 +254,7 @@ class RunConfig:
         _check_choice("model.normalize", self.model.normalize, NORMALIZE_MODES)
         _check_choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
         _check_choice("train.balance", self.train.balance, BALANCE_MODES)
+        _check_choice("train.loss", self.train.loss, LOSSES)
         _check_choice("train.select_metric", self.train.select_metric, SELECT_METRICS)
         for name in ("lr", "head_lr"):
             value = getattr(self.train, name)

@@ -82,3 +82,21 @@ def test_api_keywords_cover_every_field() -> None:
     sections = {"data": RunConfig().data, "model": RunConfig().model, "train": RunConfig().train}
     every = {f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj)}
     assert set(flat_to_dotted({k: 1 for k in option_paths()}).keys()) == every
+
+
+def test_help_shows_each_config_default_from_the_config_itself() -> None:
+    defaults = RunConfig().to_dict()
+    shown = 0
+    for action in _train_parser()._actions:
+        path = option_paths().get(action.dest)
+        if path is None or action.nargs == 0:
+            continue
+        section, field = path.split(".")
+        value = defaults[section][field]
+        if value is not None and f"(default: {value})" in (action.help or ""):
+            shown += 1
+        # A default explained by hand ("auto: from the pixels") must still be the config's.
+        if "(default " in (action.help or "") and value is not None:
+            assert (action.help or "").split("(default ")[1].startswith(str(value)), action.dest
+    assert shown >= 20
+    assert "(default: 10)" in _action("epochs").help  # type: ignore[operator]

@@ -20,6 +20,7 @@ from PIL import Image
 
 from medfit import cli
 from medfit.config import MAX_IMG_SIZE
+from medfit.training.recipe import FINAL_LR_FRACTION
 
 TINY = ["--model", "test_efficientnet", "--weights", "none", "--img-size", "32"]
 HEAD_ONLY = [*TINY, "--epochs", "0", "--head-epochs", "1"]
@@ -278,8 +279,9 @@ def test_resume_with_more_epochs_trains_them_and_records_it(
         (4, "full"),
     ]
     # The full stage's schedule was re-planned for 3 epochs: the first added epoch trains well
-    # above the floor the 1-epoch schedule had reached (3e-3 peak, floor 1% of it).
-    assert rows[2]["lr"] > 10 * rows[1]["lr"]
+    # above the floor the 1-epoch schedule had reached (1% of the peak; `lr` is the epoch's
+    # highest trained LR, so rows[1] holds the peak).
+    assert rows[2]["lr"] > 10 * FINAL_LR_FRACTION * rows[1]["lr"]
     records = [json.loads(line) for line in (run / "resumed.jsonl").read_text().splitlines()]
     assert records == [{**records[0], "after_epoch": 2, "changes": {"train.epochs": [1, 3]}}]
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 3

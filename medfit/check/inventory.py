@@ -50,6 +50,7 @@ def inventory(ctx: Context, index: DatasetIndex) -> dict[str, Any]:
         "unreadable": unreadable[:MAX_LISTED],
         "ignored_count": len(index.ignored_files),
         "ignored_files": index.ignored_files[:MAX_LISTED],
+        "ignored_folders": index.ignored_folders,
     }
 
 

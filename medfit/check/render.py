@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from medfit.check.run import CheckReport
+from medfit.data.sources import ignored_folders_hint
 
 MARK = {"critical": "!!", "warning": " !", "info": " i"}
 SHOWN = 5  # pairs / images listed per section on the terminal (the JSON has them all)
@@ -68,6 +69,8 @@ def _inventory(inv: dict[str, Any]) -> list[str]:
         lines.append(
             f"  ignored (not images, hidden, outside class folders): {inv['ignored_count']}"
         )
+    if inv.get("ignored_folders"):
+        lines.append(f"  {ignored_folders_hint(inv['ignored_folders'])}")
     return [*lines, ""]
 
 

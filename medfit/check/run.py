@@ -25,7 +25,8 @@ within a split, the one that was queried) and `b` its match; `kind` is "exact" /
   {split: n}, `imbalance_ratio` (train, largest/smallest, or null), `val_from_train` bool,
   `sizes` {distinct, most_common {"WxH": n}, width/height {min, median, max}}, `modes`, `formats`,
   `conversions` {name: n}, `bytes`, `unreadable_count`, `unreadable` [{path, split, error}],
-  `ignored_count`, `ignored_files` [str]
+  `ignored_count`, `ignored_files` [str], `ignored_folders` [str] (top-level folders that are no
+  split)
 - `exact_duplicates`: counts (`clusters`, `images_in_clusters`, `extra_copies`,
   `cross_split_clusters`, `conflicting_clusters`, `conflicting_cross_split`),
   `cross_split_images` {"val->train": n}, `cross_split_pairs` [pair] (conflicting first),

@@ -78,6 +78,8 @@ class DatasetIndex:
     val_groups: int = 0  # group ids that split kept apart; 0 when it went image by image
     # "link -> target" for each split/class folder link followed out of the data set.
     followed_links: list[str] = field(default_factory=list)
+    # Top-level folders beside the split folders that are no split (`test_simple/`, `original/`).
+    ignored_folders: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]
@@ -386,9 +388,33 @@ def index_folder(root: str | Path, val_fraction: float = 0.15, seed: int = 0) ->
     ]
     followed = [f"{link} -> {real}" for link, real in walk.followed]
     dataset = DatasetIndex(str(root), classes, samples, walk.ignored, followed_links=followed)
+    dataset.ignored_folders = _non_split_folders(root, split_dirs)
     if "val" not in split_dirs:
         dataset = stratified_val_split(dataset, val_fraction, seed)
     return dataset
+
+
+def _non_split_folders(root: Path, split_dirs: dict[str, Path]) -> list[str]:
+    """Top-level folders that are not splits, when the data has split folders (else every
+    top-level folder is a class)."""
+    if split_dirs.get("train") == root:
+        return []
+    used = {folder.relative_to(root).parts[0] for folder in split_dirs.values()}
+    return [
+        child.name
+        for child in sorted(root.iterdir())
+        if child.is_dir() and child.name not in used and not _skipped(child.name)
+    ]
+
+
+def ignored_folders_hint(folders: list[str]) -> str:
+    """What to do with top-level folders that are no split: one clause for a message."""
+    names = ", ".join(f"{name}/" for name in folders[:5]) + (", ..." if len(folders) > 5 else "")
+    return (
+        f"{len(folders)} top-level folder(s) not used, as they are not train/val/test: {names} "
+        "(rename one to test/ or val/ to use it as that split, or list its images in a CSV "
+        "manifest with path,label,split columns and pass the manifest as DATA)"
+    )
 
 
 def check_classes(where: str, counts: Mapping[str, Mapping[str, int]], no_train: str) -> list[str]:

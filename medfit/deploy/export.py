@@ -33,6 +33,7 @@ from torch import nn
 import medfit
 from medfit.data.cache import cache_size_for
 from medfit.data.decode import DecodeError
+from medfit.data.moved import listed_files_missing
 from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
 from medfit.files import TEXT_ERRORS
@@ -312,14 +313,20 @@ def verify(
 def verification_inputs(predictor: Predictor, n: int = VERIFY_IMAGES) -> tuple[torch.Tensor, str]:
     """Up to n of the run's val images, preprocessed by medfit; seeded noise if none decode."""
     squares = []
-    for path in _val_paths(predictor.info.path / "split.csv", n):
+    split_csv = predictor.info.path / "split.csv"
+    paths = _val_paths(split_csv, n)
+    for path in paths:
         with contextlib.suppress(DecodeError):
             squares.append(predictor.load_square(path))
     if squares:
         return predictor.model_input(np.stack(squares)), f"{len(squares)} val images from split.csv"
     size = predictor.preprocess.img_size
     noise = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-    return noise, f"{n} random normal inputs (the run's val images are not readable)"
+    moved = listed_files_missing(
+        split_csv, "val", paths, "put the data back there to check on real images"
+    )
+    why = f"NOT real images: {moved}" if moved else "the run's val images are not readable"
+    return noise, f"{n} random normal inputs ({why})"
 
 
 def _val_paths(split_csv: Path, n: int) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from medfit.config import RunConfig
 from medfit.data.dataset import load_index
 from medfit.data.decode import DecodeError
+from medfit.data.moved import data_moved, listed_files_missing
 from medfit.data.task import grade_ranks, resolve_task
 from medfit.deploy.predict import Predictor
 from medfit.deploy.runinfo import FLIP_DIMS
@@ -215,8 +217,14 @@ def _split_items(
 ) -> tuple[list[tuple[str, int]], str]:
     cfg = RunConfig.load(run.config)
     if data is None and split == "val":
-        return _split_csv_items(run, "val", classes), str(run.split)
+        items = _split_csv_items(run, "val", classes)
+        missing = listed_files_missing(run.split, "val", [path for path, _ in items])
+        if missing is not None:
+            raise missing
+        return items, str(run.split)
     root = str(data) if data is not None else cfg.data.root
+    if data is None and not os.path.exists(os.path.expanduser(root)):
+        raise data_moved(run.path, root)
     index = load_index(replace(cfg.data, root=root), cfg.train.seed)
     samples = index.split(split)
     if not samples:

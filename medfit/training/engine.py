@@ -117,8 +117,10 @@ def train_one_epoch(
     total: int | None = None,
     agree: Callable[[bool], bool] | None = None,
     show_progress: bool = True,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
-    """Train over `batches` once. `on_step` runs after each optimizer step (LR schedule, EMA).
+    """Train over `batches` once. `on_step` runs after each optimizer step (LR schedule, EMA);
+    `after_step` after each step is timed (progress and the expected time).
 
     `agree` turns this process's "loss is finite" into the verdict of all processes (DDP: every
     rank must skip the same steps, or their gradient all-reduces would no longer pair up).
@@ -176,6 +178,8 @@ def train_one_epoch(
         tick = time.perf_counter()
         stats.compute_s += tick - augmented
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if after_step is not None:
+            after_step()
     stats.loss_sum, stats.correct, stats.seen = loss_sum, correct, seen
     stats.loss = loss_sum / max(seen, 1)
     stats.acc = correct / max(seen, 1)

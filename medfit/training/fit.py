@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,14 +35,14 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from medfit.config import RunConfig, check_device_name
+from medfit.config import DataConfig, RunConfig, check_device_name
 from medfit.data.augment import build_train_augment
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
 from medfit.data.loader import BatchLoader
 from medfit.data.modality import choose_augmentation
-from medfit.data.sources import DatasetIndex
-from medfit.data.task import describe_task, resolve_task
+from medfit.data.sources import DatasetIndex, ignored_folders_hint
+from medfit.data.task import describe_task, grade_ranks, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
@@ -56,8 +58,10 @@ from medfit.training.engine import (
     train_one_epoch,
 )
 from medfit.training.epoch_log import EpochLog
+from medfit.training.losses import SoftOrdinalLoss
 from medfit.training.lr_find import lr_range_test, plot_lr_find
 from medfit.training.outdir import check_writable, claim_fresh
+from medfit.training.progress import StepClock
 from medfit.training.recipe import StageState
 from medfit.training.tracker import BestTracker
 
@@ -150,6 +154,8 @@ def _fit(
     cfg: RunConfig, ctx: DistContext, device: torch.device, resume_dir: str | None, log: Log
 ) -> RunResult:
     run = _run_dir(cfg.out, resume_dir)
+    if not resume_dir and run.path != Path(cfg.out).expanduser():
+        log(f"{cfg.out} exists; writing {run.path}")  # never overwritten, never silently renamed
     # Data and weights are checked before the run directory is claimed.
     job = _setup(cfg, run, log, device, ctx, new_run=not resume_dir)
     try:
@@ -196,6 +202,8 @@ def _setup(
 ) -> Job:
     torch.manual_seed(cfg.train.seed)
     device = device or pick_device(cfg.train.device)
+    if new_run:  # the run must work from any folder: eval/export read these paths later
+        cfg = replace(cfg, data=absolute_data_paths(cfg.data))
     index = load_index(cfg.data, cfg.train.seed)
     if not new_run and run.last.is_file():  # a mismatched resume is refused before any caching
         resume.check_resumable(load_checkpoint(run.last), cfg, index.classes, run)
@@ -229,6 +237,14 @@ def _setup(
     distributed.on_main(partial(_open_run, job, new_run))
     log(_describe(job))
     return job
+
+
+def absolute_data_paths(data: DataConfig) -> DataConfig:
+    """`data` with its root and cache folder absolute (relative ones are read against the working
+    directory now, not wherever a later command runs)."""
+    root = os.path.abspath(os.path.expanduser(data.root)) if data.root else data.root
+    cache = os.path.abspath(os.path.expanduser(data.cache_dir)) if data.cache_dir else None
+    return replace(data, root=root, cache_dir=cache)
 
 
 def setup(cfg: RunConfig, run: RunDir, log: Log) -> Job:
@@ -270,8 +286,18 @@ def _resolve_auto(
         lr=recipe.default_lr(bn) if t.lr is None else t.lr,
         balance=recipe.resolve_balance(t.balance, ratio),
         select_metric=recipe.resolve_select_metric(t.select_metric, ratio),
+        loss=_resolve_loss(t.loss, data.task),
     )
     return replace(cfg, data=data, train=train_cfg), choice.reason
+
+
+def _resolve_loss(loss: str, task: str) -> str:
+    if loss == "sord" and task != "ordinal":
+        raise ConfigError(
+            "--loss sord needs ordinal grades (class names with grade numbers, or --task "
+            f"ordinal); this data's task is {task}: use --loss ce"
+        )
+    return "ce" if loss == "auto" else loss
 
 
 def _write_run_files(job: Job) -> None:
@@ -308,6 +334,7 @@ def _describe(job: Job) -> str:
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + _val_note(job.index)
         + _ignored_note(job.index)
+        + _ignored_folders_note(job.index)
         + _links_note(job.index)
         + f"\n  task: {describe_task(cfg.data.task, job.index.classes)}"
         + f"\n  augmentation: {job.aug_reason}"
@@ -341,6 +368,10 @@ def _ignored_note(index: DatasetIndex) -> str:
         f"\n  {n} file(s) not used (not images, hidden, outside class folders, or linked "
         f"sub-folders), e.g. {first}"
     )
+
+
+def _ignored_folders_note(index: DatasetIndex) -> str:
+    return f"\n  {ignored_folders_hint(index.ignored_folders)}" if index.ignored_folders else ""
 
 
 def _links_note(index: DatasetIndex) -> str:
@@ -511,6 +542,8 @@ def _train(job: Job, resumed: dict[str, Any] | None, log: Log) -> None:
     total = sum(s.epochs for s in stages)
     kit = EpochKit.build(job)
     sinks = EpochLog(job.run, total, log) if job.dist.is_main else None
+    # tqdm draws its bar on stderr when that is a terminal; otherwise the clock logs lines.
+    clock = StepClock(log, bar_shown=sys.stderr.isatty()) if job.dist.is_main else None
 
     def on_rank0(state: StageState, stats: EpochStats, epoch: int, t0: float) -> Finished:
         row = _evaluate(job, state, stats, epoch, t0, kit)
@@ -526,7 +559,7 @@ def _train(job: Job, resumed: dict[str, Any] | None, log: Log) -> None:
     for epoch in range(int(resumed["epoch"]) if resumed else 0, total):
         state = _stage_for_epoch(job, stages, epoch, state, resumed, log)
         started = time.perf_counter()
-        stats = train_epoch(job, state, epoch, total, kit)
+        stats = train_epoch(job, state, epoch, total, kit, clock)
         stop, row = distributed.on_main(partial(on_rank0, state, stats, epoch, started))
         job.history.append(row)
         if stop:
@@ -572,6 +605,8 @@ def _loss_fn(job: Job) -> nn.Module:
         power = 0.5 if cfg.balance == "sqrt" else 1.0
         w = recipe.class_weights(job.data["train"].labels, len(job.index.classes), power)
         weight = torch.tensor(w, dtype=torch.float32, device=job.device)
+    if cfg.loss == "sord":
+        return SoftOrdinalLoss(grade_ranks(job.index.classes), weight).to(job.device)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
@@ -593,13 +628,24 @@ def _stage_for_epoch(
     return start_stage(job, stage, log, saved if saved and saved["stage"] == stage.name else None)
 
 
-def train_epoch(job: Job, state: StageState, epoch: int, total: int, kit: EpochKit) -> EpochStats:
+def train_epoch(
+    job: Job,
+    state: StageState,
+    epoch: int,
+    total: int,
+    kit: EpochKit,
+    clock: StepClock | None = None,
+) -> EpochStats:
     """One epoch on every rank (each on its shard); loss and accuracy over all ranks."""
     cfg, ctx = job.cfg.train, job.dist
     # Same augmentation/dropout after a resume; each rank its own draws for its own images.
     torch.manual_seed((cfg.seed * 100_003 + epoch) * ctx.world_size + ctx.rank)
     _train_mode(job, state.net, state.stage)
     loader = train_loader(job, epoch)
+    state.start_epoch()
+    desc = f"epoch {epoch + 1}/{total} {state.stage.name}"
+    if clock is not None:
+        clock.start_epoch(desc, len(loader), epochs_left=total - epoch - 1)
     stats = train_one_epoch(
         state.net,
         loader,
@@ -611,10 +657,11 @@ def train_epoch(job: Job, state: StageState, epoch: int, total: int, kit: EpochK
         grad_clip=cfg.grad_clip,
         amp=cfg.amp,
         scaler=state.scaler,
-        desc=f"epoch {epoch + 1}/{total} {state.stage.name}",
+        desc=desc,
         total=len(loader),
         agree=distributed.all_true if ctx.enabled else None,
         show_progress=ctx.is_main,
+        after_step=clock.step if clock is not None else None,
     )
     return _summed_over_ranks(stats)
 
@@ -651,7 +698,8 @@ def _evaluate(
         val_acc=val.metrics["accuracy"],
         val_balanced_accuracy=val.metrics["balanced_accuracy"],
         val_macro_f1=val.metrics["macro_f1"],
-        lr=max(g["lr"] for g in state.optimizer.param_groups),
+        # The LR its steps trained at; the optimizer's own is already the next step's.
+        lr=state.epoch_lr or max(g["lr"] for g in state.optimizer.param_groups),
         data_s=stats.data_s,
         augment_s=stats.augment_s,
         compute_s=stats.compute_s,
@@ -689,6 +737,7 @@ def _last_state(job: Job, state: StageState, history: list[EpochRow]) -> dict[st
 def _write_summary(job: Job) -> dict[str, Any]:
     last = job.history[-1] if job.history else None
     final_keys = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+    best = job.tracker.epoch
     summary = {
         "model": job.cfg.model.name,
         "weights": job.weights_note,
@@ -697,8 +746,10 @@ def _write_summary(job: Job) -> dict[str, Any]:
         "val_images": len(job.data["val"].labels),
         "skipped_images": sum(len(d.skipped) for d in job.data.values()),
         "selected_metric": job.cfg.train.select_metric,
-        "best_epoch": job.tracker.epoch,
+        "best_epoch": best,
         "best_metric": job.tracker.best,
+        "best_val_acc": next((r.val_acc for r in job.history if r.epoch == best), None),
+        "smoothed_over": job.tracker.window_of(job.history, best),
         "epochs_run": len(job.history),
         "final": {k: getattr(last, k) if last else None for k in final_keys},
         "data_wait_s": sum(r.data_s for r in job.history),
@@ -707,6 +758,7 @@ def _write_summary(job: Job) -> dict[str, Any]:
         "device": str(job.device),
         "world_size": job.dist.world_size,
         "wall_s": time.time() - job.started,
+        "run_dir": str(job.run.path.resolve()),
     }
     job.run.write_json(job.run.summary, summary)
     return summary

@@ -105,6 +105,7 @@ class StageState:
         self.optimizer = build_optimizer(model, stage, cfg)
         self.scheduler = build_scheduler(self.optimizer, stage, cfg)
         self.step = 0
+        self.epoch_lr = 0.0  # the highest LR a step of the current epoch trained at
         self.ema = (
             ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
             if cfg.ema and stage.name == "full"
@@ -120,7 +121,13 @@ class StageState:
             # at the gradient buckets). Recompiled per stage: the trainable parameters changed.
             self.net = cast(nn.Module, torch.compile(self.net))
 
+    def start_epoch(self) -> None:
+        self.epoch_lr = 0.0
+
     def on_step(self, model: nn.Module) -> None:
+        # Read before the schedule moves on: after an epoch's last step the LR is already the
+        # next one (a 1-epoch cosine stage ends at 1% of its LR, which the epoch never used).
+        self.epoch_lr = max(self.epoch_lr, *(g["lr"] for g in self.optimizer.param_groups))
         self.step += 1
         self.scheduler.step_update(self.step)
         if self.ema is not None:
@@ -144,6 +151,9 @@ class StageState:
         self.step = int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # The LR of the next step from the schedule, not the optimizer's saved one: the same value
+        # on a plain resume, the right one when --epochs grew and the schedule was re-planned.
+        self.scheduler.step_update(self.step)
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state["scaler"] is not None:

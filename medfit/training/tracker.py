@@ -28,9 +28,21 @@ def metric_value(row: EpochRow, metric: str) -> float:
     return row.val_loss if metric == "val_loss" else row.metric(metric)
 
 
+def stage_window(history: Sequence[EpochRow], window: int) -> list[EpochRow]:
+    """The last `window` epochs of the last row's stage: a full-stage score never averages in
+    the head epochs (their frozen backbone scores lower and would read as a worse model)."""
+    rows: list[EpochRow] = []
+    for row in reversed(history):
+        if row.stage != history[-1].stage or len(rows) >= max(window, 1):
+            break
+        rows.append(row)
+    return rows[::-1]
+
+
 def smoothed(history: Sequence[EpochRow], metric: str, window: int) -> float:
-    """The mean of the last `window` epochs: one lucky noisy epoch is not picked."""
-    return float(np.mean([metric_value(row, metric) for row in history[-max(window, 1) :]]))
+    """The mean of the last `window` epochs of the same stage: one lucky noisy epoch is not
+    picked."""
+    return float(np.mean([metric_value(row, metric) for row in stage_window(history, window)]))
 
 
 class BestTracker:
@@ -51,6 +63,11 @@ class BestTracker:
             return False
         self.best, self.epoch = score, row.epoch
         return True
+
+    def window_of(self, history: Sequence[EpochRow], epoch: int) -> int:
+        """How many epochs the score of `epoch` (1-based) averaged; 0 for no such epoch."""
+        upto = [row for row in history if row.epoch <= epoch]
+        return len(stage_window(upto, self.smooth)) if upto and upto[-1].epoch == epoch else 0
 
     def _beats(self, score: float) -> bool:
         # A NaN score (a diverged epoch) never replaces a real one, but the first epoch always

@@ -1,0 +1,89 @@
+"""What a long epoch says while it runs: the expected time, and a line now and then in a log file.
+
+A progress bar (tqdm) shows in a terminal; redirected to a file it is off, and an epoch of a few
+hundred seconds used to print nothing until it ended. `StepClock` fills that gap: after the first
+few steps of a run it states the expected time per epoch and to the end of training, and when no
+bar is shown it writes one line every `every_s` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+Log = Callable[[str], None]
+
+# Steps timed before the estimate is stated: the very first steps include one-off costs
+# (allocator warm-up, lazy init), so the estimate skips them and waits for a few more.
+WARMUP_STEPS = 3
+ESTIMATE_AFTER_STEPS = 10
+# A log file gets a line this often during an epoch (a bar in a terminal updates continuously).
+LINE_EVERY_S = 30.0
+
+
+def duration(seconds: float) -> str:
+    """3 s, 5 min 20 s, 2 h 05 min: rounded as a person would read it."""
+    s = max(round(seconds), 0)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class StepClock:
+    """Times training steps across a run; says the expected time once, and logs progress.
+
+    `steps_per_epoch` and `epochs_left` (after the current one) give the estimate; evaluation
+    time is not included (it is shown per epoch in the epoch line).
+    """
+
+    def __init__(
+        self,
+        log: Log,
+        bar_shown: bool,
+        every_s: float = LINE_EVERY_S,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.log, self.bar_shown, self.every_s, self.clock = log, bar_shown, every_s, clock
+        self.estimated = False
+        self._timed_steps = 0
+        self._timed_s = 0.0
+        self._epoch_start = 0.0
+        self._last_line = 0.0
+
+    def start_epoch(self, desc: str, steps: int, epochs_left: int) -> None:
+        self.desc, self.steps, self.epochs_left = desc, steps, epochs_left
+        self._epoch_start = self._last_line = self._last_step = self.clock()
+        self._step = 0
+
+    def step(self) -> None:
+        """Call after each training step."""
+        now = self.clock()
+        self._step += 1
+        if self._step > WARMUP_STEPS:
+            self._timed_steps += 1
+            self._timed_s += now - self._last_step
+        self._last_step = now
+        if not self.estimated and self._timed_steps >= ESTIMATE_AFTER_STEPS - WARMUP_STEPS:
+            self.estimated = True
+            self.log(self._estimate())
+        if not self.bar_shown and now - self._last_line >= self.every_s:
+            self._last_line = now
+            left = self.per_step * (self.steps - self._step)
+            self.log(
+                f"  {self.desc}: step {self._step}/{self.steps}, "
+                f"{duration(now - self._epoch_start)} so far, about {duration(left)} left"
+            )
+
+    @property
+    def per_step(self) -> float:
+        return self._timed_s / max(self._timed_steps, 1)
+
+    def _estimate(self) -> str:
+        epoch = self.per_step * self.steps
+        left = epoch * self.epochs_left + self.per_step * (self.steps - self._step)
+        return (
+            f"  expected: about {duration(epoch)} per epoch of training steps, "
+            f"{duration(left)} to the end (from the first {self._step} steps; eval not included)"
+        )

@@ -1,0 +1,60 @@
+"""The expected time and the log-file progress lines of a long epoch (a fake clock, no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medfit.training.progress import ESTIMATE_AFTER_STEPS, StepClock, duration
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(clock: StepClock, fake: FakeClock, steps: int, step_s: float, first_s: float) -> None:
+    for i in range(steps):
+        fake.now += first_s if i == 0 else step_s
+        clock.step()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"), (3600 + 5 * 60, "1 h 05 min")],
+)
+def test_duration_reads_as_a_person_would(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def test_estimate_is_stated_once_and_ignores_the_slow_first_step() -> None:
+    lines: list[str] = []
+    fake = FakeClock()
+    clock = StepClock(lines.append, bar_shown=True, clock=fake)
+    clock.start_epoch("epoch 1/3 head", steps=100, epochs_left=2)
+    # The first step takes 50 s (warm-up); the others 2 s: 200 s per epoch, not 690.
+    _run(clock, fake, ESTIMATE_AFTER_STEPS + 5, step_s=2.0, first_s=50.0)
+    estimates = [line for line in lines if "expected" in line]
+    assert len(estimates) == 1
+    assert "3 min 20 s per epoch" in estimates[0]
+    # 90 steps of this epoch and 2 whole epochs: 180 + 400 s.
+    assert "9 min 40 s to the end" in estimates[0]
+    clock.start_epoch("epoch 2/3 full", steps=100, epochs_left=1)
+    _run(clock, fake, 20, step_s=2.0, first_s=2.0)
+    assert len([line for line in lines if "expected" in line]) == 1
+
+
+def test_a_log_file_gets_a_line_every_interval_and_a_terminal_none() -> None:
+    for bar_shown, expected in ((False, 3), (True, 0)):
+        lines: list[str] = []
+        fake = FakeClock()
+        clock = StepClock(lines.append, bar_shown=bar_shown, every_s=30.0, clock=fake)
+        clock.start_epoch("epoch 1/1 full", steps=50, epochs_left=0)
+        _run(clock, fake, 50, step_s=2.0, first_s=2.0)  # 100 s: lines at 30, 60, 90 s
+        progress = [line for line in lines if "step " in line]
+        assert len(progress) == expected
+        if progress:
+            assert progress[0].startswith("  epoch 1/1 full: step 15/50, 30 s so far")
+            assert "about 1 min 10 s left" in progress[0]
