@@ -119,7 +119,7 @@ class Summary:
     skipped_images: int
     selected_metric: str
     best_epoch: int  # the epoch whose weights are checkpoints/best.pt
-    best_metric: float  # its smoothed selection score
+    best_metric: float | None  # its smoothed selection score (None: no epoch was scored)
     epochs_run: int
     final: dict[str, float | None]  # val_acc, val_balanced_accuracy, val_macro_f1 of the last epoch
     data_wait_s: float
@@ -128,6 +128,9 @@ class Summary:
     wall_s: float
     augment_s: float = 0.0  # written since augmentation was timed apart from compute
     world_size: int = 1  # written since torchrun support
+    best_val_acc: float | None = None  # the best epoch's own val accuracy (not smoothed)
+    smoothed_over: int = 1  # epochs in best_metric's mean (fewer at a stage's start)
+    run_dir: str = ""  # the absolute path the run was written to (--out may have been numbered)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +148,7 @@ class Summary:
             skipped_images=int(raw["skipped_images"]),
             selected_metric=str(raw["selected_metric"]),
             best_epoch=int(raw["best_epoch"]),
-            best_metric=float(raw["best_metric"]),
+            best_metric=None if raw["best_metric"] is None else float(raw["best_metric"]),
             epochs_run=int(raw["epochs_run"]),
             final={k: None if final.get(k) is None else float(final[k]) for k in _VAL_KEYS},
             data_wait_s=float(raw["data_wait_s"]),
@@ -154,6 +157,9 @@ class Summary:
             wall_s=float(raw["wall_s"]),
             augment_s=float(raw.get("augment_s", 0.0)),
             world_size=int(raw.get("world_size", 1)),
+            best_val_acc=None if raw.get("best_val_acc") is None else float(raw["best_val_acc"]),
+            smoothed_over=int(raw.get("smoothed_over", 1)),
+            run_dir=str(raw.get("run_dir", "")),
         )
 
 

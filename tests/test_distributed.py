@@ -72,11 +72,13 @@ def _rows(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _assert_same_metrics(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+def _assert_same_metrics(
+    got: list[dict[str, Any]], want: list[dict[str, Any]], rel: float = 0.0
+) -> None:
     assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
     for g, w in zip(got, want, strict=True):
         for key in COMPARED:
-            assert g[key] == pytest.approx(w[key], abs=1e-4), (key, got, want)
+            assert g[key] == pytest.approx(w[key], abs=1e-4, rel=rel), (key, got, want)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -206,7 +208,11 @@ def test_torchrun_resume_continues_like_a_single_process(runs: dict[str, Path]) 
     single_cfg = yaml.safe_load((copies["single"] / "config.yaml").read_text())
     assert single_cfg["train"]["batch_size"] == 2 * PER_RANK_BATCH
     medfit.resume(copies["single"], log=lambda _: None)
-    _assert_same_metrics(_rows(copies["ddp"]), _rows(copies["single"]))
+    # Summed gradients (gloo all-reduce) and one batch round differently; after two epochs of
+    # drift the third epoch's loss differed by 1.3e-4 relative on one machine (1.2870 vs 1.2872).
+    _assert_same_metrics(_rows(copies["ddp"]), _rows(copies["single"]), rel=1e-3)
+    lrs = [[r["lr"] for r in _rows(copies[name])] for name in ("ddp", "single")]
+    assert lrs[0] == pytest.approx(lrs[1], rel=1e-9)  # the same schedule, resumed alike
     assert len(_rows(copies["ddp"])) == 3
 
 

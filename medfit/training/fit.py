@@ -46,7 +46,7 @@ from medfit.data.task import describe_task, grade_ranks, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
-from medfit.rundir import EpochRow, RunDir, existing_run_dir
+from medfit.rundir import EpochRow, RunDir, Summary, existing_run_dir
 from medfit.training import distributed, recipe, resume
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
 from medfit.training.distributed import DistContext
@@ -738,27 +738,27 @@ def _write_summary(job: Job) -> dict[str, Any]:
     last = job.history[-1] if job.history else None
     final_keys = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
     best = job.tracker.epoch
-    summary = {
-        "model": job.cfg.model.name,
-        "weights": job.weights_note,
-        "classes": job.index.classes,
-        "train_images": len(job.data["train"].labels),
-        "val_images": len(job.data["val"].labels),
-        "skipped_images": sum(len(d.skipped) for d in job.data.values()),
-        "selected_metric": job.cfg.train.select_metric,
-        "best_epoch": best,
-        "best_metric": job.tracker.best,
-        "best_val_acc": next((r.val_acc for r in job.history if r.epoch == best), None),
-        "smoothed_over": job.tracker.window_of(job.history, best),
-        "epochs_run": len(job.history),
-        "final": {k: getattr(last, k) if last else None for k in final_keys},
-        "data_wait_s": sum(r.data_s for r in job.history),
-        "augment_s": sum(r.augment_s for r in job.history),
-        "compute_s": sum(r.compute_s for r in job.history),
-        "device": str(job.device),
-        "world_size": job.dist.world_size,
-        "wall_s": time.time() - job.started,
-        "run_dir": str(job.run.path.resolve()),
-    }
+    summary = Summary(
+        model=job.cfg.model.name,
+        weights=job.weights_note,
+        classes=list(job.index.classes),
+        train_images=len(job.data["train"].labels),
+        val_images=len(job.data["val"].labels),
+        skipped_images=sum(len(d.skipped) for d in job.data.values()),
+        selected_metric=job.cfg.train.select_metric,
+        best_epoch=best,
+        best_metric=job.tracker.best,
+        best_val_acc=next((r.val_acc for r in job.history if r.epoch == best), None),
+        smoothed_over=job.tracker.window_of(job.history, best),
+        epochs_run=len(job.history),
+        final={k: getattr(last, k) if last else None for k in final_keys},
+        data_wait_s=sum(r.data_s for r in job.history),
+        augment_s=sum(r.augment_s for r in job.history),
+        compute_s=sum(r.compute_s for r in job.history),
+        device=str(job.device),
+        world_size=job.dist.world_size,
+        wall_s=time.time() - job.started,
+        run_dir=str(job.run.path.resolve()),
+    ).to_dict()
     job.run.write_json(job.run.summary, summary)
     return summary
