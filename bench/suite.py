@@ -244,7 +244,7 @@ def _resolved(config_yaml: str) -> dict:
     import yaml
 
     cfg = yaml.safe_load(config_yaml)
-    keys = {"data": ("aug", "modality"), "train": ("lr", "balance", "select_metric", "bn")}
+    keys = {"data": ("aug", "modality"), "train": ("lr", "balance", "select_metric", "bn", "loss")}
     return {k: cfg[s].get(k) for s, names in keys.items() for k in names if k in cfg[s]}
 
 

@@ -30,14 +30,21 @@ def train(
     out: str = "runs/run",
     config: str | Path | None = None,
     log: Callable[[str], None] = print,
+    report: bool = True,
     **options: Any,
 ) -> RunResult:
-    """Fine-tune on DATA_DIR (train/<class>/..., val/<class>/...); returns the finished run."""
+    """Fine-tune on DATA_DIR (train/<class>/..., val/<class>/...); returns the finished run,
+    with RUN/report.html written as `medfit train` writes it (`report=False`: skip it)."""
     cfg = RunConfig.load(Path(config)) if config else RunConfig()
     cfg.override(flat_to_dotted(options))
     cfg.data.root = str(data_dir)
     cfg.out = str(out)
-    return fit(cfg, log=log)
+    result = fit(cfg, log=log)
+    if report and result.is_main:
+        from medfit.report.cli import refresh_report
+
+        refresh_report(result.dir, gradcam=False, log=log)
+    return result
 
 
 def resume(run_dir: str | Path, log: Callable[[str], None] = print) -> RunResult:

@@ -109,7 +109,11 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bn-min-batch", type=int, help="bn auto freezes BN below this batch size")
     g.add_argument("--no-bn-recalibrate", dest="bn_recalibrate", action="store_const", const=False)
     g.add_argument("--balance", choices=BALANCE_MODES, help="class-imbalance handling")
-    g.add_argument("--loss", choices=LOSSES, help="ce, or sord: soft ordinal targets for grades")
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        help="ce, or sord: soft ordinal targets; auto: sord for grades, else ce",
+    )
     g.add_argument("--select-metric", choices=SELECT_METRICS)
     g.add_argument("--smooth", type=int, help="select on the mean of the last N epochs")
     g.add_argument("--no-ema", dest="ema", action="store_const", const=False)
@@ -322,7 +326,9 @@ def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 def cmd_lr_find(args: argparse.Namespace) -> None:
     from medfit.training.lr_find_cli import run_lr_find
 
-    run_lr_find(_config_from_args(args), args.stage)
+    lr = run_lr_find(_config_from_args(args), args.stage)
+    option = "--head-lr" if args.stage == "head" else "--lr"
+    print(f"to train with it: medfit train DATA {option} {lr:.1e} (or {option} auto in train)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

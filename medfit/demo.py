@@ -16,6 +16,7 @@ from PIL import Image
 from medfit.config import RunConfig
 from medfit.data.cache import default_cache_dir
 from medfit.errors import MedfitError
+from medfit.report.cli import refresh_report
 from medfit.training.fit import fit
 
 CLASSES = ("normal", "pneumonia")
@@ -66,6 +67,7 @@ def run_demo(data: str | None, out: str, epochs: int) -> None:
     cfg.train.head_epochs = 1
     cfg.out = out
     result = fit(cfg)
+    refresh_report(result.dir, gradcam=False)
     s = result.summary
     print(
         f"demo done in {s['wall_s']:.0f}s: val accuracy {s['final']['val_acc']:.3f}, "

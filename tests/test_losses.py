@@ -41,10 +41,12 @@ def test_weighted_loss_averages_like_cross_entropy_with_weights() -> None:
     assert float(loss(logits, labels)) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_sord_on_unordered_classes_is_one_line_and_auto_is_ce() -> None:
+def test_sord_on_unordered_classes_is_one_line_and_auto_follows_the_task() -> None:
     with pytest.raises(ConfigError, match="--loss sord needs ordinal grades"):
         _resolve_loss("sord", "multiclass")
-    assert _resolve_loss("auto", "ordinal") == "ce"
+    assert _resolve_loss("auto", "ordinal") == "sord"
+    assert _resolve_loss("auto", "multiclass") == "ce"
+    assert _resolve_loss("ce", "ordinal") == "ce"
     assert _resolve_loss("sord", "ordinal") == "sord"
     cfg = RunConfig()
     cfg.train.loss = "focal"

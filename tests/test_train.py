@@ -52,7 +52,8 @@ def test_train_writes_a_complete_run_and_learns(tmp_path: Path) -> None:
 
     assert [row.epoch for row in run.history] == [1, 2, 3, 4]
     assert [row.stage for row in run.history] == ["head", "full", "full", "full"]
-    for name in ("config.yaml", "classes.json", "preprocess.json", "split.csv", "summary.json"):
+    files = ("config.yaml", "classes.json", "preprocess.json", "split.csv", "summary.json")
+    for name in (*files, "report.html"):  # the API writes the report as `medfit train` does
         assert (run.dir / name).is_file(), name
     assert (run.dir / "checkpoints" / "best.pt").is_file()
     assert any((run.dir / "tb").iterdir())
@@ -212,4 +213,6 @@ def test_lr_find_command_saves_plot(tmp_path: Path, capsys: pytest.CaptureFixtur
     argv = ["lr-find", str(data), "--out", str(out), "--stage", "head", "--img-size", "32"]
     assert main([*argv, "--cache-dir", str(tmp_path / "c"), "--weights", "lite"]) == 0
     assert (out / "lr_find_head.png").is_file()
-    assert "lr-find (head)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "lr-find (head)" in out_text
+    assert "to train with it: medfit train DATA --head-lr " in out_text  # the number to pass on

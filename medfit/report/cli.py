@@ -41,25 +41,25 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     if args.split is not None and args.split not in SPLITS:
         raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
-    from medfit.report import write_report
+    from medfit.report.html import write_report
 
     write_report(args.run, split=args.split, gradcam=args.gradcam)
 
 
-def refresh_report(run: str | Path, gradcam: bool) -> None:
+def refresh_report(run: str | Path, gradcam: bool, log: Callable[[str], None] = print) -> None:
     """Rewrite RUN/report.html after train/eval/diagnose; never fails the command that ran.
 
     The report is a view of the run directory: if it cannot be written, the run's own files are
     intact and `medfit report RUN` says why.
     """
-    from medfit.report import write_report
+    from medfit.report.html import write_report
 
     try:
         path = write_report(run, log=lambda _: None, gradcam=gradcam)
     except Exception as exc:
-        print(f"warning: report.html not written ({exc}); run `medfit report {run}`")
+        log(f"warning: report.html not written ({exc}); run `medfit report {run}`")
     else:
-        print(f"report: {path}")
+        log(f"report: {path}")
 
 
 REPORT_COMMANDS: dict[str, Handler] = {"report": cmd_report}

@@ -297,7 +297,9 @@ def _resolve_loss(loss: str, task: str) -> str:
             "--loss sord needs ordinal grades (class names with grade numbers, or --task "
             f"ordinal); this data's task is {task}: use --loss ce"
         )
-    return "ce" if loss == "auto" else loss
+    if loss == "auto":
+        return "sord" if task == "ordinal" else "ce"
+    return loss
 
 
 def _write_run_files(job: Job) -> None:
