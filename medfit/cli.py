@@ -119,6 +119,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-ema", dest="ema", action="store_const", const=False)
     g.add_argument("--ema-decay", type=float, help="weight EMA decay")
     g.add_argument("--patience", type=int, help="early-stopping patience (0 = off)")
+    g.add_argument("--stop-at", type=float, help="stop once val accuracy reaches this (0 = off)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--no-amp", dest="amp", action="store_const", const=False)

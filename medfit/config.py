@@ -135,6 +135,9 @@ class TrainConfig:
     smooth: int = 3
     # Stop when the smoothed metric has not improved for this many epochs (0 disables).
     patience: int = 5
+    # Stop once an epoch's val accuracy reaches this ("good enough"; 0 disables): a time budget
+    # spent on the target rather than on a fixed number of epochs (bench/time_to_accuracy.py).
+    stop_at: float = 0.0
     seed: int = 0
     # cuda > mps > cpu; mixed precision and channels_last only where they help (CUDA).
     device: str = "auto"
@@ -223,6 +226,7 @@ RANGES: dict[str, Bound] = {
     "train.bn_min_batch": Bound(1),
     "train.smooth": Bound(1),
     "train.patience": Bound(0, why="0 turns early stopping off"),
+    "train.stop_at": Bound(0, 1, why="a val accuracy; 0 turns it off"),
     # NumPy's legacy seeding (training/engine.py) takes 32-bit seeds.
     "train.seed": Bound(0, 2**32 - 1),
     "train.workers": Bound(0),

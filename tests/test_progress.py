@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medfit.training.progress import ESTIMATE_AFTER_STEPS, StepClock, duration
+from medfit.training.progress import ESTIMATE_AFTER_STEPS, StepClock, duration, ticking
 
 
 class FakeClock:
@@ -58,3 +58,25 @@ def test_a_log_file_gets_a_line_every_interval_and_a_terminal_none() -> None:
         if progress:
             assert progress[0].startswith("  epoch 1/1 full: step 15/50, 30 s so far")
             assert "about 1 min 10 s left" in progress[0]
+
+
+def test_ticking_logs_the_time_left_every_interval_and_yields_everything() -> None:
+    lines: list[str] = []
+    fake = FakeClock()
+    seen = []
+    for item in ticking(range(10), 10, "eval test", lines.append, bar=False, every_s=5, clock=fake):
+        fake.now += 2.0  # each item takes 2 s
+        seen.append(item)
+    assert seen == list(range(10))
+    # Lines after items 3, 6 and 9 (6, 12, 18 s); none after the last one.
+    assert lines == [
+        "  eval test: 3/10, 6 s so far, about 14 s left",
+        "  eval test: 6/10, 12 s so far, about 8 s left",
+        "  eval test: 9/10, 18 s so far, about 2 s left",
+    ]
+
+
+def test_ticking_in_a_terminal_leaves_the_log_alone() -> None:
+    lines: list[str] = []
+    assert list(ticking(range(5), 5, "x", lines.append, bar=True, every_s=0)) == list(range(5))
+    assert lines == []

@@ -58,6 +58,15 @@ def test_patience_counts_full_epochs_since_the_best() -> None:
     assert not BestTracker("accuracy", patience=0).should_stop(row(99))
 
 
+def test_stop_at_stops_the_first_epoch_whose_val_accuracy_reaches_the_target() -> None:
+    tracker = BestTracker("balanced_accuracy", smooth=3, patience=0, stop_at=0.9)
+    rows = [row(1, "head", val_acc=0.7), row(2, val_acc=0.89), row(3, val_acc=0.9)]
+    feed(tracker, rows)
+    assert [tracker.should_stop(r) for r in rows] == [False, False, True]
+    assert tracker.why_stopped() == "val accuracy reached --stop-at 0.9"
+    assert not BestTracker("accuracy").should_stop(row(1, val_acc=1.0))  # 0 = off
+
+
 def test_state_dict_round_trips_and_old_checkpoints_resume() -> None:
     tracker = BestTracker("val_loss")
     feed(tracker, [row(1, val_loss=0.4), row(2, val_loss=0.5)])

@@ -35,6 +35,7 @@ from medfit.diagnose.facts import RunFacts
 from medfit.errors import MedfitError
 from medfit.model.policy import BN_TYPES
 from medfit.rundir import RunDir
+from medfit.training.progress import duration
 
 Log = Callable[[str], None]
 
@@ -128,10 +129,14 @@ def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> Probe
     model, dev, pre = classifier.model, classifier.device, facts.preprocess
     clean = pre.input_fn(dev)
     model.eval()
+    passes = 4 if facts.config.data.aug not in ("none", "auto") else 3
+    log(f"  probes: {passes} forward passes over {len(labels)} training images")
     fit = _fit_probe(_predict(model, pixels, clean, facts.config.train.batch_size), labels, facts)
+    log(f"  probes: 1/{passes} done in {duration(time.perf_counter() - started)}")
     bn = _bn_probe(facts, model, pixels, labels, clean)
+    log(f"  probes: 3/{passes} done in {duration(time.perf_counter() - started)}")
     aug = None
-    if facts.config.data.aug not in ("none", "auto"):
+    if passes == 4:
         augment = pre.input_fn(dev, build_train_augment(facts.config.data.aug, pre.img_size))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PROBE_SEED)

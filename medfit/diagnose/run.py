@@ -58,5 +58,6 @@ def probe_findings(result: ProbeResults) -> list[Finding]:
 
 
 def _quiet(log: Log) -> Log:
-    """Probe decoding logs only warnings (skipped files), not progress."""
-    return lambda line: log(line) if line.startswith("warning") else None
+    """Probe decoding logs only warnings (skipped files) and the probes' own progress lines,
+    not the cache's."""
+    return lambda line: log(line) if line.startswith(("warning", "  probes:")) else None

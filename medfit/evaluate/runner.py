@@ -22,7 +22,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from medfit.evaluate.metrics import (
 from medfit.evaluate.summary import summary_lines
 from medfit.files import TEXT_ERRORS, atomic_write_text, csv_cell
 from medfit.rundir import RunDir, existing_run_dir
+from medfit.training.progress import ticking
 
 Log = Callable[[str], None]
 
@@ -93,11 +94,11 @@ def run_eval(
     ranks = grade_ranks(classes) if task == "ordinal" else None
     items, source = _split_items(run, data, split, classes)
     val_items = _split_csv_items(run, "val", classes)
-    target = collect_logits(predictor, items, tta, batch_size)
+    target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
     val = (
         target
         if split == "val" and data is None
-        else collect_logits(predictor, val_items, tta, batch_size)
+        else collect_logits(predictor, val_items, tta, batch_size, ("eval val (calibration)", log))
     )
     if len(target.labels) == 0:
         raise DataError(f"no readable images in the {split} split of {source}")
@@ -265,14 +266,22 @@ def view_logits(predictor: Predictor, x: torch.Tensor, tta: bool) -> np.ndarray:
 
 
 def collect_logits(
-    predictor: Predictor, items: Sequence[tuple[str, int]], tta: bool, batch_size: int = 32
+    predictor: Predictor,
+    items: Sequence[tuple[str, int]],
+    tta: bool,
+    batch_size: int = 32,
+    progress: tuple[str, Callable[[str], None]] | None = None,
 ) -> Logits:
-    """Decode with the run's preprocessing and run the model; unreadable files are skipped."""
+    """Decode with the run's preprocessing and run the model; unreadable files are skipped.
+    `progress` = (what, log): show progress as `ticking` does."""
     chunks: list[np.ndarray] = []
     labels: list[int] = []
     paths: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for start in range(0, len(items), batch_size):
+    starts: Iterable[int] = range(0, len(items), batch_size)
+    if progress is not None:
+        starts = ticking(starts, math.ceil(len(items) / batch_size), *progress)
+    for start in starts:
         squares = []
         for path, label in items[start : start + batch_size]:
             try:

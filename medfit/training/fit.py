@@ -102,7 +102,7 @@ class Job:
 
     def __post_init__(self) -> None:
         t = self.cfg.train
-        self.tracker = BestTracker(t.select_metric, t.smooth, t.patience)
+        self.tracker = BestTracker(t.select_metric, t.smooth, t.patience, t.stop_at)
 
 
 def pick_device(name: str) -> torch.device:
@@ -437,7 +437,7 @@ def find_stage_lr(job: Job, stage: recipe.Stage, log: Log) -> float:
             logits = job.model(to_input(pixels))
         return loss_fn(logits.float(), labels.to(job.device))
 
-    result = lr_range_test(job.model, optimizer, _cycle(loader), step_loss)
+    result = lr_range_test(job.model, optimizer, _cycle(loader), step_loss, log=log)
     path = job.run.lr_find_plot(stage.name)
     plot_lr_find(result, path, f"LR range test, {stage.name} stage")
     log(f"  lr-find ({stage.name}): {result.suggestion:.2e} (plot: {path.name})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medfit.errors import MedfitError
+from medfit.training.progress import ticking
 
 SMOOTHING = 0.9  # exponential smoothing of the per-step loss
 DIVERGE_FACTOR = 4.0  # stop when the smoothed loss exceeds 4x its minimum
@@ -48,8 +49,10 @@ def lr_range_test(
     num_steps: int = 100,
     start: float = 1e-7,
     end: float = 1.0,
+    log: Callable[[str], None] | None = None,
 ) -> LrFindResult:
-    """Run the test; `model` and `optimizer` are returned to their initial state afterwards."""
+    """Run the test; `model` and `optimizer` are returned to their initial state afterwards.
+    With `log`, progress is shown (medfit.training.progress.ticking)."""
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
     scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
@@ -58,7 +61,10 @@ def lr_range_test(
     losses: list[float] = []
     smoothed, best = 0.0, math.inf
     try:
-        for step in range(num_steps):
+        steps: Iterable[int] = range(num_steps)
+        if log is not None:
+            steps = ticking(steps, num_steps, "lr-find", log)
+        for step in steps:
             try:
                 pixels, labels = next(batches)
             except StopIteration:

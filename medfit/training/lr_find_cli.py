@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from medfit.errors import ConfigError
 from medfit.training import distributed, recipe
 from medfit.training.fit import EpochKit, plan_stages, setup, start_stage, train_epoch
 from medfit.training.outdir import claim_fresh
+from medfit.training.progress import StepClock
 
 
 def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = print) -> float:
@@ -25,8 +27,9 @@ def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = pr
         if stage_name == "head":
             return start_stage(job, head, log).stage.lr
         state, kit = start_stage(job, head, log), EpochKit.build(job)
+        clock = StepClock(log, bar_shown=sys.stderr.isatty())  # the head trains first: say so
         for epoch in range(head.epochs):
-            train_epoch(job, state, epoch, head.epochs, kit)
+            train_epoch(job, state, epoch, head.epochs, kit, clock)
         full = recipe.Stage("full", max(job.cfg.train.epochs, 1), 0.0, head.steps_per_epoch)
         return start_stage(job, full, log).stage.lr
     finally:

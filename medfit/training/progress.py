@@ -8,10 +8,13 @@ bar is shown it writes one line every `every_s` seconds.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 # Steps timed before the estimate is stated: the very first steps include one-off costs
 # (allocator warm-up, lazy init), so the estimate skips them and waits for a few more.
@@ -87,3 +90,30 @@ class StepClock:
             f"  expected: about {duration(epoch)} per epoch of training steps, "
             f"{duration(left)} to the end (from the first {self._step} steps; eval not included)"
         )
+
+
+def ticking(
+    items: Iterable[T],
+    total: int,
+    desc: str,
+    log: Log,
+    bar: bool | None = None,
+    every_s: float = LINE_EVERY_S,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[T]:
+    """Yield `items` (`total` of them) while showing progress for a long loop outside training
+    (eval, lr-find, diagnose probes): a tqdm bar in a terminal (`bar=None`: when stderr is one),
+    else a line every `every_s` seconds with the time so far and the time left."""
+    if sys.stderr.isatty() if bar is None else bar:
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=desc, leave=False)
+        return
+    start = last = clock()
+    for done, item in enumerate(items, 1):
+        yield item
+        now = clock()
+        if now - last >= every_s and done < total:
+            last = now
+            so_far, left = now - start, (now - start) / done * (total - done)
+            log(f"  {desc}: {done}/{total}, {duration(so_far)} so far, about {duration(left)} left")

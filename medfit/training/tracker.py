@@ -48,8 +48,9 @@ def smoothed(history: Sequence[EpochRow], metric: str, window: int) -> float:
 class BestTracker:
     """The best smoothed value of `metric` so far, its epoch, and the early-stop rule."""
 
-    def __init__(self, metric: str, smooth: int = 1, patience: int = 0) -> None:
-        self.metric, self.smooth, self.patience = metric, smooth, patience
+    def __init__(self, metric: str, smooth: int = 1, patience: int = 0, stop_at: float = 0.0):
+        self.metric, self.smooth, self.patience, self.stop_at = metric, smooth, patience, stop_at
+        self.reached = False  # an epoch's val accuracy reached `stop_at`
         self.higher = HIGHER_IS_BETTER[metric]
         self.best: float | None = None  # None until an epoch has been scored
         self.epoch = 0  # the best epoch (1-based); 0: none yet
@@ -77,11 +78,17 @@ class BestTracker:
         return score > self.best if self.higher else score < self.best
 
     def should_stop(self, row: EpochRow) -> bool:
-        """`patience` full-stage epochs without a new best (the head stage never stops a run)."""
+        """`patience` full-stage epochs without a new best (the head stage never stops a run),
+        or this epoch's val accuracy reached `stop_at` (in either stage: the target is met)."""
+        self.reached = self.stop_at > 0 and row.val_acc >= self.stop_at
         waited = row.epoch - self.epoch
-        return self.patience > 0 and row.stage == "full" and waited >= self.patience
+        return self.reached or (
+            self.patience > 0 and row.stage == "full" and waited >= self.patience
+        )
 
     def why_stopped(self) -> str:
+        if self.reached:
+            return f"val accuracy reached --stop-at {self.stop_at:g}"
         return f"{self.metric} (smoothed) has not improved for {self.patience} epochs"
 
     def state_dict(self) -> dict[str, Any]:
