@@ -1,0 +1,287 @@
+"""The training methods of bench/time_to_accuracy.py, each run in its own process.
+
+Every method gets the same folder (`root/{train,val,test}/<class>/`), image size, batch size (32),
+backbone and ImageNet weights (Keras MobileNet(alpha=0.25), for the torch methods its timm
+conversion, see bench/peers_methods.py), seed, target val accuracy, epoch budget and time cap. It
+stops at the end of the first epoch whose val accuracy reaches the target (or at the budget/cap)
+and returns one row per epoch with the wall and CPU seconds since its process started (imports,
+data loading and caching included: the time a user waits), plus test accuracy of the model it
+ends with (medfit: its selected checkpoint, as `medfit eval` would score it).
+Imports of TensorFlow / fastai / torch stay inside each method: one process loads one stack
+(torch and TensorFlow in one process crash on import).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from peers import cpu_seconds
+from peers_methods import KERAS_H5, MOBILENET, TIMM_FILE, keras_model, log
+from sklearn.metrics import balanced_accuracy_score
+
+WALL0, CPU0 = time.perf_counter(), cpu_seconds()  # this process's start: what a user waits from
+
+
+@dataclass
+class Setup:
+    root: Path
+    img_size: int
+    batch_size: int
+    seed: int
+    target: float  # val accuracy to reach
+    max_epochs: int  # including the head-only / frozen epoch where a method has one
+    cap_s: float  # wall seconds since the process started
+    work: Path
+
+
+@dataclass
+class Run:
+    """The per-epoch record every method fills in the same way."""
+
+    setup: Setup
+    history: list[dict[str, Any]] = field(default_factory=list)
+    test_acc: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def epoch(self, stage: str, val_acc: float, val_bal: float | None = None) -> bool:
+        """Record an epoch that just ended; True when the method should stop."""
+        wall, cpu = time.perf_counter() - WALL0, cpu_seconds() - CPU0
+        row = {"epoch": len(self.history) + 1, "stage": stage, "val_acc": float(val_acc)}
+        row |= {"val_balanced_accuracy": val_bal, "wall_s": wall, "cpu_s": cpu}
+        self.history.append(row)
+        log(f"  epoch {row['epoch']} {stage}: val acc {val_acc:.4f} at {wall:.0f} s")
+        return self.done()
+
+    def done(self) -> bool:
+        s = self.setup
+        return bool(self.history) and (
+            self.history[-1]["val_acc"] >= s.target
+            or len(self.history) >= s.max_epochs
+            or self.history[-1]["wall_s"] >= s.cap_s
+        )
+
+
+def _scores(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    pred = probs.argmax(1)
+    return float(np.mean(pred == y)), float(balanced_accuracy_score(y, pred))
+
+
+# --- Keras, as our user wrote it ---------------------------------------------------------------
+
+
+def run_keras(s: Setup) -> Run:
+    """ImageDataGenerator(1/255, rotation 90, both flips), MobileNet 0.25 with its first blocks
+    frozen, SGD 0.01 momentum 0.9 decayed x0.9 per epoch, balanced class weights (peers.py)."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from sklearn.utils.class_weight import compute_class_weight
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    keras.utils.set_random_seed(s.seed)
+    flow = {"target_size": (s.img_size,) * 2, "batch_size": s.batch_size}
+    augment = ImageDataGenerator(
+        rescale=1.0 / 255, rotation_range=90, horizontal_flip=True, vertical_flip=True
+    )
+    train = augment.flow_from_directory(str(s.root / "train"), seed=s.seed, **flow)
+    plain = ImageDataGenerator(rescale=1.0 / 255)
+    val = plain.flow_from_directory(str(s.root / "val"), shuffle=False, **flow)
+    model = keras_model(keras, s.img_size, train.num_classes, KERAS_H5)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    weights = compute_class_weight("balanced", classes=np.unique(train.classes), y=train.classes)
+    run = Run(s, notes=[f"tensorflow {tf.__version__}, tf_keras"])
+
+    def on_epoch_end(epoch: int, logs: dict[str, float] | None = None) -> None:
+        acc, bal = _scores(val.classes, model.predict(val, verbose=0))
+        model.stop_training = run.epoch("full", acc, bal)
+
+    model.fit(
+        train,
+        epochs=s.max_epochs,
+        class_weight=dict(enumerate(weights)),
+        callbacks=[
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.01 * 0.9**epoch),
+            keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
+        ],
+        verbose=0,
+    )
+    test = plain.flow_from_directory(str(s.root / "test"), shuffle=False, **flow)
+    run.test_acc = _scores(test.classes, model.predict(test, verbose=0))[0]
+    return run
+
+
+# --- fastai fine_tune ----------------------------------------------------------------------------
+
+
+def run_fastai(s: Setup) -> Run:
+    """ImageDataLoaders.from_folder + aug_transforms(), vision_learner(timm MobileNet 0.25),
+    fine_tune(max_epochs - 1, freeze_epochs=1): fastai's own recommended fine-tuning path."""
+    import fastai
+    import peers_models  # noqa: F401  (registers the MobileNet in timm)
+    from fastai.callback.core import CancelFitException
+    from fastai.vision.all import (
+        Callback,
+        ImageDataLoaders,
+        Resize,
+        accuracy,
+        aug_transforms,
+        get_image_files,
+        set_seed,
+        vision_learner,
+    )
+
+    set_seed(s.seed, reproducible=True)
+    dls = ImageDataLoaders.from_folder(
+        s.root, train="train", valid="val", item_tfms=Resize(s.img_size),
+        batch_tfms=aug_transforms(), bs=s.batch_size, seed=s.seed,
+    )  # fmt: skip
+    run = Run(s, notes=[f"fastai {fastai.__version__}"])
+
+    class StopAtTarget(Callback):  # type: ignore[misc]
+        order, fits = 60, 0  # after the Recorder (50) has the epoch's metrics
+
+        def before_fit(self) -> None:
+            StopAtTarget.fits += 1
+            if run.done():  # the frozen phase reached the target: skip the unfrozen one
+                raise CancelFitException
+
+        def after_epoch(self) -> None:
+            values = dict(zip(self.recorder.metric_names, self.recorder.log, strict=False))
+            stage = "head" if StopAtTarget.fits == 1 else "full"
+            if run.epoch(stage, float(values["accuracy"])):
+                raise CancelFitException
+
+    stop = StopAtTarget()
+    learn = vision_learner(dls, MOBILENET, pretrained=True, metrics=[accuracy], cbs=[stop])
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(s.max_epochs - 1, freeze_epochs=1)
+    learn.remove_cb(stop)
+    test_dl = dls.test_dl(get_image_files(s.root / "test"), with_labels=True)
+    with learn.no_bar():
+        probs, targets = learn.get_preds(dl=test_dl)
+    run.test_acc = _scores(targets.numpy(), probs.numpy())[0]
+    return run
+
+
+# --- timm's fine-tuning recipe in a plain loop ---------------------------------------------------
+
+# From timm's train.py arguments as used for fine-tuning (its README and docs' examples): AdamW,
+# weight decay 0.05, label smoothing 0.1, RandAugment `rand-m9-mstd0.5` (not `-inc1`: its
+# posterize asks Pillow 11 for 0 bits and raises), random erasing 0.25,
+# 1 warmup epoch from 1e-5 then cosine to 1e-6, the model's own mean/std. The peak LR is 1e-3,
+# the usual fine-tuning value: timm's from-scratch rule (lr_base 0.1 x sqrt(32/256) for AdamW)
+# would give 0.035.
+TIMM_RECIPE = "adamw lr 1e-3 wd 0.05, smoothing 0.1, rand-m9-mstd0.5, reprob 0.25, warmup 1"
+
+
+def run_timm(s: Setup) -> Run:
+    """timm.create_model + timm.data.create_transform + create_optimizer_v2 + cosine scheduler."""
+    import peers_models  # noqa: F401  (registers the MobileNet in timm)
+    import timm
+    import torch
+    from timm.data import create_transform, resolve_data_config
+    from timm.loss import LabelSmoothingCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from torchvision.datasets import ImageFolder
+
+    torch.manual_seed(s.seed)
+    classes = sorted(p.name for p in (s.root / "train").iterdir())
+    model = timm.create_model(MOBILENET, pretrained=True, num_classes=len(classes))
+    cfg = resolve_data_config({"input_size": (3, s.img_size, s.img_size)}, model=model)
+    train_tf = create_transform(
+        **cfg, is_training=True, auto_augment="rand-m9-mstd0.5", re_prob=0.25
+    )
+    eval_tf = create_transform(**{**cfg, "crop_pct": 1.0})
+    loader = torch.utils.data.DataLoader
+    train = loader(ImageFolder(str(s.root / "train"), train_tf), s.batch_size, shuffle=True,
+                   num_workers=2, drop_last=True, persistent_workers=True)  # fmt: skip
+    val = loader(ImageFolder(str(s.root / "val"), eval_tf), 64, num_workers=2)
+    test = loader(ImageFolder(str(s.root / "test"), eval_tf), 64, num_workers=2)
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05)
+    sched = CosineLRScheduler(optimizer, t_initial=s.max_epochs, lr_min=1e-6,
+                              warmup_t=1, warmup_lr_init=1e-5)  # fmt: skip
+    loss_fn = LabelSmoothingCrossEntropy(0.1)
+    run = Run(s, notes=[f"timm {timm.__version__}: {TIMM_RECIPE}"])
+    for epoch in range(s.max_epochs):
+        model.train()
+        for x, y in train:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+        sched.step(epoch + 1)
+        if run.epoch("full", *_torch_scores(model, val)):
+            break
+    run.test_acc = _torch_scores(model, test)[0]
+    return run
+
+
+def _torch_scores(model: Any, loader: Any) -> tuple[float, float]:
+    import torch
+
+    model.eval()
+    ys, probs = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            probs.append(model(x).softmax(1).numpy())
+            ys.append(y.numpy())
+    return _scores(np.concatenate(ys), np.concatenate(probs))
+
+
+# --- medfit ------------------------------------------------------------------------------------
+
+EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/\d+\s+(\w+)\s.*val loss \S+ acc (\S+) bal (\S+)")
+
+
+def run_medfit(s: Setup, model: str, weights: str, **options: Any) -> Run:
+    """medfit.train with its defaults and `--stop-at TARGET` (one head epoch, then the full
+    stage planned for the rest of the budget), then the selected checkpoint on test."""
+    import peers_models  # noqa: F401  (registers the MobileNet in timm)
+
+    import medfit
+    from medfit.evaluate.runner import run_eval
+
+    run = Run(s, notes=[f"medfit {model} {options or 'defaults'}"])
+
+    def on_line(line: str) -> None:
+        log(line)
+        m = EPOCH_LINE.match(line)
+        if m:
+            run.epoch(m.group(2), float(m.group(3)), float(m.group(4)))
+
+    result = medfit.train(
+        str(s.root), out=str(s.work / "run"), log=on_line, report=False, model=model,
+        weights=weights, img_size=s.img_size, head_epochs=1, epochs=s.max_epochs - 1,
+        batch_size=s.batch_size, seed=s.seed, stop_at=s.target, patience=0,
+        cache_dir=str(s.work / "cache"),  # a fresh cache: medfit pays its own decode time
+        **options,
+    )  # fmt: skip
+    metrics = run_eval(result.dir, split="test", n_boot=0, log=log)["metrics"]
+    value = metrics["accuracy"]
+    run.test_acc = float(value["value"] if isinstance(value, dict) else value)
+    run.notes.append(f"selected epoch {result.summary.get('best_epoch')}")
+    return run
+
+
+METHODS: dict[str, Callable[[Setup], Run]] = {
+    "keras": run_keras,
+    "fastai": run_fastai,
+    "timm": run_timm,
+    "medfit": lambda s: run_medfit(s, MOBILENET, str(TIMM_FILE)),
+    "medfit_lite0": lambda s: run_medfit(s, "tf_efficientnet_lite0", "lite"),
+    # Levers, each one option on top of medfit_lite0 (on/off on the same set and seeds).
+    "medfit_lite0_compile": lambda s: run_medfit(s, "tf_efficientnet_lite0", "lite", compile=True),
+}
+
+if __name__ == "__main__":
+    sys.exit("run bench/time_to_accuracy.py")
