@@ -252,7 +252,10 @@ def run_medfit(s: Setup, model: str, weights: str) -> MethodResult:
         cache_dir=str(s.work / "cache"),  # a fresh cache: medfit pays its own decode time
     )
     history = [
-        {k: row[k] for k in ("epoch", "stage", "val_acc", "val_balanced_accuracy", "train_acc")}
+        {
+            k: getattr(row, k)
+            for k in ("epoch", "stage", "val_acc", "val_balanced_accuracy", "train_acc")
+        }
         for row in run.history
     ]
     # medfit evaluates its selected checkpoint (best smoothed val metric), the peers their last.
