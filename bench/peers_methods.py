@@ -241,6 +241,7 @@ def run_medfit(s: Setup, model: str, weights: str) -> MethodResult:
         str(s.root),
         out=str(s.work / "run"),
         log=log,
+        report=False,  # timed like the peers: training and evaluation only
         model=model,
         weights=weights,
         img_size=s.img_size,
