@@ -531,3 +531,18 @@ def test_prune_deletes_only_entries_unused_for_n_days(tmp_path: Path, cache_dir:
     os.utime(new_entry / "index.json", (ten_days_ago, ten_days_ago))
     build_or_load(recent, SIZE, cache_dir, workers=1)
     assert cache_mod.prune(cache_dir, older_than_days=7) == []
+
+
+def test_a_build_logged_to_a_file_writes_lines_not_a_bar(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    """Redirected output (pytest's capture is no terminal) gets no tqdm carriage returns, and a
+    line through `log` every LINE_EVERY_S seconds (0 here: after every image but the last)."""
+    import medfit.training.progress as progress
+
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    samples = [sample(solid_gray(tmp_path / f"g{i}.png", 10 * i)) for i in range(3)]
+    lines: list[str] = []
+    build_or_load(samples, SIZE, cache_dir, workers=1, desc="decode train", log=lines.append)
+    assert "\r" not in capsys.readouterr().err
+    assert [line.split(",")[0] for line in lines] == ["  decode train: 1/3", "  decode train: 2/3"]

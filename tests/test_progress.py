@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from medfit.training.progress import ESTIMATE_AFTER_STEPS, StepClock, duration, ticking
+from medfit.training.progress import (
+    ESTIMATE_AFTER_STEPS,
+    Progress,
+    StepClock,
+    duration,
+    ticking,
+)
 
 
 class FakeClock:
@@ -80,3 +86,19 @@ def test_ticking_in_a_terminal_leaves_the_log_alone() -> None:
     lines: list[str] = []
     assert list(ticking(range(5), 5, "x", lines.append, bar=True, every_s=0)) == list(range(5))
     assert lines == []
+
+
+def test_progress_counts_uneven_updates_and_is_silent_without_a_log() -> None:
+    lines: list[str] = []
+    fake = FakeClock()
+    with Progress(100, "decode", lines.append, bar=False, every_s=10, clock=fake) as p:
+        for n in (40, 20, 30, 10):  # one update per 10 s
+            fake.now += 10
+            p.update(n)
+    assert lines == [
+        "  decode: 40/100, 10 s so far, about 15 s left",
+        "  decode: 60/100, 20 s so far, about 13 s left",
+        "  decode: 90/100, 30 s so far, about 3 s left",
+    ]
+    quiet = Progress(5, "x", None, bar=False, every_s=0, clock=fake)
+    quiet.update(1)  # no log: nothing to say, nothing raised

@@ -33,19 +33,19 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from medfit.data.decode import DecodeError, decode_image
 from medfit.data.parallel import bounded_map
 from medfit.data.sources import Sample
 from medfit.errors import DataError
+from medfit.training.progress import Progress
 
 CACHE_VERSION = 1
 # Random-resized crops come from a slightly larger image: real pixels, not upsampling.
@@ -157,6 +157,7 @@ def build_or_load(
     interpolation: str = "bicubic",
     workers: int | None = None,
     desc: str = "cache",
+    log: Callable[[str], None] | None = None,
 ) -> CachedSplit:
     """Return the cached pixels for `samples`, building them first if needed.
 
@@ -169,7 +170,7 @@ def build_or_load(
         return _load(entry)
     try:
         reused, decoded = _build(
-            samples, stamps, size, interpolation, entry, workers or os.cpu_count() or 1, desc
+            samples, stamps, size, interpolation, entry, workers or os.cpu_count() or 1, desc, log
         )
     except OSError as exc:  # the cache folder: full disk, read-only, no permission, a file
         need = len(samples) * size * size * 3 / 1e6
@@ -364,6 +365,7 @@ def _build(
     entry: Path,
     workers: int,
     desc: str,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Build `entry` atomically; return (rows reused from an older entry, files decoded)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +386,7 @@ def _build(
         run: list[tuple[int, int]] = []  # consecutive (sample, donor row) pairs to copy
         step = _rows_per_chunk(size, 3)
         label = f"{desc} ({len(to_decode)} to decode, {n_reused} reused)" if donor else desc
-        with tqdm(total=len(samples), desc=label, leave=False) as progress:
+        with Progress(len(samples), label, log) as progress:
 
             def copy_run() -> None:
                 if donor is not None and run:

@@ -45,7 +45,9 @@ def cache_splits(
         samples = stratified_subset(index.split(split), limits.get(split), seed)
         if not samples:
             continue
-        part = build_or_load(samples, cache_size, cache_dir, interpolation, desc=f"decode {split}")
+        part = build_or_load(
+            samples, cache_size, cache_dir, interpolation, desc=f"decode {split}", log=log
+        )
         _report_skipped(split, part, cfg.strict, log)
         if len(part.labels) == 0:
             raise DataError(f"no readable images in the {split} split of {index.root}")

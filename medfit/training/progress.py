@@ -92,28 +92,68 @@ class StepClock:
         )
 
 
+class Progress:
+    """A count towards `total` outside training steps (cache build, eval, lr-find, probes): a tqdm
+    bar in a terminal (`bar=None`: when stderr is one), else a line through `log` every
+    `every_s` seconds with the time so far and the time left (no line when `log` is None)."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        log: Log | None,
+        bar: bool | None = None,
+        every_s: float | None = None,  # None: LINE_EVERY_S
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.total, self.desc, self.log, self.clock = total, desc, log, clock
+        self.every_s = LINE_EVERY_S if every_s is None else every_s
+        self.done = 0
+        self._start = self._last = clock()
+        self._bar = None
+        if sys.stderr.isatty() if bar is None else bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = self.clock()
+        if self.log is None or now - self._last < self.every_s or self.done >= self.total:
+            return
+        self._last = now
+        so_far = now - self._start
+        left = so_far / self.done * (self.total - self.done)
+        self.log(
+            f"  {self.desc}: {self.done}/{self.total}, {duration(so_far)} so far, "
+            f"about {duration(left)} left"
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def ticking(
     items: Iterable[T],
     total: int,
     desc: str,
     log: Log,
     bar: bool | None = None,
-    every_s: float = LINE_EVERY_S,
+    every_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[T]:
-    """Yield `items` (`total` of them) while showing progress for a long loop outside training
-    (eval, lr-find, diagnose probes): a tqdm bar in a terminal (`bar=None`: when stderr is one),
-    else a line every `every_s` seconds with the time so far and the time left."""
-    if sys.stderr.isatty() if bar is None else bar:
-        from tqdm import tqdm
-
-        yield from tqdm(items, total=total, desc=desc, leave=False)
-        return
-    start = last = clock()
-    for done, item in enumerate(items, 1):
-        yield item
-        now = clock()
-        if now - last >= every_s and done < total:
-            last = now
-            so_far, left = now - start, (now - start) / done * (total - done)
-            log(f"  {desc}: {done}/{total}, {duration(so_far)} so far, about {duration(left)} left")
+    """Yield `items` (`total` of them) while a `Progress` counts them."""
+    with Progress(total, desc, log, bar, every_s, clock) as progress:
+        for item in items:
+            yield item
+            progress.update()
