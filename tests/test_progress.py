@@ -102,3 +102,20 @@ def test_progress_counts_uneven_updates_and_is_silent_without_a_log() -> None:
     ]
     quiet = Progress(5, "x", None, bar=False, every_s=0, clock=fake)
     quiet.update(1)  # no log: nothing to say, nothing raised
+
+
+def test_each_stage_is_estimated_from_its_own_steps() -> None:
+    """A head step (frozen backbone) costs a fraction of a full one: the head's estimate covers
+    the head stage only, and the full stage states its own when it starts."""
+    lines: list[str] = []
+    fake = FakeClock()
+    clock = StepClock(lines.append, bar_shown=True, clock=fake)
+    clock.start_epoch("epoch 1/3 head", steps=20, epochs_left=0, stage="head", final=False)
+    _run(clock, fake, 20, step_s=0.5, first_s=0.5)
+    clock.start_epoch("epoch 2/3 full", steps=20, epochs_left=1, stage="full", final=True)
+    _run(clock, fake, 20, step_s=2.0, first_s=2.0)
+    estimates = [line for line in lines if "expected" in line]
+    assert len(estimates) == 2
+    assert "10 s per head epoch" in estimates[0] and "to the end of the head stage" in estimates[0]
+    # 10 steps left of this epoch and one more epoch of 20, at 2 s a step.
+    assert "40 s per full epoch" in estimates[1] and "1 min 00 s to the end (" in estimates[1]

@@ -647,7 +647,10 @@ def train_epoch(
     state.start_epoch()
     desc = f"epoch {epoch + 1}/{total} {state.stage.name}"
     if clock is not None:
-        clock.start_epoch(desc, len(loader), epochs_left=total - epoch - 1)
+        # The full stage is the plan's last: its end is the run's; the head stage ends first.
+        final = state.stage.name == "full"
+        left = total - epoch - 1 if final else state.stage.epochs - epoch - 1
+        clock.start_epoch(desc, len(loader), left, state.stage.name, final)
     stats = train_one_epoch(
         state.net,
         loader,

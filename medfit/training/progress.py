@@ -55,8 +55,15 @@ class StepClock:
         self._epoch_start = 0.0
         self._last_line = 0.0
 
-    def start_epoch(self, desc: str, steps: int, epochs_left: int) -> None:
+    def start_epoch(
+        self, desc: str, steps: int, epochs_left: int, stage: str = "", final: bool = True
+    ) -> None:
+        """`epochs_left`: after this one, in this stage. A new `stage` is timed afresh (a head
+        step costs a fraction of a full one); `final`: the last stage, whose end is the run's."""
+        if stage != getattr(self, "stage", stage):
+            self.estimated, self._timed_steps, self._timed_s = False, 0, 0.0
         self.desc, self.steps, self.epochs_left = desc, steps, epochs_left
+        self.stage, self.final = stage, final
         self._epoch_start = self._last_line = self._last_step = self.clock()
         self._step = 0
 
@@ -86,9 +93,11 @@ class StepClock:
     def _estimate(self) -> str:
         epoch = self.per_step * self.steps
         left = epoch * self.epochs_left + self.per_step * (self.steps - self._step)
+        end = "the end" if self.final else f"the end of the {self.stage} stage"
         return (
-            f"  expected: about {duration(epoch)} per epoch of training steps, "
-            f"{duration(left)} to the end (from the first {self._step} steps; eval not included)"
+            f"  expected: about {duration(epoch)} per {f'{self.stage} ' if self.stage else ''}"
+            f"epoch of training steps, {duration(left)} to {end} (from {self._step} steps; eval "
+            "not included)"
         )
 
 
