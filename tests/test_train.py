@@ -216,3 +216,22 @@ def test_lr_find_command_saves_plot(tmp_path: Path, capsys: pytest.CaptureFixtur
     out_text = capsys.readouterr().out
     assert "lr-find (head)" in out_text
     assert "to train with it: medfit train DATA --head-lr " in out_text  # the number to pass on
+
+
+def test_fit_resolves_auto_options_into_a_new_config_and_leaves_the_given_one_alone(
+    tmp_path: Path,
+) -> None:
+    from medfit.config import RunConfig, flat_to_dotted
+    from medfit.training.fit import fit
+
+    cfg = RunConfig()
+    cfg.override(flat_to_dotted({**FAST, "epochs": 1, "cache_dir": str(tmp_path / "c")}))
+    cfg.data.root = str(make_dataset(tmp_path / "data", per_class=16))
+    cfg.out = str(tmp_path / "run")
+    before = cfg.to_dict()
+    result = fit(cfg, log=lambda _: None)
+    assert cfg.to_dict() == before  # nothing written back into the caller's config
+    resolved = result.config.train
+    assert cfg.train.balance == "auto" and resolved.balance == "none"  # balanced classes
+    assert cfg.train.loss == "auto" and resolved.loss == "ce"  # unordered classes
+    assert cfg.train.lr is None and resolved.lr == pytest.approx(3e-3)
