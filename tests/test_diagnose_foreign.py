@@ -237,3 +237,18 @@ def test_unknown_format_is_one_line_error(tmp_path: Path) -> None:
         read_history(path)
     with pytest.raises(MedfitError, match="not a medfit run directory"):
         read_history(tmp_path / "nothing") if (tmp_path / "nothing").mkdir() is None else None
+
+
+REAL_KERAS = Path(__file__).parent / "data" / "keras"  # made by tf_keras: make_keras_logs.py
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("training.log", "Keras CSVLogger CSV"), ("history.json", "Keras History JSON")],
+)
+def test_files_written_by_a_real_tf_keras_run(name: str, fmt: str) -> None:
+    h = read_history(REAL_KERAS / name)
+    assert h.format == fmt and h.ignored == []
+    assert [r.epoch for r in h.rows] == [1, 2, 3]  # CSVLogger counts from 0
+    assert [r.val_acc for r in h.rows] == pytest.approx([0.375, 0.375, 0.3125])
+    assert [r.train_loss for r in h.rows] == pytest.approx([0.94734, 0.90811, 0.87114], abs=1e-5)
