@@ -78,53 +78,86 @@ def test_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 # --- 1. Keras, as our user wrote it ----------------------------------------------------------
 
 
+@dataclass
+class KerasRecipe:
+    """The user's Keras recipe, built on one data folder: ImageDataGenerator(1/255, rotation 90,
+    both flips) flows, MobileNet(alpha=0.25) with its first blocks frozen, SGD 0.01 momentum 0.9
+    decayed x0.9 per epoch, balanced class weights. bench/time_to_accuracy.py uses it too."""
+
+    keras: Any
+    model: Any
+    train: Any
+    val: Any
+    class_weight: dict[int, float]
+    plain: Any  # the un-augmented generator (val, test)
+    flow: dict[str, Any]
+
+    @classmethod
+    def build(cls, root: Path, img_size: int, batch_size: int, seed: int) -> KerasRecipe:
+        import tf_keras as keras
+        from sklearn.utils.class_weight import compute_class_weight
+        from tf_keras.preprocessing.image import ImageDataGenerator
+
+        keras.utils.set_random_seed(seed)
+        size = (img_size, img_size)
+        augment = ImageDataGenerator(
+            rescale=1.0 / 255, rotation_range=90, horizontal_flip=True, vertical_flip=True
+        )
+        flow = {"target_size": size, "batch_size": batch_size, "class_mode": "categorical"}
+        train = augment.flow_from_directory(str(root / "train"), seed=seed, **flow)
+        plain = ImageDataGenerator(rescale=1.0 / 255)
+        val = plain.flow_from_directory(str(root / "val"), shuffle=False, **flow)
+        model = keras_model(keras, img_size, train.num_classes, KERAS_H5)
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        labels = train.classes
+        weights = compute_class_weight("balanced", classes=np.unique(labels), y=labels)
+        return cls(keras, model, train, val, dict(enumerate(weights)), plain, flow)
+
+    def fit(self, epochs: int, on_epoch_end: Callable[..., None]) -> None:
+        """Train; `on_epoch_end(epoch, logs)` after every epoch (it may set
+        `self.model.stop_training`)."""
+        callbacks = self.keras.callbacks
+        self.model.fit(
+            self.train,
+            epochs=epochs,
+            class_weight=self.class_weight,
+            callbacks=[
+                callbacks.LearningRateScheduler(lambda epoch, lr: 0.01 * 0.9**epoch),
+                callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
+            ],
+            verbose=0,
+        )
+
+    def predict(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, class probabilities) of an un-shuffled flow, e.g. `self.val`."""
+        return data.classes, self.model.predict(data, verbose=0)
+
+    def predict_folder(self, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The same for the un-augmented images of another split folder (test)."""
+        return self.predict(self.plain.flow_from_directory(str(folder), shuffle=False, **self.flow))
+
+
 def run_keras(s: Setup) -> MethodResult:
-    """ImageDataGenerator(1/255, rot 90, flips) + MobileNet(alpha=0.25) + SGD, x0.9 per epoch."""
+    """The user's recipe (KerasRecipe) for `s.epochs` epochs."""
     import tensorflow as tf
-    import tf_keras as keras
-    from sklearn.utils.class_weight import compute_class_weight
-    from tf_keras.preprocessing.image import ImageDataGenerator
 
-    keras.utils.set_random_seed(s.seed)
-    size = (s.img_size, s.img_size)
-    augment = ImageDataGenerator(
-        rescale=1.0 / 255, rotation_range=90, horizontal_flip=True, vertical_flip=True
-    )
-    flow = {"target_size": size, "batch_size": s.batch_size, "class_mode": "categorical"}
-    train = augment.flow_from_directory(str(s.root / "train"), seed=s.seed, **flow)
-    plain = ImageDataGenerator(rescale=1.0 / 255)
-    val = plain.flow_from_directory(str(s.root / "val"), shuffle=False, **flow)
-
-    model = keras_model(keras, s.img_size, train.num_classes, KERAS_H5)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    weights = compute_class_weight("balanced", classes=np.unique(train.classes), y=train.classes)
+    recipe = KerasRecipe.build(s.root, s.img_size, s.batch_size, s.seed)
     history: list[dict[str, Any]] = []
 
     def on_epoch_end(epoch: int, logs: dict[str, float] | None = None) -> None:
-        probs = model.predict(val, verbose=0)
-        row = val_row(epoch + 1, "full", val.classes, probs)
+        row = val_row(epoch + 1, "full", *recipe.predict(recipe.val))
         row["train_acc"] = float((logs or {}).get("accuracy", float("nan")))
         history.append(row)
         log(f"  keras epoch {epoch + 1}: {row}")
 
-    model.fit(
-        train,
-        epochs=s.epochs,
-        class_weight=dict(enumerate(weights)),
-        callbacks=[
-            keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.01 * 0.9**epoch),
-            keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
-        ],
-        verbose=0,
-    )
+    recipe.fit(s.epochs, on_epoch_end)
     result = MethodResult(history, notes=[f"tensorflow {tf.__version__}, tf_keras"])
     if (s.root / "test").is_dir():
-        test = plain.flow_from_directory(str(s.root / "test"), shuffle=False, **flow)
-        result.test = test_metrics(test.classes, model.predict(test, verbose=0))
+        result.test = test_metrics(*recipe.predict_folder(s.root / "test"))
     return result
 
 
@@ -159,6 +192,22 @@ def keras_model(keras: Any, img_size: int, num_classes: int, h5: Path) -> Any:
 # --- 2. fastai ---------------------------------------------------------------------------------
 
 
+def fastai_loaders(root: Path, img_size: int, batch_size: int, seed: int) -> Any:
+    """fastai's folder loaders as its docs fine-tune: Resize, then aug_transforms() on batches."""
+    from fastai.vision.all import ImageDataLoaders, Resize, aug_transforms, set_seed
+
+    set_seed(seed, reproducible=True)
+    return ImageDataLoaders.from_folder(
+        root,
+        train="train",
+        valid="val",
+        item_tfms=Resize(img_size),
+        batch_tfms=aug_transforms(),
+        bs=batch_size,
+        seed=seed,
+    )
+
+
 def run_fastai(s: Setup) -> MethodResult:
     """ImageDataLoaders.from_folder + vision_learner(timm backbone).fine_tune(epochs - 1)."""
     import fastai
@@ -167,25 +216,12 @@ def run_fastai(s: Setup) -> MethodResult:
     from fastai.vision.all import (
         BalancedAccuracy,
         Callback,
-        ImageDataLoaders,
-        Resize,
         accuracy,
-        aug_transforms,
         get_image_files,
-        set_seed,
         vision_learner,
     )
 
-    set_seed(s.seed, reproducible=True)
-    dls = ImageDataLoaders.from_folder(
-        s.root,
-        train="train",
-        valid="val",
-        item_tfms=Resize(s.img_size),
-        batch_tfms=aug_transforms(),
-        bs=s.batch_size,
-        seed=s.seed,
-    )
+    dls = fastai_loaders(s.root, s.img_size, s.batch_size, s.seed)
     history: list[dict[str, Any]] = []
 
     class EpochLog(Callback):  # type: ignore[misc]

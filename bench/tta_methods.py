@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from peers import cpu_seconds
-from peers_methods import KERAS_H5, MOBILENET, TIMM_FILE, keras_model, log
+from peers_methods import MOBILENET, TIMM_FILE, KerasRecipe, fastai_loaders, log
 from sklearn.metrics import balanced_accuracy_score
 
 WALL0, CPU0 = time.perf_counter(), cpu_seconds()  # this process's start: what a user waits from
@@ -77,46 +77,17 @@ def _scores(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
 
 
 def run_keras(s: Setup) -> Run:
-    """ImageDataGenerator(1/255, rotation 90, both flips), MobileNet 0.25 with its first blocks
-    frozen, SGD 0.01 momentum 0.9 decayed x0.9 per epoch, balanced class weights (peers.py)."""
+    """The user's recipe (peers_methods.KerasRecipe), stopped at the target."""
     import tensorflow as tf
-    import tf_keras as keras
-    from sklearn.utils.class_weight import compute_class_weight
-    from tf_keras.preprocessing.image import ImageDataGenerator
 
-    keras.utils.set_random_seed(s.seed)
-    flow = {"target_size": (s.img_size,) * 2, "batch_size": s.batch_size}
-    augment = ImageDataGenerator(
-        rescale=1.0 / 255, rotation_range=90, horizontal_flip=True, vertical_flip=True
-    )
-    train = augment.flow_from_directory(str(s.root / "train"), seed=s.seed, **flow)
-    plain = ImageDataGenerator(rescale=1.0 / 255)
-    val = plain.flow_from_directory(str(s.root / "val"), shuffle=False, **flow)
-    model = keras_model(keras, s.img_size, train.num_classes, KERAS_H5)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    weights = compute_class_weight("balanced", classes=np.unique(train.classes), y=train.classes)
+    recipe = KerasRecipe.build(s.root, s.img_size, s.batch_size, s.seed)
     run = Run(s, notes=[f"tensorflow {tf.__version__}, tf_keras"])
 
     def on_epoch_end(epoch: int, logs: dict[str, float] | None = None) -> None:
-        acc, bal = _scores(val.classes, model.predict(val, verbose=0))
-        model.stop_training = run.epoch("full", acc, bal)
+        recipe.model.stop_training = run.epoch("full", *_scores(*recipe.predict(recipe.val)))
 
-    model.fit(
-        train,
-        epochs=s.max_epochs,
-        class_weight=dict(enumerate(weights)),
-        callbacks=[
-            keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.01 * 0.9**epoch),
-            keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end),
-        ],
-        verbose=0,
-    )
-    test = plain.flow_from_directory(str(s.root / "test"), shuffle=False, **flow)
-    run.test_acc = _scores(test.classes, model.predict(test, verbose=0))[0]
+    recipe.fit(s.max_epochs, on_epoch_end)
+    run.test_acc = _scores(*recipe.predict_folder(s.root / "test"))[0]
     return run
 
 
@@ -129,22 +100,9 @@ def run_fastai(s: Setup) -> Run:
     import fastai
     import peers_models  # noqa: F401  (registers the MobileNet in timm)
     from fastai.callback.core import CancelFitException
-    from fastai.vision.all import (
-        Callback,
-        ImageDataLoaders,
-        Resize,
-        accuracy,
-        aug_transforms,
-        get_image_files,
-        set_seed,
-        vision_learner,
-    )
+    from fastai.vision.all import Callback, accuracy, get_image_files, vision_learner
 
-    set_seed(s.seed, reproducible=True)
-    dls = ImageDataLoaders.from_folder(
-        s.root, train="train", valid="val", item_tfms=Resize(s.img_size),
-        batch_tfms=aug_transforms(), bs=s.batch_size, seed=s.seed,
-    )  # fmt: skip
+    dls = fastai_loaders(s.root, s.img_size, s.batch_size, s.seed)
     run = Run(s, notes=[f"fastai {fastai.__version__}"])
 
     class StopAtTarget(Callback):  # type: ignore[misc]
