@@ -50,6 +50,7 @@ class StepClock:
     ) -> None:
         self.log, self.bar_shown, self.every_s, self.clock = log, bar_shown, every_s, clock
         self.estimated = False
+        self.stage, self.final = "", True  # set by start_epoch
         self._timed_steps = 0
         self._timed_s = 0.0
         self._epoch_start = 0.0
@@ -60,7 +61,7 @@ class StepClock:
     ) -> None:
         """`epochs_left`: after this one, in this stage. A new `stage` is timed afresh (a head
         step costs a fraction of a full one); `final`: the last stage, whose end is the run's."""
-        if stage != getattr(self, "stage", stage):
+        if stage != self.stage:
             self.estimated, self._timed_steps, self._timed_s = False, 0, 0.0
         self.desc, self.steps, self.epochs_left = desc, steps, epochs_left
         self.stage, self.final = stage, final
