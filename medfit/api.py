@@ -18,7 +18,6 @@ import timm
 import torch
 
 from medfit.config import RunConfig, flat_to_dotted
-from medfit.data.decode import decode_image
 from medfit.model.backbones import Preprocess
 from medfit.rundir import existing_run_dir
 from medfit.training.checkpoint import load_checkpoint
@@ -75,8 +74,9 @@ class Classifier:
         self._input = self.preprocess.input_fn(self.device)
 
     def _square(self, item: str | Path | np.ndarray) -> np.ndarray:
-        pixels = item if isinstance(item, np.ndarray) else decode_image(item).pixels
-        return self.preprocess.square(pixels)
+        if isinstance(item, np.ndarray):
+            return self.preprocess.square(item)
+        return self.preprocess.load(item)
 
     @torch.no_grad()
     def predict(

@@ -134,6 +134,50 @@ def test_cmyk_jpeg_decodes_to_red(tmp_path: Path) -> None:
     assert red > 200 and green < 60 and blue < 60
 
 
+def _smooth_rgb_jpeg(path: Path, width: int, height: int) -> Path:
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) % 256], axis=2)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, quality=95)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("min_side", "expected"),
+    [
+        (None, (240, 320)),  # no hint: full size
+        (73, (120, 160)),  # 240 // 73 = 3 -> the 1/2 scale (1/4 would be 60 < 73)
+        (30, (30, 40)),  # 240 // 30 = 8 -> 1/8
+        (130, (240, 320)),  # less than twice the request on the short side: full size
+    ],
+)
+def test_jpeg_draft_decodes_at_the_smallest_scale_that_keeps_min_side(
+    tmp_path: Path, min_side: int | None, expected: tuple[int, int]
+) -> None:
+    path = _smooth_rgb_jpeg(tmp_path / "big.jpg", 320, 240)
+    out = decode_image(path, min_side=min_side)
+    check_output(out.pixels, 3)
+    assert out.pixels.shape[:2] == expected
+
+
+def test_jpeg_draft_square_is_close_to_the_full_decode(tmp_path: Path) -> None:
+    """The DCT-scaled decode, squashed to the cache square, differs from the full decode squashed
+    the same way by no more than JPEG noise: the lever saves decode time, not image content."""
+    from medfit.data.cache import resize_square
+
+    path = _smooth_rgb_jpeg(tmp_path / "big.jpg", 640, 480)
+    full = resize_square(decode_image(path).pixels, 73).astype(float)
+    draft = resize_square(decode_image(path, min_side=73).pixels, 73).astype(float)
+    assert decode_image(path, min_side=73).pixels.shape[:2] == (120, 160)
+    assert np.abs(full - draft).mean() < 2.0
+
+
+def test_draft_ignores_png_and_gray_jpeg_keeps_one_channel(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(tmp_path / "g.png")
+    assert decode_image(tmp_path / "g.png", min_side=20).pixels.shape == (200, 200, 1)
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(tmp_path / "g.jpg")
+    assert decode_image(tmp_path / "g.jpg", min_side=20).pixels.shape == (25, 25, 1)
+
+
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     stored = np.full((20, 40), 255, dtype=np.uint8)  # 40 wide, 20 high
     stored[:, :20] = 0  # left half black

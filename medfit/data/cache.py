@@ -47,7 +47,7 @@ from medfit.data.sources import Sample
 from medfit.errors import DataError
 from medfit.training.progress import Progress
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: JPEGs decoded at draft scale (decode_image's min_side)
 # Random-resized crops come from a slightly larger image: real pixels, not upsampling.
 CACHE_MARGIN = 1.15
 RESAMPLE = {
@@ -130,7 +130,7 @@ def cache_key(samples: Sequence[Sample], size: int, interpolation: str) -> str:
 def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
     path, size, interpolation = args
     try:
-        decoded = decode_image(path)
+        decoded = decode_image(path, min_side=size)
     except DecodeError as exc:
         return None, str(exc)
     return resize_square(decoded.pixels, size, interpolation), decoded.note

@@ -20,6 +20,11 @@ What happens to your pixels:
   inverted after windowing so that bright means dense, as in every other format. A multi-frame
   file gives its middle frame (index frames // 2), and `note` says so. Colour DICOM comes out RGB
   (pydicom converts YBR_* to RGB itself); PALETTE COLOR goes through its colour lookup table.
+- `min_side`: a JPEG whose two sides are both at least twice `min_side` is decoded at 1/2, 1/4
+  or 1/8 scale in the DCT itself (Pillow's `draft`; libjpeg's scaled IDCT, which averages the
+  pixels it drops, so nothing aliases), to the smallest of those scales that keeps both sides
+  >= `min_side`. The cache and `predict` pass their square's side: a 4,000 px scan bound for a
+  73 px square skips most of its decode. Other formats ignore it.
 - Anything that cannot be read this way raises `DecodeError` ("<path>: <what is wrong>").
 
 Memory: an image is refused from its header when its decoded raster would exceed `max_bytes`
@@ -163,9 +168,13 @@ def _window_rows(rows: RowSource, height: int, width: int, low: float, high: flo
 
 
 def decode_image(
-    path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int | None = None
+    path: str | Path,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = None,
+    min_side: int | None = None,
 ) -> Decoded:
-    """Decode one file by its suffix (DICOM or Pillow) into `Decoded`; see the module docstring.
+    """Decode one file by its suffix (DICOM or Pillow) into `Decoded`; see the module docstring
+    (`min_side`: JPEG draft decoding).
 
     Refused from the header: more than `max_pixels` pixels, or a decoded raster over `max_bytes`
     (default: `MAX_DECODE_BYTES`, read at each call).
@@ -176,7 +185,7 @@ def decode_image(
     if path.suffix.lower() in DICOM_SUFFIXES:
         pixels, group, note = _decode_dicom(path, limits)
     else:
-        (pixels, note), group = _decode_pil(path, limits), None
+        (pixels, note), group = _decode_pil(path, limits, min_side), None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     # Writable too: Pillow hands out read-only arrays, which torch.from_numpy warns about.
@@ -235,7 +244,9 @@ def _pil_bytes_per_pixel(mode: str) -> int:
     return 2 if mode.startswith("I;16") else 4
 
 
-def _decode_pil(path: Path, limits: tuple[int, int]) -> tuple[np.ndarray, str]:
+def _decode_pil(
+    path: Path, limits: tuple[int, int], min_side: int | None = None
+) -> tuple[np.ndarray, str]:
     try:
         # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; medfit applies its own
         # limit below, so the warning is muted for this call only (the filter is restored after).
@@ -254,6 +265,9 @@ def _decode_pil(path: Path, limits: tuple[int, int]) -> tuple[np.ndarray, str]:
         # Before any pixel is decoded.
         _check_size(path, image.width, image.height, _pil_bytes_per_pixel(image.mode), limits)
         try:
+            if min_side and image.format == "JPEG":
+                # Pillow picks the largest 1/2^k reduction whose sides stay >= the request.
+                image.draft(image.mode, (min_side, min_side))
             # Corrupt or truncated data surfaces here, as almost any exception type from the
             # decoders; truncation is an error unless ImageFile.LOAD_TRUNCATED_IMAGES was set.
             image.load()

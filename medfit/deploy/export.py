@@ -151,7 +151,10 @@ def export_metadata(predictor: Predictor, fmt: str, dynamic_batch: bool) -> dict
 def preprocess_steps(interpolation: str, size: int) -> list[str]:
     return [
         "decode to uint8 pixels, (H, W) gray or (H, W, 3) RGB; 16-bit images and DICOM are "
-        "windowed to 8 bit as medfit.data.decode does (DICOM window, else 0.5-99.5 percentiles)",
+        "windowed to 8 bit as medfit.data.decode does (DICOM window, else 0.5-99.5 percentiles); "
+        f"a JPEG at least twice cache_size ({cache_size_for(size)}) on both sides is decoded at "
+        "1/2, 1/4 or 1/8 scale, the smallest that keeps both sides >= cache_size (Pillow "
+        f"Image.draft(mode, ({cache_size_for(size)}, {cache_size_for(size)})) before load)",
         f"squash (no crop, aspect ratio not kept) to cache_size x cache_size "
         f"({cache_size_for(size)}) with Pillow {interpolation}, reducing_gap=3.0, as uint8",
         "convert to float32 / 255; replicate gray to 3 channels",

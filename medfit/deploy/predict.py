@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from medfit.api import load
-from medfit.data.decode import DecodeError, decode_image, is_image_path
+from medfit.data.decode import DecodeError, is_image_path
 from medfit.deploy.runinfo import FLIP_DIMS, read_run_info
 from medfit.errors import DataError, MedfitError
 from medfit.files import atomic_write_text, csv_cell
@@ -85,7 +85,7 @@ class Predictor:
 
     def load_square(self, path: str | Path) -> np.ndarray:
         """Decode one file and bring it to the cache square; DecodeError when unreadable."""
-        return self.square(decode_image(path).pixels)
+        return self.preprocess.load(path)
 
     def _try_square(self, path: Path) -> tuple[np.ndarray | None, str | None]:
         try:

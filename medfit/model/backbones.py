@@ -34,6 +34,7 @@ from torch import nn
 
 from medfit.data.augment import build_eval_transform
 from medfit.data.cache import cache_size_for, resize_square
+from medfit.data.decode import decode_image
 from medfit.data.loader import to_model_input
 from medfit.errors import ConfigError, WeightsError
 from medfit.model.policy import classifier_of
@@ -82,6 +83,11 @@ class Preprocess:
             pixels = pixels[:, :, None]
         square = resize_square(pixels.astype(np.uint8), self.cache_size, self.interpolation)
         return square if square.shape[2] == 3 else np.repeat(square, 3, axis=2)
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """Decode one file (DecodeError when unreadable) and `square` it, with the JPEG draft
+        decode the training cache used (decode_image's `min_side`)."""
+        return self.square(decode_image(path, min_side=self.cache_size).pixels)
 
     def input_fn(
         self, device: torch.device, augment: nn.Module | None = None, channels_last: bool = False
