@@ -40,6 +40,7 @@ SECTIONS = (
     "check",
     "diagnosis",
     "timing",
+    "time_to_accuracy",
     "config",
 )
 HOSTILE_CLASS = "<script>alert(1)</script>"
@@ -122,9 +123,10 @@ def full_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def full_report(full_run: Path) -> tuple[Path, list[str]]:
+def full_report(full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     lines: list[str] = []
-    return write_report(full_run, log=lines.append), lines
+    other = synthetic_run(tmp_path_factory.mktemp("other"))
+    return write_report(full_run, log=lines.append, compare=[other]), lines
 
 
 def test_full_run_renders_every_section(
@@ -143,7 +145,7 @@ def test_full_run_renders_every_section(
     lo, hi = metrics["ci95"]["accuracy"]
     assert f"95% CI {lo:.3f}–{hi:.3f}" in headline
     # Plots: curves, confusion, reliability, timing; Grad-CAM: 1..8 overlays.
-    for name in ("curves", "confusion", "calibration", "timing"):
+    for name in ("curves", "confusion", "calibration", "timing", "time_to_accuracy"):
         assert _section(html, name).count("data:image/png;base64,") == 1, name
     assert 1 <= _section(html, "gradcam").count("data:image/png;base64,") <= 8
     # The duplicated image shows as a thumbnail pair with both paths.
@@ -172,7 +174,9 @@ def test_bare_run_names_the_command_for_each_absent_section(run: Path, tmp_path:
     assert f"run <code>medfit diagnose {bare}</code>" in _section(html, "diagnosis")
     assert "Not in this report" not in _section(html, "curves")  # training history is there
     assert "Not in this report" not in _section(html, "timing")
-    assert sum("absent" in line for line in lines) == 8  # seeds, confusion ... diagnosis, logged
+    # seeds, confusion ... diagnosis, time to accuracy: logged
+    assert sum("absent" in line for line in lines) == 9
+    assert "--compare OTHER_RUN" in _section(html, "time_to_accuracy")
     assert "--seeds 3" in _section(html, "seeds")
     # No eval: the headline falls back to the val numbers of training and says so.
     assert "no CIs" in _section(html, "headline")
@@ -298,6 +302,41 @@ def test_report_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.Monke
     write_report(run, log=_quiet, gradcam=False)
     assert report.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _history_run(root: Path, epochs: list[tuple[float, float]]) -> Path:
+    """A run directory holding only config.yaml and metrics.jsonl: (epoch_s, val_acc) per epoch."""
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text("data: {}\n")
+    rows = [
+        {"epoch": i, "stage": "full", "epoch_s": secs, "val_acc": acc}
+        for i, (secs, acc) in enumerate(epochs, start=1)
+    ]
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_compared_runs_are_timed_to_the_accuracy_all_of_them_reach(tmp_path: Path) -> None:
+    slow = _history_run(tmp_path / "a" / "run", [(10, 0.6), (10, 0.8), (10, 0.85)])
+    fast = _history_run(tmp_path / "b" / "run", [(5, 0.7), (5, 0.75)])
+    early = _history_run(tmp_path / "early", [(3, 0.9), (3, 0.74)])
+    html = write_report(slow, log=_quiet, gradcam=False, compare=[fast, early]).read_text()
+    section = _section(html, "time_to_accuracy")
+    assert section.count("data:image/png;base64,") == 1
+    assert "s to 0.750" in section  # the lowest best (fast's 0.75)
+    cells = re.findall(r"<tr[^>]*><td class=\"l\">(.*?)</td>(.*?)</tr>", section)
+    rows = {name: re.findall(r"<td>(.*?)</td>", rest) for name, rest in cells}
+    # name clash: the second "run" is named by its parent; epochs, seconds, best, epoch, s
+    assert rows["run"] == ["3", "30.00", "0.850", "2", "20.00"]
+    assert rows["b/run"] == ["2", "10.00", "0.750", "2", "10.00"]
+    assert rows["early"] == ["2", "6.00", "0.900", "1", "3.00"]
+
+
+def test_a_compared_folder_that_is_not_a_run_is_a_one_line_error(tmp_path: Path) -> None:
+    run = _history_run(tmp_path / "run", [(1, 0.5)])
+    with pytest.raises(MedfitError, match="not a medfit run directory") as err:
+        write_report(run, log=_quiet, compare=[tmp_path])
+    assert "\n" not in str(err.value)
 
 
 def test_cli_parses_and_writes(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
     add_report_commands(sub)        # in build_parser()
     COMMANDS.update(REPORT_COMMANDS)
 
-    medfit report RUN [--split test] [--no-gradcam]
+    medfit report RUN [--split test] [--no-gradcam] [--compare OTHER_RUN ...]
 
 Heavy imports (matplotlib, torch, captum) happen inside the handler: `medfit --help` stays instant.
 """
@@ -34,6 +34,13 @@ def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_false",
         help="skip the Grad-CAM overlays (they load the model; a few seconds on a CPU)",
     )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="OTHER_RUN",
+        help="other run directories: plot val accuracy against training seconds beside RUN's",
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -43,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
     from medfit.report.html import write_report
 
-    write_report(args.run, split=args.split, gradcam=args.gradcam)
+    write_report(args.run, split=args.split, gradcam=args.gradcam, compare=args.compare)
 
 
 def refresh_report(run: str | Path, gradcam: bool, log: Callable[[str], None] = print) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,21 @@ TITLES = {
     "check": "Data check",
     "diagnosis": "Diagnosis",
     "timing": "Timing",
+    "time_to_accuracy": "Time to accuracy",
     "config": "Resolved config",
 }
 
 
 def write_report(
-    run_dir: str | Path, log: Log = print, split: str | None = None, gradcam: bool = True
+    run_dir: str | Path,
+    log: Log = print,
+    split: str | None = None,
+    gradcam: bool = True,
+    compare: Sequence[str | Path] = (),
 ) -> Path:
-    """Render RUN/report.html from whatever RUN holds; `split` None = the newest evaluation."""
-    data = read_report_data(run_dir, split)
+    """Render RUN/report.html from whatever RUN holds; `split` None = the newest evaluation;
+    `compare`: other run directories whose val accuracy is plotted against time beside RUN's."""
+    data = read_report_data(run_dir, split, compare)
     parts = build_sections(data, gradcam, log)
     html = render(data, parts)
     path = RunDir(data.path).report
@@ -83,6 +89,7 @@ def build_sections(data: RunData, gradcam: bool, log: Log) -> dict[str, dict[str
         "check": lambda: sections.data_check(data),
         "diagnosis": lambda: sections.diagnosis(data),
         "timing": lambda: sections.timing(data),
+        "time_to_accuracy": lambda: sections.time_to_accuracy(data),
         "config": lambda: {"text": data.config_text},
     }
     return {name: _guarded(name, build, log) for name, build in builders.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -127,6 +127,26 @@ def timing_chart(history: Sequence[dict[str, Any]]) -> str:
         ax.grid(axis="y", alpha=0.3)
 
     return render_png(draw, (7, 2.6))
+
+
+def time_to_accuracy(runs: Mapping[str, Sequence[dict[str, Any]]], target: float | None) -> str:
+    """Val accuracy against cumulative training seconds, one line per run; `target` dashed."""
+    colours = itertools.cycle([VAL, TRAIN, EXTRA, LR, "#CC79A7", "#000000", "#D55E00"])
+
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        for (name, history), colour in zip(runs.items(), colours, strict=False):
+            seconds = np.nancumsum(_column(history, "epoch_s"))
+            ax.plot(seconds, _column(history, "val_acc"), marker="o", ms=3, color=colour,
+                    label=_short(name, 30))  # fmt: skip
+        if target is not None:
+            ax.axhline(target, color="#555555", ls="--", lw=1)
+        ax.set_xlabel("training seconds (sum of epoch times)")
+        ax.set_ylabel("val accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+
+    return render_png(draw, (7, 3.2))
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:

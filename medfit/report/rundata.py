@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +56,8 @@ class RunData:
     check: dict[str, Any] | None = None
     diagnosis: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    # Other runs to set beside this one (`medfit report RUN --compare OTHER ...`): name -> rows.
+    compared: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def run(self) -> RunDir:
@@ -71,16 +73,18 @@ class RunData:
         return self.run.best
 
 
-def read_report_data(run_dir: str | Path, split: str | None = None) -> RunData:
-    """Everything the report needs; a MedfitError only when RUN is not a run directory."""
-    run = RunDir(Path(run_dir).expanduser())
-    if not run.path.is_dir():
-        raise MedfitError(
-            f"run directory not found: {run.path}; pass the --out folder of a training run"
-        )
-    if not run.config.is_file():
-        raise MedfitError(f"{run.path} is not a medfit run directory (no {run.config.name})")
+def read_report_data(
+    run_dir: str | Path, split: str | None = None, compare: Sequence[str | Path] = ()
+) -> RunData:
+    """Everything the report needs; a MedfitError only when RUN (or a run in `compare`) is not a
+    run directory."""
+    run = _run_dir(run_dir)
+    others = [_run_dir(path) for path in compare]
     data = RunData(run.path, config_text=run.config.read_text(errors="replace"))
+    for other in others:
+        rows: list[EpochRow] = _tolerant(data, other.read_history, [])
+        name = _unique_name(other.path, {run.path.name, *data.compared})
+        data.compared[name] = [r.to_dict() for r in rows]
     data.classes = _tolerant(data, run.read_classes, [])
     data.summary = _as(dict, _tolerant(data, lambda: run.read_json(run.summary), None), {})
     if not data.classes:
@@ -97,6 +101,23 @@ def read_report_data(run_dir: str | Path, split: str | None = None) -> RunData:
     data.check = _as(dict, _tolerant(data, lambda: run.read_json(run.check), None), None)
     data.diagnosis = _as(dict, _tolerant(data, lambda: run.read_json(run.diagnosis), None), None)
     return data
+
+
+def _run_dir(path: str | Path) -> RunDir:
+    run = RunDir(Path(path).expanduser())
+    if not run.path.is_dir():
+        raise MedfitError(
+            f"run directory not found: {run.path}; pass the --out folder of a training run"
+        )
+    if not run.config.is_file():
+        raise MedfitError(f"{run.path} is not a medfit run directory (no {run.config.name})")
+    return run
+
+
+def _unique_name(path: Path, taken: set[str]) -> str:
+    """The folder's name, or parent/name when two compared runs share it (seeds/seed_0 ...)."""
+    name = path.name
+    return name if name not in taken else f"{path.parent.name}/{path.name}"
 
 
 def _tolerant(data: RunData, read: Callable[[], T], default: T) -> T:

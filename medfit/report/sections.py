@@ -205,6 +205,44 @@ def _seed_cell(value: Any, key: str) -> str:
     return f"{value:.1f}" if key == "wall_s" else f"{value:.3f}"
 
 
+def time_to_accuracy(data: RunData) -> Section:
+    """This run beside the `--compare` runs: val accuracy against training seconds, and the
+    seconds each took to first reach the accuracy all of them reach (the lowest of their bests)."""
+    if not data.compared:
+        return {
+            "absent": "one run: `medfit report RUN --compare OTHER_RUN ...` plots val accuracy "
+            "against training seconds for several runs"
+        }
+    runs = {data.path.name: data.history, **data.compared}
+    bests = [max(_column(h, "val_acc"), default=None) for h in runs.values()]
+    target = min((b for b in bests if b is not None), default=None)
+    rows = [_time_row(name, history, target) for name, history in runs.items()]
+    return {"png": plots.time_to_accuracy(runs, target), "rows": rows, "target": target}
+
+
+def _column(history: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in history if isinstance(r.get(key), int | float)]
+
+
+def _time_row(name: str, history: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+    """Epochs, best val accuracy, and epoch / seconds at which `target` was first reached."""
+    seconds, reached = 0.0, None
+    for row in history:
+        seconds += float(row.get("epoch_s") or 0.0)
+        value = row.get("val_acc")
+        if reached is None and target is not None and isinstance(value, int | float):
+            reached = (row["epoch"], seconds) if value >= target else None
+    best = max(_column(history, "val_acc"), default=None)
+    return {
+        "name": name,
+        "epochs": len(history),
+        "seconds": seconds,
+        "best": best,
+        "epoch_to_target": reached[0] if reached else None,
+        "seconds_to_target": reached[1] if reached else None,
+    }
+
+
 def timing(data: RunData) -> Section:
     if not data.history:
         return {"absent": data.no_history}
