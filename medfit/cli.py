@@ -92,6 +92,9 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe")
     g.add_argument("--epochs", type=int, help="full fine-tuning epochs")
     g.add_argument("--head-epochs", type=int, help="head-only epochs first")
+    g.add_argument(
+        "--freeze-stem-epochs", type=int, help="full-stage epochs with the stem frozen first"
+    )
     g.add_argument("--batch-size", type=int, help="per-device batch size")
     g.add_argument(
         "--lr",

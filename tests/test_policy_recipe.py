@@ -18,6 +18,7 @@ from medfit.model.policy import (
     recalibrate_bn,
     resolve_bn_policy,
     set_bn_eval,
+    stem_parameters,
     unfreeze_all,
 )
 from medfit.training import recipe
@@ -35,6 +36,36 @@ def resnet() -> nn.Module:
 
 
 # --- trainable parameters ----------------------------------------------------------------------
+
+
+def _names(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
+    ids = {id(p) for p in params}
+    return [name for name, p in model.named_parameters() if id(p) in ids]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "first", "last", "next_"),
+    [
+        # (first stem tensor, last stem tensor, first tensor that is not stem)
+        ("tf_efficientnet_lite0", "conv_stem.weight", "blocks.1.", "blocks.2."),
+        ("resnet18", "conv1.weight", "layer1.", "layer2."),
+        ("mobilenetv3_small_100", "conv_stem.weight", "blocks.0.", "blocks.1."),
+        ("convnext_atto", "stem.0.weight", "stages.0.", "stages.1."),
+    ],
+)
+def test_stem_is_everything_before_the_first_layer_below_quarter_resolution(
+    model_name: str, first: str, last: str, next_: str
+) -> None:
+    model = timm.create_model(model_name, pretrained=False, num_classes=3)
+    names = _names(model, stem_parameters(model))
+    everything = [name for name, _ in model.named_parameters()]
+    assert names == everything[: len(names)]  # a prefix, in order
+    assert names[0] == first and names[-1].startswith(last)
+    assert everything[len(names)].startswith(next_)
+
+
+def test_stem_of_a_model_without_feature_info_is_empty() -> None:
+    assert stem_parameters(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())) == []
 
 
 def test_freeze_backbone_leaves_only_the_classifier(resnet: nn.Module) -> None:

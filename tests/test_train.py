@@ -218,6 +218,31 @@ def test_lr_find_command_saves_plot(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "to train with it: medfit train DATA --head-lr " in out_text  # the number to pass on
 
 
+@pytest.mark.parametrize(("epochs", "stem_moves"), [(1, False), (2, True)])
+def test_freeze_stem_epochs_keeps_the_stem_at_its_pretrained_weights_then_trains_it(
+    tmp_path: Path, epochs: int, stem_moves: bool
+) -> None:
+    from medfit.model.backbones import create_model
+    from medfit.model.policy import stem_parameters
+
+    lines: list[str] = []
+    result = medfit.train(
+        str(make_dataset(tmp_path / "data", per_class=16)), out=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "c"), log=lines.append, report=False,
+        **{**FAST, "epochs": epochs, "freeze_stem_epochs": 1, "ema": False},
+    )  # fmt: skip
+    trained = medfit.load(result.dir, device="cpu", checkpoint="last").model
+    pretrained = create_model("tf_efficientnet_lite0", 2, "lite")[0]
+    pairs = list(zip(stem_parameters(trained), stem_parameters(pretrained), strict=True))
+    assert len(pairs) > 10
+    same = [torch.equal(a.detach(), b.detach()) for a, b in pairs]
+    assert (not all(same)) if stem_moves else all(same)
+    later = dict(trained.named_parameters())["blocks.3.0.conv_pw.weight"]
+    assert not torch.equal(later, dict(pretrained.named_parameters())["blocks.3.0.conv_pw.weight"])
+    assert any("stem (" in line and ") frozen" in line for line in lines)
+    assert any("trains again" in line for line in lines) == stem_moves
+
+
 def test_fit_resolves_auto_options_into_a_new_config_and_leaves_the_given_one_alone(
     tmp_path: Path,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +29,27 @@ def freeze_backbone(model: nn.Module) -> None:
     head = {id(p) for p in head_parameters(model)}
     for p in model.parameters():
         p.requires_grad_(id(p) in head)
+
+
+def stem_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the layers that run at 1/2 and 1/4 of the input resolution (the stem
+    and the first stage or two; a ViT's patch embedding), from timm's `feature_info`.
+
+    They are everything registered before the first feature module at a reduction above 4
+    (tf_efficientnet_lite0: conv_stem, bn1, blocks.0, blocks.1; resnet: conv1, bn1, layer1).
+    [] when the model has no feature_info or the boundary is not found: nothing is frozen then.
+    """
+    info: Any = getattr(model, "feature_info", None)
+    dicts = info.get_dicts() if hasattr(info, "get_dicts") else info
+    boundary = next((d["module"] for d in dicts or [] if d["reduction"] > 4), None)
+    if boundary is None:
+        return []
+    stem: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if name.startswith(boundary + "."):
+            return stem
+        stem.append(p)
+    return []
 
 
 def unfreeze_all(model: nn.Module) -> None:

@@ -45,7 +45,7 @@ from medfit.data.sources import DatasetIndex, ignored_folders_hint
 from medfit.data.task import describe_task, grade_ranks, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
-from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval
+from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval, stem_parameters
 from medfit.rundir import EpochRow, RunDir, Summary, existing_run_dir
 from medfit.training import distributed, recipe, resume
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
@@ -185,6 +185,11 @@ def _check_distributed(cfg: RunConfig, device: torch.device) -> None:
         raise ConfigError(
             "--lr/--head-lr auto (LR range test) runs in a single process: run `medfit lr-find "
             "DATA` first, then pass the suggested --lr/--head-lr to torchrun"
+        )
+    if t.freeze_stem_epochs:
+        raise ConfigError(
+            "--freeze-stem-epochs changes which weights train inside a stage, which "
+            "DistributedDataParallel does not allow: drop it under torchrun"
         )
     if t.sync_bn and device.type != "cuda":
         raise ConfigError(
@@ -560,6 +565,7 @@ def _train(job: Job, resumed: dict[str, Any] | None, log: Log) -> None:
     state: StageState | None = None
     for epoch in range(int(resumed["epoch"]) if resumed else 0, total):
         state = _stage_for_epoch(job, stages, epoch, state, resumed, log)
+        _freeze_stem_for_epoch(job, stages, epoch, log)
         started = time.perf_counter()
         stats = train_epoch(job, state, epoch, total, kit, clock)
         stop, row = distributed.on_main(partial(on_rank0, state, stats, epoch, started))
@@ -628,6 +634,24 @@ def _stage_for_epoch(
         distributed.unwrap(current.net)
     saved = resumed["stage_state"] if resumed else None
     return start_stage(job, stage, log, saved if saved and saved["stage"] == stage.name else None)
+
+
+def _freeze_stem_for_epoch(job: Job, stages: list[recipe.Stage], epoch: int, log: Log) -> None:
+    """The first `freeze_stem_epochs` epochs of the full stage keep the stem frozen (after
+    start_stage unfroze everything); a resumed run recomputes it from the epoch."""
+    n = job.cfg.train.freeze_stem_epochs
+    stage, index = recipe.stage_of_epoch(stages, epoch)
+    if n == 0 or stage.name != "full" or index > n:
+        return
+    stem = stem_parameters(job.model)
+    for p in stem:
+        p.requires_grad_(index >= n)
+    if index == 0 and not stem:
+        log("  --freeze-stem-epochs: this model has no timm feature_info, nothing frozen")
+    elif index in (0, n):
+        share = sum(p.numel() for p in stem) / sum(p.numel() for p in job.model.parameters())
+        what = "frozen" if index < n else "trains again"
+        log(f"  stem ({len(stem)} tensors, {share:.1%} of the weights) {what}")
 
 
 def train_epoch(
