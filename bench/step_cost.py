@@ -25,18 +25,25 @@ from torch import nn
 from medfit.model.policy import stem_parameters
 
 
-def step_seconds(model: nn.Module, size: int, freeze_stem: bool, steps: int) -> float:
+def step_seconds(
+    model: nn.Module, size: int, freeze_stem: bool, steps: int, variant: str = ""
+) -> float:
+    """`variant`: "" (fp32, contiguous), "channels_last", "bf16" (CPU autocast) or both."""
     stem = {id(p) for p in stem_parameters(model)} if freeze_stem else set()
     for p in model.parameters():
         p.requires_grad_(id(p) not in stem)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-4)
     model.train()
-    x, y = torch.randn(32, 3, size, size), torch.randint(0, 4, (32,))
+    memory = torch.channels_last if "channels_last" in variant else torch.contiguous_format
+    model.to(memory_format=memory)
+    x, y = torch.randn(32, 3, size, size).to(memory_format=memory), torch.randint(0, 4, (32,))
     times = []
     for i in range(steps + 3):
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled="bf16" in variant):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
         optimizer.step()
         if i >= 3:
             times.append(time.perf_counter() - t0)
@@ -68,11 +75,15 @@ def main() -> None:
     cases = [(size, False) for size in args.sizes] + [(size, True) for size in args.sizes]
     results: dict[tuple[int, bool], list[float]] = {case: [] for case in cases}
     forward: dict[int, list[float]] = {size: [] for size in args.sizes}
+    variants: dict[str, list[float]] = {"channels_last": [], "bf16": [], "channels_last+bf16": []}
     for _ in range(args.rounds):
         for size, frozen in cases:
             results[(size, frozen)].append(step_seconds(model, size, frozen, args.steps))
         for size in args.sizes:
             forward[size].append(forward_seconds(model, size, args.steps))
+        for variant, times in variants.items():
+            times.append(step_seconds(model, 64, False, args.steps, variant))
+        model.to(memory_format=torch.contiguous_format)
     share = sum(p.numel() for p in stem_parameters(model)) / sum(
         p.numel() for p in model.parameters()
     )
@@ -83,13 +94,19 @@ def main() -> None:
     ref = statistics.median(results[(64, False)]) if (64, False) in results else None
     for size in args.sizes:
         full = statistics.median(results[(size, False)])
-        frozen = statistics.median(results[(size, True)])
+        frozen_s = statistics.median(results[(size, True)])
         fwd = statistics.median(forward[size])
         rel = f"{full / ref:.2f}x" if ref else "-"
         print(
-            f"| {size} | {full * 1e3:.0f} | {rel} | {frozen * 1e3:.0f} | {frozen / full:.2f} "
+            f"| {size} | {full * 1e3:.0f} | {rel} | {frozen_s * 1e3:.0f} | {frozen_s / full:.2f} "
             f"| {fwd * 1e3:.0f} |"
         )
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    print(f"\nAt 64 px (oneDNN reports native bf16 support: {native}):")
+    for variant, times in variants.items():
+        seconds = statistics.median(times)
+        rel = f" ({seconds / ref:.2f}x fp32)" if ref else ""
+        print(f"- {variant}: {seconds * 1e3:.0f} ms per step{rel}")
 
 
 if __name__ == "__main__":

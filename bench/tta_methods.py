@@ -239,6 +239,9 @@ METHODS: dict[str, Callable[[Setup], Run]] = {
     "medfit_lite0": lambda s: run_medfit(s, "tf_efficientnet_lite0", "lite"),
     # Levers, each one option on top of medfit_lite0 (on/off on the same set and seeds).
     "medfit_lite0_compile": lambda s: run_medfit(s, "tf_efficientnet_lite0", "lite", compile=True),
+    "medfit_lite0_contiguous": lambda s: run_medfit(
+        s, "tf_efficientnet_lite0", "lite", channels_last=False
+    ),
     "medfit_lite0_freeze_stem": lambda s: run_medfit(
         s, "tf_efficientnet_lite0", "lite", freeze_stem_epochs=2
     ),

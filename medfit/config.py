@@ -143,7 +143,8 @@ class TrainConfig:
     # spent on the target rather than on a fixed number of epochs (bench/time_to_accuracy.py).
     stop_at: float = 0.0
     seed: int = 0
-    # cuda > mps > cpu; mixed precision and channels_last only where they help (CUDA).
+    # cuda > mps > cpu; mixed precision on CUDA only, channels_last (NHWC) on CUDA and the CPU,
+    # where they were measured to help (bench/step_cost.py, bench/time_to_accuracy.py).
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True

@@ -21,10 +21,10 @@ What happens to your pixels:
   file gives its middle frame (index frames // 2), and `note` says so. Colour DICOM comes out RGB
   (pydicom converts YBR_* to RGB itself); PALETTE COLOR goes through its colour lookup table.
 - `min_side`: a JPEG whose two sides are both at least twice `min_side` is decoded at 1/2, 1/4
-  or 1/8 scale in the DCT itself (Pillow's `draft`; libjpeg's scaled IDCT, which averages the
-  pixels it drops, so nothing aliases), to the smallest of those scales that keeps both sides
+  or 1/8 scale in the DCT itself (Pillow's `draft`: libjpeg's scaled IDCT keeps only the low
+  frequencies, a low-pass downscale), to the smallest of those scales that keeps both sides
   >= `min_side`. The cache and `predict` pass their square's side: a 4,000 px scan bound for a
-  73 px square skips most of its decode. Other formats ignore it.
+  74 px square (64 px input) decodes at 1/8 scale. Other formats ignore it.
 - Anything that cannot be read this way raises `DecodeError` ("<path>: <what is wrong>").
 
 Memory: an image is refused from its header when its decoded raster would exceed `max_bytes`
