@@ -38,7 +38,7 @@ from peers import DATA, append_result, children_cpu_seconds, count_images, machi
 DEFAULT_JSON = BENCH / "results_time_to_accuracy.json"
 METHODS = (
     "keras", "fastai", "timm", "medfit", "medfit_lite0", "medfit_lite0_compile",
-    "medfit_lite0_contiguous", "medfit_lite0_freeze_stem",
+    "medfit_lite0_contiguous", "medfit_lite0_freeze_stem", "medfit_lite0_contiguous_freeze_stem",
 )  # fmt: skip
 PEERS = METHODS[:5]  # the default run; levers are asked for with --methods
 

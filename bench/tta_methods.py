@@ -245,6 +245,9 @@ METHODS: dict[str, Callable[[Setup], Run]] = {
     "medfit_lite0_freeze_stem": lambda s: run_medfit(
         s, "tf_efficientnet_lite0", "lite", freeze_stem_epochs=2
     ),
+    "medfit_lite0_contiguous_freeze_stem": lambda s: run_medfit(
+        s, "tf_efficientnet_lite0", "lite", channels_last=False, freeze_stem_epochs=2
+    ),
 }
 
 if __name__ == "__main__":

@@ -88,8 +88,8 @@ class TrainConfig:
     head_epochs: int = 1
     # Full-stage epochs during which the stem stays frozen (policy.stem_parameters: the layers
     # at 1/2 and 1/4 resolution): backward stops before them, 0.70x the time per step for
-    # EfficientNet-Lite0 at 64 px on a CPU (bench/step_cost.py). Off: it did not reach targets
-    # faster in bench/time_to_accuracy.py (bench/README.md, "Levers").
+    # EfficientNet-Lite0 at 64 px on a CPU (bench/step_cost.py). Off: a frozen stem needed more
+    # epochs to the target and got there later on average (bench/README.md, "Levers").
     freeze_stem_epochs: int = 0
     batch_size: int = 32
     # Stage 2 peak LR (AdamW). None: 3e-3 with BatchNorm in train mode, 3e-4 with frozen BN.
