@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import signal
 import sys
 from collections import deque
@@ -28,6 +29,11 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# Workers start from a clean server process, never forked from medfit itself: a fork taken while
+# one of medfit's threads (torch's pools, prefetch threads, tqdm) holds a lock leaves the child
+# waiting on it forever. Seen once in CI: a pool worker asleep on a futex, pytest waiting on it.
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -47,7 +53,8 @@ def bounded_map(
     """
     source = iter(items)
     chunks = iter(lambda: list(islice(source, chunk)), [])
-    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+    context = multiprocessing.get_context(_START_METHOD)
+    with ProcessPoolExecutor(workers, context, initializer=die_with_parent) as pool:
         pending: deque[Future[list[R]]] = deque(
             pool.submit(work, c) for c in islice(chunks, depth * workers)
         )
