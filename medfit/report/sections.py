@@ -214,25 +214,28 @@ def time_to_accuracy(data: RunData) -> Section:
             "against training seconds for several runs"
         }
     runs = {data.path.name: data.history, **data.compared}
-    bests = [max(_column(h, "val_acc"), default=None) for h in runs.values()]
-    target = min((b for b in bests if b is not None), default=None)
-    rows = [_time_row(name, history, target) for name, history in runs.items()]
+    bests = {name: _best_val_acc(history) for name, history in runs.items()}
+    target = min((b for b in bests.values() if b is not None), default=None)
+    rows = [_time_row(name, history, bests[name], target) for name, history in runs.items()]
     return {"png": plots.time_to_accuracy(runs, target), "rows": rows, "target": target}
 
 
-def _column(history: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(r[key]) for r in history if isinstance(r.get(key), int | float)]
+def _best_val_acc(history: list[dict[str, Any]]) -> float | None:
+    values = [float(r["val_acc"]) for r in history if isinstance(r.get("val_acc"), int | float)]
+    return max(values, default=None)
 
 
-def _time_row(name: str, history: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
-    """Epochs, best val accuracy, and epoch / seconds at which `target` was first reached."""
+def _time_row(
+    name: str, history: list[dict[str, Any]], best: float | None, target: float | None
+) -> dict[str, Any]:
+    """Epochs, training seconds, `best`, and the epoch / seconds at which `target` was first
+    reached."""
     seconds, reached = 0.0, None
     for row in history:
         seconds += float(row.get("epoch_s") or 0.0)
         value = row.get("val_acc")
         if reached is None and target is not None and isinstance(value, int | float):
             reached = (row["epoch"], seconds) if value >= target else None
-    best = max(_column(history, "val_acc"), default=None)
     return {
         "name": name,
         "epochs": len(history),
