@@ -39,7 +39,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("notebook")
     ap.add_argument("--list", action="store_true", help="list cells with a one-line summary")
-    ap.add_argument("--log-cells", type=int, nargs="+", metavar="N", help="cells whose output is the log")
+    ap.add_argument(
+        "--log-cells", type=int, nargs="+", metavar="N", help="cells whose output is the log"
+    )
     ap.add_argument("--code", action="store_true", help="write the code cells instead")
     ap.add_argument("--out", help="output file (default: stdout)")
     args = ap.parse_args()
@@ -48,7 +50,9 @@ def main() -> None:
         for i, c in enumerate(cells, 1):
             first = _text(c.get("source")).strip().splitlines()[:1]
             log = cell_log(c) if c.get("cell_type") == "code" else ""
-            print(f"{i:4d} {c.get('cell_type', '?'):8s} out={len(log):7d}  {(first or [''])[0][:90]}")
+            print(
+                f"{i:4d} {c.get('cell_type', '?'):8s} out={len(log):7d}  {(first or [''])[0][:90]}"
+            )
         return
     if args.code:
         text = "".join(
