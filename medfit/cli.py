@@ -41,9 +41,10 @@ from medfit.config import (
     flat_to_dotted,
     option_paths,
 )
+from medfit.data.parallel import no_fork_by_default
 from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
-from medfit.errors import ConfigError, MedfitError
+from medfit.errors import ConfigError, DataError, MedfitError
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
 from medfit.report.cli import REPORT_COMMANDS, add_report_commands, refresh_report
 from medfit.rundir import last_locked_run
@@ -228,7 +229,19 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         cfg.out = args.out
     if not cfg.data.root:
         raise MedfitError("no data: pass DATA (a folder with train/<class>/...) or --config")
+    preflight(cfg)
     return cfg
+
+
+def preflight(cfg: RunConfig) -> None:
+    """What can be refused before torch and timm load (seconds): every option's bound and
+    choice, the data path, and whether --out can be created. fit() checks all of it again."""
+    from medfit.training.outdir import claim_fresh
+
+    cfg.validate()
+    if not Path(cfg.data.root).expanduser().exists():
+        raise DataError(f"data directory not found: {cfg.data.root}")
+    claim_fresh(cfg.out)
 
 
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,9 +282,9 @@ def _same_path(a: str, b: str) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    out, runs = _train_seeds(args) if args.seeds is not None else _train_one(args)
     from medfit.training import distributed
 
-    out, runs = _train_seeds(args) if args.seeds is not None else _train_one(args)
     if not distributed.launched().is_main:  # torchrun: rank 0 reports for the job
         return
     for run in runs:
@@ -286,13 +299,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train_one(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     """Train or resume one run: (its directory, the runs to report on)."""
-    from medfit.training.fit import fit
-
     if args.resume:
         cfg, run_dir = _resume_config(args)
-        result = fit(cfg, resume_dir=run_dir)
     else:
-        result = fit(_config_from_args(args))
+        cfg, run_dir = _config_from_args(args), None
+    from medfit.training.fit import fit
+
+    result = fit(cfg, resume_dir=run_dir)
     if result.is_main:
         print(done_line(result.summary))
     return result.dir, [result.dir]
@@ -313,24 +326,28 @@ def done_line(s: dict[str, Any]) -> str:
 
 def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     """Train or continue N seeds: (the OUT folder, one run directory per seed)."""
-    from medfit.training.seeds import resume_seeds, train_seeds
-
     if args.resume:
         extra = [*_given_options(args)] + [f for f in ("data", "config", "out") if vars(args)[f]]
         if extra:
             raise ConfigError(
                 f"--resume with --seeds continues each seed's own config; drop {', '.join(extra)}"
             )
+        from medfit.training.seeds import resume_seeds
+
         result = resume_seeds(args.resume, args.seeds)
     else:
-        result = train_seeds(_config_from_args(args), args.seeds)
+        cfg = _config_from_args(args)
+        from medfit.training.seeds import train_seeds
+
+        result = train_seeds(cfg, args.seeds)
     return result.dir, [result.dir / row["dir"] for row in result.rows]
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
+    cfg = _config_from_args(args)
     from medfit.training.lr_find_cli import run_lr_find
 
-    lr = run_lr_find(_config_from_args(args), args.stage)
+    lr = run_lr_find(cfg, args.stage)
     option = "--head-lr" if args.stage == "head" else "--lr"
     print(f"to train with it: medfit train DATA {option} {lr:.1e} (or {option} auto in train)")
 
@@ -413,6 +430,7 @@ def interrupted_message(command: str, terminated: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    no_fork_by_default()
     args = build_parser().parse_args(argv)
     previous = _on_sigterm(_terminate_handler(os.getpid()))
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,37 @@ def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     *help_text, loaded = proc.stdout.strip().splitlines()
     assert "usage: medfit" in "\n".join(help_text)
     assert loaded == "[]", f"medfit {' '.join(argv)} imported {loaded}"
+
+
+# Refused before torch loads (a bound, a path, a port): the answer comes in a fraction of a second
+# instead of after the ~8 s torch + timm import.
+REFUSED = [
+    ["train", "{data}", "--epochs", "-3"],
+    ["train", "{data}", "--img-size", "0"],
+    ["train", "{data}", "--lr", "nan"],
+    ["train", "{data}", "--out", "/etc/passwd"],
+    ["train", "{data}", "--seeds", "2", "--label-smoothing", "1.5"],
+    ["train", "/no/such/data"],
+    ["lr-find", "{data}", "--batch-size", "0"],
+    ["eval", "/no/such/run"],
+    ["predict", "/no/such/run", "x.png"],
+    ["predict", "{data}", "x.png", "--batch-size", "0"],
+    ["export", "/no/such/run"],
+    ["serve", "/no/such/run"],
+    ["serve", "/no/such/run", "--port", "70000"],
+    ["report", "/no/such/run"],
+]
+
+
+@pytest.mark.parametrize("argv", REFUSED, ids=" ".join)
+def test_a_refused_option_imports_no_heavy_module(argv: list[str], tmp_path: Path) -> None:
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    argv = [a.format(data=tmp_path) for a in argv]
+    launcher = LAUNCHER.replace("    main(sys.argv[1:])", "    print('exit', main(sys.argv[1:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", launcher, *argv], capture_output=True, text=True, timeout=120
+    )
+    *_, code, loaded = proc.stdout.strip().splitlines()
+    assert code == "exit 2", proc.stderr
+    assert proc.stderr.startswith("medfit: error: ") and proc.stderr.count("\n") == 1
+    assert loaded == "[]", f"medfit {' '.join(argv)} imported {loaded} before refusing"

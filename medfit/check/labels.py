@@ -167,8 +167,11 @@ def confident_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray,
         return builtin_confident_issues(labels, probs), "confident learning (built in)"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # n_jobs=1: cleanlab's default forks a multiprocessing.Pool from this process, which
+        # runs torch's threads; a fork copies none of them and a child can block forever on a
+        # lock one held (it hung `medfit check` in CI). The matrices here are small.
         found = find_label_issues(
-            labels=labels, pred_probs=probs, return_indices_ranked_by="self_confidence"
+            labels=labels, pred_probs=probs, return_indices_ranked_by="self_confidence", n_jobs=1
         )
     return np.asarray(found, dtype=np.int64), f"cleanlab {version} find_label_issues"
 

@@ -34,6 +34,16 @@ def die_with_parent() -> None:
 # waiting on it forever. Seen once in CI: a pool worker asleep on a futex, pytest waiting on it.
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
+
+def no_fork_by_default() -> None:
+    """Make the default multiprocessing context a forkserver for this process (the CLI calls it
+    first thing), so that a library starting a pool with the default context (cleanlab,
+    joblib's multiprocessing backend) never forks medfit either. A start method someone already
+    chose is kept."""
+    if multiprocessing.get_start_method(allow_none=True) is None:
+        multiprocessing.set_start_method(_START_METHOD)
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 

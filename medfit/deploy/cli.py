@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, TextIO
 
 from medfit.errors import ConfigError, DataError, MedfitError
+from medfit.rundir import existing_run_dir
 
 if TYPE_CHECKING:
     from medfit.deploy.predict import PredictionTable
@@ -74,6 +75,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    existing_run_dir(args.run)  # before torch loads: a wrong path is refused at once
     from medfit.deploy.predict import (
         Predictor,
         check_output_file,
@@ -82,8 +86,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
         write_csv,
     )
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     out_file = check_output_file(args.out) if args.out else None
     predictor = Predictor(args.run, device=args.device, checkpoint=args.checkpoint)
     paths = collect_inputs(args.inputs)
@@ -126,10 +128,11 @@ def _report(table: PredictionTable, out: str | None, stream: IO[str]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from medfit.deploy.export import export_model
-
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ConfigError(f"--tolerance must be a number > 0, got {args.tolerance}")
+    existing_run_dir(args.run)
+    from medfit.deploy.export import export_model
+
     report = export_model(args.run, args.format, args.out, args.dynamic_batch, args.tolerance)
     v = report.verification
     print(
@@ -141,12 +144,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    _check_serve_options(args)
+    existing_run_dir(args.run)
     try:
         from medfit.deploy.serve import Limits, serve
     except ImportError:
         raise MedfitError('serving needs: pip install "medfit[serve]"') from None
 
-    _check_serve_options(args)
     limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_concurrent, args.max_waiting)
     serve(args.run, args.host, args.port, limits, args.device, args.checkpoint)
 

@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Callable
 
 from medfit.errors import MedfitError
+from medfit.rundir import existing_run_dir
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -51,6 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise MedfitError("--bootstrap must be >= 0 and --batch-size >= 1")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise MedfitError(f"--threshold is a probability in [0, 1], got {args.threshold}")
+    existing_run_dir(args.run)  # before torch loads: a wrong path is refused at once
     from medfit.evaluate.runner import run_eval
     from medfit.report.cli import refresh_report
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medfit.errors import MedfitError
+from medfit.rundir import existing_run_dir
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -48,6 +49,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     if args.split is not None and args.split not in SPLITS:
         raise MedfitError(f"--split must be train, val or test, got {args.split!r}")
+    existing_run_dir(args.run)
     from medfit.report.html import write_report
 
     write_report(args.run, split=args.split, gradcam=args.gradcam, compare=args.compare)
