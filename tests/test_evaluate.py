@@ -119,6 +119,45 @@ def test_temperature_scaling_on_over_confident_logits() -> None:
     cal = calibrate(over, labels)
     assert cal["fitted_on"] == "val" and cal["ece_after"] < cal["ece_before"]
     assert cal["nll_after"] < cal["nll_before"]
+    # It proved itself on held-out halves of val, so it is applied.
+    assert cal["applied"] is True and cal["held_out_nll_gain_ci95"][0] > 0
+    assert all(3.0 < t < 5.0 for t in cal["half_temperatures"])
+
+
+def _calibrated_logits(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A model whose probabilities are already right: labels drawn from its own softmax."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.0, (n, k))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return logits, np.array([rng.choice(k, p=row) for row in p])
+
+
+def test_a_temperature_that_does_not_help_on_held_out_val_is_not_applied() -> None:
+    """On a small val set of an already calibrated model, the fitted T is noise (it sharpens or
+    softens at random): over 20 such sets it is kept out nearly always, and when it is, the
+    probabilities are exactly the uncalibrated ones."""
+    kept_out = 0
+    for seed in range(20):
+        logits, labels = _calibrated_logits(120, 5, seed)
+        cal = calibrate(logits, labels)
+        if not cal["applied"]:
+            kept_out += 1
+            assert cal["temperature"] == 1.0 and "did not prove itself" in cal["reason"]
+            assert cal["nll_after"] == pytest.approx(cal["nll_before"])
+            assert cal["fitted_temperature"] != 1.0  # fitted, and reported, just not used
+    assert kept_out >= 17
+
+
+def test_summary_says_why_a_fitted_temperature_was_not_applied() -> None:
+    from medfit.evaluate.summary import _calibration_lines
+
+    logits, labels = _calibrated_logits(120, 3, 1)
+    cal = calibrate(logits, labels)
+    assert cal["applied"] is False
+    metrics = {"ece": 0.05, "nll": 0.9}
+    result = {"metrics": metrics, "calibration": cal, "uncalibrated": metrics, "split": "test"}
+    lines = "\n".join(_calibration_lines(result))
+    assert "calibration: not applied" in lines and "T = 1" in lines
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,11 @@ def _calibration_lines(result: dict[str, Any]) -> list[str]:
             f"  calibration: none — {cal['reason']}",
             f"  {result['split']} ECE {_num(m['ece'])}, NLL {_num(m['nll'])} (uncalibrated)",
         ]
+    if cal.get("applied") is False:  # fitted, but it did not help on held-out halves of val
+        return [
+            f"  calibration: not applied — {cal['reason']}",
+            f"  {result['split']} ECE {_num(m['ece'])}, NLL {_num(m['nll'])} (uncalibrated)",
+        ]
     lines = [
         f"  calibration: T = {cal['temperature']:.3f} fitted on val ({cal['n_images']} images); "
         f"{result['split']} ECE {_num(result['uncalibrated']['ece'])} -> {_num(m['ece'])}, "

@@ -346,6 +346,7 @@ def calibration(data: RunData) -> Section:
         "temperature": cal.get("temperature"),
         "fitted_on": cal.get("n_images"),
         "not_fitted": cal.get("reason") if cal.get("temperature") is None else None,
+        "not_applied": cal.get("reason") if cal.get("applied") is False else None,
         "ece": (ev.get("uncalibrated", {}).get("ece"), ev["metrics"].get("ece")),
         "nll": (ev.get("uncalibrated", {}).get("nll"), ev["metrics"].get("nll")),
     }
