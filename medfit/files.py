@@ -114,6 +114,10 @@ _BOMS = (
 )
 
 
+class FileMissing(MedfitError):
+    """The file does not exist (a reader of optional files treats it as absent)."""
+
+
 @dataclass
 class TextFile:
     """A file's text and what reading it had to change (said to the user as warnings)."""
@@ -153,7 +157,7 @@ def open_regular(path: Path, what: str = "file") -> tuple[int, os.stat_result]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise MedfitError(f"{path}: no such {what}; check the path") from None
+        raise FileMissing(f"{path}: no such {what}; check the path") from None
     except OSError as exc:
         reason = "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
         raise MedfitError(f"{path}: cannot open the {what} ({reason})") from None
@@ -183,9 +187,10 @@ def read_bytes_bounded(path: Path, what: str = "file", max_bytes: int = MAX_TEXT
     return data
 
 
-def decode_text(data: bytes, path: Path, what: str = "file") -> TextFile:
+def decode_text(data: bytes, path: Path, what: str = "file", errors: str = "replace") -> TextFile:
     """Text from bytes: a BOM decides (UTF-8/16/32), NULs at every other byte mean UTF-16 without
-    one, other NULs mean binary (refused); invalid UTF-8 is replaced and noted, not fatal."""
+    one, other NULs mean binary (refused); invalid UTF-8 is replaced and noted, not fatal (or,
+    with errors=TEXT_ERRORS, kept as surrogates: file names medfit wrote round-trip)."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return TextFile(path, data[len(bom) :].decode(encoding, "replace"), encoding)
@@ -196,6 +201,8 @@ def decode_text(data: bytes, path: Path, what: str = "file") -> TextFile:
             encoding = "utf-16-le" if odd > even else "utf-16-be"
             return TextFile(path, data.decode(encoding, "replace"), encoding)
         raise MedfitError(f"{path}: binary data (NUL bytes), not a text {what}")
+    if errors != "replace":
+        return TextFile(path, data.decode("utf-8", errors), "utf-8")
     text = data.decode("utf-8", "replace")
     notes = []
     if (bad := text.count("\ufffd") - data.decode("utf-8", "ignore").count("\ufffd")) > 0:
@@ -203,9 +210,11 @@ def decode_text(data: bytes, path: Path, what: str = "file") -> TextFile:
     return TextFile(path, text, "utf-8", notes)
 
 
-def read_text_file(path: Path, what: str = "file", max_bytes: int = MAX_TEXT_BYTES) -> TextFile:
+def read_text_file(
+    path: Path, what: str = "file", max_bytes: int = MAX_TEXT_BYTES, errors: str = "replace"
+) -> TextFile:
     """A user's text file, bounded and decoded (see the module docstring)."""
-    return decode_text(read_bytes_bounded(Path(path), what, max_bytes), Path(path), what)
+    return decode_text(read_bytes_bounded(Path(path), what, max_bytes), Path(path), what, errors)
 
 
 def long_lines(text: str, limit: int = MAX_LINE_CHARS) -> list[int]:

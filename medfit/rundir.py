@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from medfit.errors import MedfitError
-from medfit.files import TEXT_ERRORS, atomic_write_text
+from medfit.files import (
+    TEXT_ERRORS,
+    FileMissing,
+    atomic_write_text,
+    json_depth_ok,
+    read_text_file,
+)
 
 # `--select-metric` choices and the epoch-row field each one reads.
 METRIC_KEYS = {
@@ -193,14 +199,24 @@ def _remedy(path: Path) -> str:
     return _REMEDY.get(path.name, _DAMAGED).format(run=path.parent)
 
 
+def read_run_text(path: Path) -> str | None:
+    """A run file's text, read bounded (medfit.files); None when it does not exist, a one-line
+    MedfitError naming the command that writes it again when it cannot be read."""
+    try:
+        return read_text_file(path, "run file", errors=TEXT_ERRORS).text
+    except FileMissing:
+        return None
+    except MedfitError as exc:
+        raise MedfitError(f"{exc}; {_remedy(path)}") from None
+
+
 def read_json(path: Path) -> Any | None:
     """The JSON in `path`; None when it does not exist, a one-line MedfitError when unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8", errors=TEXT_ERRORS)
-    except FileNotFoundError:
+    text = read_run_text(path)
+    if text is None:
         return None
-    except OSError as exc:
-        raise MedfitError(f"{path}: unreadable ({_reason(exc)}); {_remedy(path)}") from None
+    if not json_depth_ok(text):
+        raise MedfitError(f"{path}: JSON nested deeper than medfit writes; {_remedy(path)}")
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -259,12 +275,9 @@ class RunDir:
         """metrics.jsonl; [] before the first epoch. A torn last line is skipped; any other line
         that is not an epoch row is a MedfitError naming the line."""
         path = self.metrics_jsonl
-        try:
-            text = path.read_text(encoding="utf-8", errors=TEXT_ERRORS)
-        except FileNotFoundError:
+        text = read_run_text(path)
+        if text is None:
             return []
-        except OSError as exc:
-            raise MedfitError(f"{path}: unreadable ({_reason(exc)}); {_remedy(path)}") from None
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         rows = []
         for i, (n, line) in enumerate(lines):
@@ -305,18 +318,14 @@ class RunDir:
 
     def read_split_rows(self) -> list[SplitRow]:
         """split.csv, skipped files included (`SplitRow.ok` is False for them); [] when absent."""
-        try:
-            with self.split.open(newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
-                return [
-                    SplitRow(r["path"], r["label"], r["split"], r["status"])
-                    for r in csv.DictReader(f)
-                ]
-        except FileNotFoundError:
+        text = read_run_text(self.split)
+        if text is None:
             return []
-        except OSError as exc:
-            raise MedfitError(
-                f"{self.split}: unreadable ({_reason(exc)}); {_remedy(self.split)}"
-            ) from None
+        try:
+            return [
+                SplitRow(r["path"], r["label"], r["split"], r["status"])
+                for r in csv.DictReader(io.StringIO(text, newline=""))
+            ]
         except (KeyError, csv.Error) as exc:
             raise MedfitError(
                 f"{self.split}: expected columns path,label,split,status ({exc}); "

@@ -18,7 +18,7 @@ import yaml
 
 from medfit.data import augment
 from medfit.errors import MedfitError
-from medfit.rundir import RunDir, existing_run_dir, read_json
+from medfit.rundir import RunDir, existing_run_dir, read_json, read_run_text
 
 # Fewest readable val images a temperature is fitted on. Simulated over-confident model (true
 # T 2.0, 300 draws per size): with 5-10 images the fit hit its search bound in 24-10% of draws
@@ -89,8 +89,8 @@ def read_temperature(run_dir: Path) -> float | None:
 def _config(run: RunDir) -> dict[str, Any]:
     """config.yaml as plain data (the resolved config: `data.aug` is never "auto" there)."""
     try:
-        config = yaml.safe_load(run.config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(read_run_text(run.config) or "") or {}
+    except (MedfitError, yaml.YAMLError, RecursionError):
         config = None
     if not isinstance(config, dict) or not all(
         isinstance(config.get(k, {}), dict) for k in ("data", "model")

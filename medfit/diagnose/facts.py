@@ -23,7 +23,7 @@ from medfit.data.decode import DecodeError, decode_image
 from medfit.errors import MedfitError
 from medfit.files import csv_value
 from medfit.model.backbones import Preprocess
-from medfit.rundir import EpochRow, RunDir, existing_run_dir
+from medfit.rundir import EpochRow, RunDir, existing_run_dir, read_run_text
 
 T = TypeVar("T")
 # Keyword weight sources: anything else is a path whose WEIGHTS.json sidecar may give mean/std.
@@ -209,9 +209,9 @@ def _predictions(run: RunDir, classes: list[str]) -> ClassPredictions | None:
     for split in PREDICTION_SPLITS:
         path = run.predictions(split)
         try:
-            rows = list(csv.DictReader(path.read_text().splitlines()))
+            rows = list(csv.DictReader((read_run_text(path) or "").splitlines()))
             pairs = [(csv_value(r["label"]), csv_value(r["predicted"])) for r in rows]
-        except (OSError, KeyError, csv.Error):
+        except (MedfitError, KeyError, csv.Error):
             continue
         if pairs:
             return ClassPredictions.from_pairs(f"{path.name} (medfit eval)", classes, pairs)

@@ -9,6 +9,7 @@ report.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from medfit.errors import MedfitError
 from medfit.files import csv_value
-from medfit.rundir import EpochRow, RunDir
+from medfit.rundir import EpochRow, RunDir, read_run_text
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ def read_report_data(
     run directory."""
     run = _run_dir(run_dir)
     others = [_run_dir(path) for path in compare]
-    data = RunData(run.path, config_text=run.config.read_text(errors="replace"))
+    data = RunData(run.path, config_text=read_run_text(run.config) or "")
     for other in others:
         rows: list[EpochRow] = _tolerant(data, other.read_history, [])
         name = _unique_name(other.path, {run.path.name, *data.compared})
@@ -135,12 +136,13 @@ def _as(kind: type, value: Any, default: Any) -> Any:
 
 def _predictions(data: RunData, path: Path) -> list[Prediction]:
     """predictions_<split>.csv as written by `medfit eval`: path, label, predicted, p_<class>..."""
-    if not path.is_file():
-        return []
     try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
-            return [p for row in csv.DictReader(f) if (p := _prediction(row)) is not None]
-    except (OSError, csv.Error) as exc:
+        text = read_run_text(path)
+        if text is None:
+            return []
+        rows = csv.DictReader(io.StringIO(text, newline=""))
+        return [p for row in rows if (p := _prediction(row)) is not None]
+    except (MedfitError, csv.Error) as exc:
         data.problems.append(f"{path.name}: unreadable ({exc}); re-run `medfit eval`")
         return []
 

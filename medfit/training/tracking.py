@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from medfit.errors import MedfitError
-from medfit.rundir import EpochRow, RunDir, Summary
+from medfit.rundir import EpochRow, RunDir, Summary, read_run_text
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows seeds under the parent
 # Per-epoch columns that are not metrics (epoch is the step; stage is a tag of the phase).
@@ -81,7 +81,7 @@ def _log_one(client: Any, experiment_id: str, run: RunDir, tags: dict[str, str])
     }
     created = client.create_run(experiment_id, tags=run_tags)
     run_id = str(created.info.run_id)
-    params = _flatten(yaml.safe_load(run.config.read_text()) or {})
+    params = _flatten(yaml.safe_load(read_run_text(run.config) or "") or {})
     metrics = [*_epoch_metrics(run.read_history()), *_summary_metrics(summary)]
     metrics += _eval_metrics(run)
     _log_batches(client, run_id, params, metrics)
@@ -107,7 +107,7 @@ def _log_seeds(client: Any, experiment_id: str, out: RunDir, tags: dict[str, str
     parent = client.create_run(experiment_id, tags=parent_tags)
     parent_id = str(parent.info.run_id)
     config = out.seeds_config
-    params = _flatten(yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    params = _flatten(yaml.safe_load(read_run_text(config) or "") or {})
     metrics = [
         _metric(f"{stat}.{key}", value, 0)
         for stat in ("mean", "sd")
