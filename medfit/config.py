@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from medfit.errors import ConfigError
+from medfit.errors import ConfigError, MedfitError
+from medfit.files import FileMissing, read_bytes_bounded
 
 # What the images are; it picks the augmentation preset of the same name (data/augment.py).
 MODALITIES = (
@@ -317,6 +318,8 @@ class RunConfig:
     def load(cls, path: Path) -> RunConfig:
         try:
             raw = yaml.safe_load(_read_config_text(Path(path))) or {}
+        except RecursionError:  # PyYAML's composer recurses once per nesting level
+            raise ConfigError(f"config file {path} nests deeper than any medfit config") from None
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -374,22 +377,28 @@ def _flag(key: str, value: Any) -> str:
     return f"--{'no-' if value is False else ''}{flat.replace('_', '-')}"
 
 
+# A config is a few KB; anything near this is not one.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def _read_config_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
+    if path.is_dir():
         inside = path / "config.yaml"
         hint = f"; did you mean {inside}?" if inside.is_file() else ""
-        raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}") from None
+        raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}")
+    try:
+        data = read_bytes_bounded(path, "config file", MAX_CONFIG_BYTES)
+    except FileMissing:
+        raise ConfigError(f"config file not found: {path}") from None
+    except MedfitError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"config file {path} is not UTF-8 text (byte {exc.start}): pass a YAML file such as "
             "RUN/config.yaml"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 # Flat option names are the field names, except the backbone: `model` (as on the command line).

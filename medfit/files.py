@@ -135,6 +135,14 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def describe_kind(path: Path) -> str:
+    """What `path` is, in words ("a named pipe", "a device", ...), for an error line."""
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError as exc:
+        return "a symbolic link loop" if exc.errno == errno.ELOOP else "unreadable"
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"

@@ -39,7 +39,8 @@ from medfit.data.sources import (
     split_name,
     stratified_val_split,
 )
-from medfit.errors import DataError
+from medfit.errors import DataError, MedfitError
+from medfit.files import FileMissing, read_bytes_bounded
 
 MANIFEST_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 REQUIRED_COLUMNS = ("path", "label")
@@ -131,13 +132,11 @@ def index_manifest(path: str | Path, val_fraction: float = 0.15, seed: int = 0) 
 
 def _read_text(manifest: Path) -> str:
     try:
-        raw = manifest.read_bytes()
-    except FileNotFoundError:
+        raw = read_bytes_bounded(manifest, "manifest")
+    except FileMissing:
         raise DataError(f"manifest not found: {manifest}") from None
-    except IsADirectoryError:
-        raise DataError(f"{manifest} is a folder, not a manifest file") from None
-    except OSError as err:
-        raise DataError(f"{manifest}: cannot read the manifest ({err.strerror or err})") from None
+    except MedfitError as err:
+        raise DataError(str(err)) from None
     try:
         return raw.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError as err:

@@ -48,6 +48,7 @@ import numpy as np
 
 from medfit.data.decode import DICOM_SUFFIXES, _dicom_group, is_image_path, is_junk
 from medfit.errors import DataError
+from medfit.files import describe_kind
 
 SPLITS = ("train", "val", "test")
 GROUPED_SPLIT_TRIES = 10  # seeds tried for a grouped val split with every class on both sides
@@ -356,8 +357,9 @@ def index_folder(root: str | Path, val_fraction: float = 0.15, seed: int = 0) ->
     if not root.exists():
         raise DataError(f"data directory not found: {root}")
     if not root.is_dir():
+        what = "a file" if root.is_file() else describe_kind(root)
         raise DataError(
-            f"{root} is a file; pass the folder that holds train/<class>/ folders "
+            f"{root} is {what}; pass the folder that holds train/<class>/ folders "
             "or a .csv/.tsv manifest"
         )
     split_dirs = find_split_dirs(root)

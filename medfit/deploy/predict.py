@@ -30,7 +30,7 @@ from medfit.api import load
 from medfit.data.decode import DecodeError, is_image_path
 from medfit.deploy.runinfo import FLIP_DIMS, read_run_info
 from medfit.errors import DataError, MedfitError
-from medfit.files import atomic_write_text, csv_cell
+from medfit.files import atomic_write_text, csv_cell, read_bytes_bounded
 from medfit.rundir import RunDir
 
 MANIFEST_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -192,7 +192,9 @@ def collect_inputs(items: Sequence[str | Path]) -> list[Path]:
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
-            paths.extend(p for p in sorted(path.rglob("*")) if p.is_file() and is_image_path(p))
+            # Anything image-named but a folder is kept, so that a symlink loop or a pipe named
+            # x.png is reported as skipped with its reason instead of vanishing.
+            paths.extend(p for p in sorted(path.rglob("*")) if is_image_path(p) and not p.is_dir())
         elif path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():
             paths.extend(read_manifest_paths(path))
         elif path.exists():
@@ -207,8 +209,8 @@ def collect_inputs(items: Sequence[str | Path]) -> list[Path]:
 def read_manifest_paths(manifest: Path) -> list[Path]:
     """The `path` column of a CSV/TSV manifest; blank rows are skipped."""
     try:
-        text = manifest.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bytes_bounded(manifest, "manifest").decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise DataError(f"{manifest}: cannot read the manifest as UTF-8 text ({exc})") from None
     rows = csv.reader(text.splitlines(), delimiter=MANIFEST_SUFFIXES[manifest.suffix.lower()])
     header = [h.strip().lower() for h in next(rows, [])]
