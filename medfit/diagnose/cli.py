@@ -4,7 +4,7 @@
     COMMANDS.update(DIAGNOSE_COMMANDS)
 
     medfit diagnose RUN [--no-probes] [--json PATH]
-    medfit diagnose LOG [--script train.py] [--data DIR] [--val-size N] [--classes K]
+    medfit diagnose LOG [LOG ...] [--script train.py] [--data DIR] [--val-size N] [--classes K]
                         [--json PATH] [--html FILE]
 
 LOG is another tool's history (Keras console log or CSVLogger CSV, history JSON, TensorBoard
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,14 +34,20 @@ def add_diagnose_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument(
         "run",
-        nargs="?",
-        help="a run directory (from medfit train), or another tool's training log/history",
+        nargs="*",
+        metavar="RUN_OR_LOG",
+        help="a run directory (from medfit train), or another tool's training log(s)/history: "
+        "several files are phases of one job, in order (head.csv finetune.csv)",
     )
     g = p.add_argument_group("foreign runs (a log or history not written by medfit)")
     g.add_argument("--script", metavar="PY", help="the training script, read statically")
     g.add_argument("--data", metavar="DIR", help="the data folder: checked and used in the command")
-    g.add_argument("--val-size", type=int, metavar="N", help="validation images (weighs swings)")
-    g.add_argument("--classes", type=int, metavar="K", help="number of classes (chance level)")
+    g.add_argument(
+        "--val-size", type=_positive, metavar="N", help="validation images (weighs swings)"
+    )
+    g.add_argument(
+        "--classes", type=_positive, metavar="K", help="number of classes (chance level)"
+    )
     g.add_argument("--html", metavar="FILE", help="also write the diagnosis as an HTML page")
     p.add_argument(
         "--no-probes",
@@ -54,38 +61,46 @@ def add_diagnose_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--device", default="auto", help="probe device: auto | cpu | cuda | mps")
 
 
-def cmd_diagnose(args: argparse.Namespace) -> None:
-    from medfit.diagnose.run import diagnose_run
-    from medfit.report.cli import refresh_report
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
+
+def cmd_diagnose(args: argparse.Namespace) -> None:
     if _is_foreign(args):
         _diagnose_foreign(args)
         return
-    diagnose_run(args.run, probes=args.probes, json_path=args.json, device=args.device)
+    from medfit.diagnose.run import diagnose_run
+    from medfit.report.cli import refresh_report
+
+    run = args.run[0]
+    diagnose_run(run, probes=args.probes, json_path=args.json, device=args.device)
     if args.json is None:  # the report reads RUN/diagnosis.json
-        refresh_report(args.run, gradcam=False)
+        refresh_report(run, gradcam=False)
 
 
 def _is_foreign(args: argparse.Namespace) -> bool:
-    """Anything but a medfit run directory (one holding config.yaml)."""
-    if args.run is None:
+    """Anything but one medfit run directory (a folder holding config.yaml)."""
+    if len(args.run) != 1:
         return True
-    return not RunDir(Path(args.run).expanduser()).config.is_file()
+    return not RunDir(Path(args.run[0]).expanduser()).config.is_file()
 
 
 def _diagnose_foreign(args: argparse.Namespace) -> None:
     from medfit.diagnose.foreign import diagnose_foreign, render_foreign, render_html
-    from medfit.errors import ConfigError
     from medfit.files import atomic_write_bytes
 
-    for name in ("val_size", "classes"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    log, script = args.run, args.script
-    if log is not None and script is None and Path(log).suffix == ".py":
-        log, script = None, log  # `medfit diagnose train.py`: the script alone
-    diagnosis = diagnose_foreign(log, script, args.data, args.val_size, args.classes)
+    logs, script = list(args.run), args.script
+    if script is None and logs and Path(logs[-1]).suffix == ".py":
+        script = logs.pop()  # `medfit diagnose train.py`: the script alone
+    diagnosis = diagnose_foreign(logs, script, args.data, args.val_size, args.classes)
+    for note in diagnosis.history.notes if diagnosis.history else []:
+        print(f"medfit: warning: {note}", file=sys.stderr)  # what was dropped, said once
     print(render_foreign(diagnosis))
     outputs = [(args.json, json.dumps(diagnosis.to_dict(), indent=2, default=str) + "\n")]
     outputs += [(args.html, render_html(diagnosis))]

@@ -553,19 +553,23 @@ def check_findings(facts: RunFacts) -> list[Finding]:
     """`medfit check`'s verdict (leakage, duplicates, label noise, shortcuts) as findings."""
     if facts.check is None:
         return []
+    return check_findings_of(facts.check, facts.history[-1].val_acc if facts.history else None)
+
+
+def check_findings_of(check: dict[str, Any], val_acc: float | None = None) -> list[Finding]:
+    """The findings of one check.json document; `val_acc` (the run's last) states what leakage
+    does to it."""
     out = []
-    for entry in facts.check.get("verdict", []):
+    for entry in check.get("verdict", []):
         key = str(entry.get("key", ""))
         if key in SKIPPED_CHECK_KEYS:
             continue
         rule = "leakage" if key in LEAKAGE_KEYS else "label_noise" if key in LABEL_KEYS else "data"
         severity = CHECK_SEVERITY.get(str(entry.get("severity")), "info")
-        evidence = (
-            f"check.json (medfit check {facts.check.get('root', 'DATA')}): {entry.get('title')}"
-        )
-        if rule == "leakage":
+        evidence = f"check.json (medfit check {check.get('root', 'DATA')}): {entry.get('title')}"
+        if rule == "leakage" and val_acc is not None and math.isfinite(val_acc):
             evidence += (
-                f"; this run's val accuracy ({facts.history[-1].val_acc:.3f}) partly scores "
+                f"; this run's val accuracy ({val_acc:.3f}) partly scores "
                 "images the model trained on, so it overstates accuracy on new patients"
             )
         out.append(
