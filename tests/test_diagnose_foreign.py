@@ -468,3 +468,88 @@ def test_files_written_by_a_real_tf_keras_run(name: str, fmt: str, first: int) -
     assert h.phases[0].epochs == [first, first + 1, first + 2]
     assert col(h, "val_acc") == pytest.approx([0.375, 0.375, 0.3125])
     assert col(h, "train_loss") == pytest.approx([0.94734, 0.90811, 0.87114], abs=1e-5)
+
+
+# --- the rules, one behaviour each ---------------------------------------------------------------
+
+
+def csv_log(path: Path, **columns: list[float]) -> Path:
+    """A CSVLogger file with the given columns (Keras names), epochs from 0."""
+    n = len(next(iter(columns.values())))
+    rows = [",".join([str(i), *(f"{v[i]:.6g}" for v in columns.values())]) for i in range(n)]
+    path.write_text("epoch," + ",".join(columns) + "\n" + "\n".join(rows))
+    return path
+
+
+def rules_of(*logs: Path, **options: object) -> dict[str, object]:
+    d = diagnose_foreign(list(logs), **options)  # type: ignore[arg-type]
+    return {f.rule: f for f in d.findings if f.severity != "info"}
+
+
+def test_val_loss_spikes_are_instability_whatever_the_val_size(tmp_path: Path) -> None:
+    n = 12
+    train = [1.0 - 0.06 * i for i in range(n)]
+    spiky = [0.9, 0.8, 0.75, 1.1, 0.72, 0.7, 1.05, 0.68, 0.66, 0.65, 0.64, 0.63]
+    found = rules_of(csv_log(tmp_path / "a.csv", loss=train, val_loss=spiky))
+    assert "val_instability" in found and "3, 6" in str(found["val_instability"])
+    # The same spikes in the train loss too: the whole run jumps (the LR), not val.
+    both = [x * 1.2 for x in spiky]
+    found = rules_of(csv_log(tmp_path / "b.csv", loss=both, val_loss=spiky))
+    assert "val_instability" not in found
+
+
+def test_swings_are_weighed_by_the_val_size(tmp_path: Path) -> None:
+    acc = [0.80, 0.85, 0.88, 0.83, 0.89, 0.84, 0.90, 0.85, 0.90, 0.86]  # drops of 0.05
+    log = csv_log(tmp_path / "a.csv", loss=[1 - 0.05 * i for i in range(10)], val_accuracy=acc)
+    assert "val_instability" in rules_of(log, val_size=5000)  # 3 sigma = 0.015
+    assert "val_instability" not in rules_of(log, val_size=300)  # 3 sigma = 0.06
+    assert "val_instability" not in rules_of(log)  # size unknown: only drops of 0.10 count
+
+
+def test_undertrained_from_the_val_loss_and_not_after_an_early_stop(tmp_path: Path) -> None:
+    acc = [0.8, 0.81, 0.81, 0.82]  # flat within noise
+    loss = [0.6, 0.5, 0.45, 0.4]
+    val_loss = [0.5, 0.45, 0.41, 0.37]  # still at its lowest, still falling
+    log = csv_log(tmp_path / "a.csv", loss=loss, val_loss=val_loss, val_accuracy=acc)
+    assert "undertrained" in rules_of(log, val_size=200)
+    text = "".join(
+        f"Epoch {i + 1}/20\n10/10 [====] - 1s 10ms/step - loss: {loss[i]} - "
+        f"val_loss: {val_loss[i]} - val_accuracy: {acc[i]}\n"
+        for i in range(4)
+    )  # planned 20, stopped at 4: early stopping decided
+    (tmp_path / "es.txt").write_text(text)
+    assert "undertrained" not in rules_of(tmp_path / "es.txt", val_size=200)
+
+
+def test_a_training_loss_that_climbs_for_epochs_is_the_lr(tmp_path: Path) -> None:
+    loss = [0.5, 0.3, 0.2, 0.18, 0.2, 0.24, 0.28, 0.33, 0.38, 0.42, 0.45]
+    found = rules_of(csv_log(tmp_path / "a.csv", loss=loss))
+    assert "lr_too_high" in found and "climbs from 0.180" in found["lr_too_high"].evidence
+    steady = [0.5, 0.3, 0.2, 0.18, 0.17, 0.175, 0.17, 0.168, 0.17, 0.166, 0.165]
+    assert "lr_too_high" not in rules_of(csv_log(tmp_path / "b.csv", loss=steady))
+
+
+def test_trainer_lr_from_the_log_for_ultralytics_and_hf(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    head = "epoch,train/loss,metrics/accuracy_top1,metrics/accuracy_top5,val/loss,lr/pg0"
+    rows = [
+        f"{i + 1},{1 - 0.1 * i},{0.6 + 0.05 * i},1.0,0.5,{lr}"
+        for i, lr in enumerate([0.0002, 0.0005, 0.000714, 0.0007, 0.0006])
+    ]
+    path.write_text(head + "\n" + "\n".join(rows))
+    found = rules_of(path)
+    assert "finetune_lr_high" in found and "7.14e-04 (AdamW)" in found["finetune_lr_high"].evidence
+    rows = [r.rsplit(",", 1)[0] + ",0.0001" for r in rows]  # 1e-4: the usual fine-tuning LR
+    path.write_text(head + "\n" + "\n".join(rows))
+    assert "finetune_lr_high" not in rules_of(path)
+    keras = csv_log(tmp_path / "k.csv", loss=[1, 0.8, 0.6], lr=[0.01, 0.01, 0.01])
+    assert "finetune_lr_high" not in rules_of(keras)  # which layers train: only the script says
+
+
+def test_plateau_counts_epochs_not_rows_of_an_elided_log(tmp_path: Path) -> None:
+    lines = []
+    for e, v in [(1, 0.6), (2, 0.7), (3, 0.75), (4, 0.74), (20, 0.74), (21, 0.745), (22, 0.745)]:
+        lines.append(f"Epoch {e}/22\n10/10 [====] - 1s 10ms/step - loss: 0.3 - val_accuracy: {v}")
+    (tmp_path / "log.txt").write_text("\n".join([*lines[:4], "...", *lines[4:]]))
+    found = rules_of(tmp_path / "log.txt", val_size=2000)
+    assert "val_plateau" in found and found["val_plateau"].numbers["wasted_epochs"] == 19

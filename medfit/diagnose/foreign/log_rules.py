@@ -68,6 +68,18 @@ SHOCK = 0.10
 FROZEN_EPOCHS = 3
 # A val set smaller than this cannot tell epochs apart (one image moves accuracy by 1%+).
 SMALL_VAL = 100
+# Fine-tuning every layer of a pretrained network with no head-only stage first: Adam-type LRs
+# above 1e-4 and SGD (momentum) above 1e-3 move pretrained weights faster than the features survive
+# (Keras' fine-tuning guide: Adam 1e-5 after a head stage; KEY_FORMAT.md). Ultralytics'
+# optimizer=auto gives AdamW lr = 0.002 * 5 / (4 + classes) (at most 0.0017), else SGD 0.01.
+ADAM_FULL_MAX = 1e-4
+SGD_FULL_MAX = 1e-3
+ULTRALYTICS_ADAMW_MAX = 0.002
+# A fine-tuning step within 15% of a head-only step: the compute did not show in the time.
+SAME_TIME = 1.15
+# Seconds per step no GPU takes for an ImageNet-size CNN on a batch of 32 (a T4 does a ResNet50
+# step in ~0.15 s): a device unknown from the script is a CPU at this speed.
+CPU_STEP_S = 2.0
 # Seconds per step above this on a GPU: a ResNet50 step on 32 images at 224 px takes ~0.1 s
 # even on a T4, so the rest is waiting for the input pipeline.
 SLOW_STEP_S = 0.15
@@ -87,6 +99,8 @@ class Context:
     device: str | None
     early_stopping: bool | None  # None unknown
     fits: int | None = None  # training calls in the script (None: no script)
+    bodies: list[str] | None = None  # each training call's trainable body (frozen|partial|all)
+    pipeline: str | None = None  # the script's input pipeline (per_step_decode | cached | ...)
     inferred: dict[str, int] = field(default_factory=dict)  # phase name -> n from the log
 
     def val_size(self, phase: Phase) -> int | None:
@@ -296,7 +310,7 @@ def _plateau_start(
     than noise, the best index, and that noise margin; None with too few values."""
     v = np.array(values, dtype=float)
     v = np.where(np.isfinite(v), v if higher else -v, np.nan)
-    if np.sum(np.isfinite(v)) < 2 * MIN_TREND_EPOCHS:
+    if np.sum(np.isfinite(v)) < MIN_TREND_EPOCHS:
         return None
     top = float(np.nanmax(v))
     delta = max(0.005, sigma(abs(top), n_val)) if higher else 0.01 * abs(top)
@@ -309,7 +323,8 @@ def val_plateau(phase: Phase, ctx: Context) -> Finding | None:
     """Epochs spent after the val score stopped improving — by either the score or the val
     loss (whichever a checkpoint monitors: one still improving means the run still moves)."""
     score = primary(phase)
-    if score is None or len(phase) < 2 * MIN_TREND_EPOCHS:
+    span = phase.epochs[-1] - phase.epochs[0] + 1 if phase.epochs else 0
+    if score is None or span < 2 * MIN_TREND_EPOCHS:
         return None
     name, values, higher = score
     n_val = ctx.val_size(phase)
@@ -317,10 +332,11 @@ def val_plateau(phase: Phase, ctx: Context) -> Finding | None:
     if found is None:
         return None
     start, best, delta = found
-    if name != "val_loss" and phase.has("val_loss", 2 * MIN_TREND_EPOCHS):
+    if name != "val_loss" and phase.has("val_loss", MIN_TREND_EPOCHS):
         loss = _plateau_start(phase.column("val_loss"), False, None)
         start = max(start, loss[0]) if loss else start
-    wasted = len(values) - 1 - start
+    ep = phase.epochs
+    wasted = ep[-1] - ep[start]  # in epochs, not rows: an elided stretch ("...") still ran
     # Without the script, early stopping is unknown: its patience (3-10 epochs) looks like this.
     share_ok = ctx.early_stopping is False and wasted >= max(
         PLATEAU_MIN, PLATEAU_SHARE * len(values)
@@ -329,13 +345,11 @@ def val_plateau(phase: Phase, ctx: Context) -> Finding | None:
         return None
     if stopped_early(phase, ctx):
         return None  # early stopping ended it: the epochs after the best are its patience
-    train = _finite(phase.column("train_loss"))
+    train = np.array(phase.column("train_loss"), dtype=float)
     still = ""
-    if len(train) > wasted:
-        before, end = float(train[-wasted - 1]), float(train[-1])
-        if before > 0 and end < before * (1 - TRAIN_LOSS_FALL):
-            still = f"; the train loss kept falling ({before:.3f} -> {end:.3f})"
-    ep = phase.epochs
+    before, end = float(train[start]), float(train[-1])
+    if math.isfinite(before) and before > 0 and end < before * (1 - TRAIN_LOSS_FALL):
+        still = f"; the train loss kept falling ({before:.3f} -> {end:.3f})"
     return finding(
         "val_plateau",
         "medium",
@@ -537,8 +551,9 @@ def lr_too_low(phase: Phase, ctx: Context) -> Finding | None:
     unfit = not len(ta) or ta[-1] < UNDERFIT_ACC
     # Adam at 1e-5 is the usual fine-tuning LR (its loss moves slowly by design); below ~2e-6
     # nothing moves in a few epochs.
-    tiny = float(np.max(lr)) <= 2e-6 or (float(np.max(lr)) <= 1e-5 and fall < 0.02)
-    if not (tiny and fall < 0.10 and unfit and phase.epochs[0] <= 1):
+    peak = float(np.max(lr))
+    tiny = (peak <= 2e-6 and fall < 0.25) or (peak <= 1e-5 and fall < 0.02)
+    if not (tiny and unfit and phase.epochs[0] <= 1):
         return None
     return finding(
         "lr_too_low",
@@ -668,22 +683,85 @@ def rerun(history: History, ctx: Context) -> Finding | None:
     return None
 
 
+def finetune_lr_high(history: History, ctx: Context) -> Finding | None:
+    """The LR a trainer logs per epoch, for the trainers that fine-tune every layer of a
+    pretrained network from the first step (no head-only stage): Ultralytics (`optimizer=auto`
+    picks AdamW below 10k iterations, SGD above) and the Hugging Face Trainer (AdamW). Keras and
+    the rest log an LR without saying which layers train: the script decides those."""
+    if ctx.framework not in ("ultralytics", "hf") or ctx.pretrained is False:
+        return None
+    lrs = [x for p in history.phases for x in _finite(p.column("lr"))]
+    if not lrs:
+        return None
+    peak = max(lrs)
+    sgd = ctx.framework == "ultralytics" and peak > ULTRALYTICS_ADAMW_MAX
+    limit = SGD_FULL_MAX if sgd else ADAM_FULL_MAX
+    if peak <= limit:  # 1e-4 itself is the usual full fine-tuning LR for Adam
+        return None
+    optimizer = "SGD" if sgd else "AdamW"
+    source = next(p.source["lr"] for p in history.phases if "lr" in p.source)
+    return finding(
+        "finetune_lr_high",
+        "medium",
+        f"{optimizer} at {peak:.1e} on every layer of a pretrained network from the first step",
+        f"{source} peaks at {peak:.2e} ({optimizer}); {ctx.framework} trains all layers with no "
+        f"head-only stage, where fine-tuning LRs for {optimizer} stay below {limit:.0e}: the "
+        "random head's first gradients reach the pretrained features at full size",
+        ctx,
+        lr=peak,
+        strength=peak / limit,
+    )
+
+
+def _step_time(phase: Phase) -> float | None:
+    """Median seconds per step (or per epoch, when the log gives no steps), without the first
+    epoch (graph tracing, cache filling)."""
+    for series in (phase.step_s, phase.epoch_s):
+        values = _finite(series[1:] if len(series) > 1 else series)
+        if len(values):
+            return float(np.median(values))
+    return None
+
+
 def input_bound(history: History, ctx: Context) -> Finding | None:
-    if ctx.device != "gpu":
+    """Training waits for its input pipeline. The clearest evidence is a fine-tuning phase that
+    takes no longer per step than the head-only phase before it: backpropagating through the
+    whole backbone costs 2-3x the compute of a frozen one, so equal times mean the data sets the
+    pace. Else a GPU run whose script decodes images per step and whose steps are slow."""
+    if ctx.device == "cpu" or ctx.pipeline in ("cached", "in_memory"):
+        return None  # on a CPU the model's compute is the bottleneck; a cache feeds fast
+    phases = history.phases
+    bodies = ctx.bodies if ctx.bodies and len(ctx.bodies) == len(phases) else None
+    for i in range(1, len(phases)):
+        if bodies is None or bodies[i - 1] != "frozen" or bodies[i] not in ("partial", "all"):
+            continue
+        head, full = _step_time(phases[i - 1]), _step_time(phases[i])
+        cpu_like = _finite(phases[i].step_s).size and head is not None and head >= CPU_STEP_S
+        if head and full and full <= SAME_TIME * head and not cpu_like:
+            unit = "step" if _finite(phases[i].step_s).size else "epoch"
+            return finding(
+                "input_bound",
+                "medium",
+                "training waits for data: fine-tuning the backbone costs no more time than the "
+                "frozen head stage",
+                f"{head:.3g} s per {unit} with the backbone frozen ({phases[i - 1].name}), "
+                f"{full:.3g} s with it trainable ({phases[i].name}): backpropagating through "
+                "the backbone should cost 2-3x more, so the input pipeline sets the pace",
+                ctx,
+                step_s=[head, full],
+                strength=1.5,
+            )
+    if ctx.device != "gpu" or ctx.pipeline != "per_step_decode":
         return None
-    steps = [
-        s for p in history.phases for s in _finite(p.step_s)[1:]
-    ]  # epoch 1 traces and fills caches
-    if len(steps) < 2:
-        return None
-    median = float(np.median(steps))
-    if median < SLOW_STEP_S:
+    steps = [s for p in phases for s in _finite(p.step_s)[1:]]  # epoch 1 traces, fills caches
+    if len(steps) < 2 or (median := float(np.median(steps))) < SLOW_STEP_S:
         return None
     return finding(
         "input_bound",
         "medium",
-        "the GPU waits for data: each step takes far longer than the model's compute",
-        f"median {median * 1000:.0f} ms per step after the first epoch on a GPU run",
+        "the GPU waits for data: images are decoded and augmented on the CPU each step",
+        f"median {median * 1000:.0f} ms per step after the first epoch on a GPU run whose "
+        "script decodes every image on every step",
         ctx,
         step_s=median,
         strength=median / SLOW_STEP_S,
@@ -707,6 +785,7 @@ def log_findings(ctx: Context) -> list[Finding]:
         small_val(ctx),
         rerun(ctx.history, ctx),
         input_bound(ctx.history, ctx),
+        finetune_lr_high(ctx.history, ctx),
     ]
     phases = ctx.history.phases
     for i, phase in enumerate(phases):

@@ -267,6 +267,13 @@ def read_trainer_state(path: Path, log_history: list[Any]) -> History:
         for entry, label in zip(train, train_epochs, strict=True):
             if (x := _num(entry.get("loss"))) is not None:
                 b.add(label, "train_loss", x)
+    if not by_step:  # the peak LR of each epoch (the schedule moves it every step)
+        peaks: dict[int, float] = {}
+        for entry, label in zip(train, train_epochs, strict=True):
+            if (lr := _num(entry.get("learning_rate"))) is not None and label in labels:
+                peaks[label] = max(peaks.get(label, 0.0), lr)
+        for label, lr in peaks.items():
+            b.add(label, "learning_rate", lr)
     history = _history(path, "Hugging Face trainer_state.json", "hf", [b], "val")
     if train and not once_per_epoch:
         history.notes.append(

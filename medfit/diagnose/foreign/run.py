@@ -123,6 +123,8 @@ def _context(
         device=facts.device if facts else None,
         early_stopping=facts.early_stopping if facts else None,
         fits=len(facts.fits) if facts else None,
+        bodies=[f.body for f in facts.fits] if facts else None,
+        pipeline=facts.pipeline if facts else None,
     )
 
 
@@ -149,7 +151,10 @@ def _read_note(history: History, ctx: Context) -> Finding:
 
 def _merge(found: list[Finding]) -> list[Finding]:
     """One finding per problem: the script's cause and the log's evidence of the same kind
-    become one finding (the script's, with the log's numbers added to its evidence)."""
+    become one finding (the script's, with the log's numbers added to its evidence); a question
+    about a kind the other source answered with a finding is dropped."""
+    answered = {f.rule for f in found if f.severity != "info"}
+    found = [f for f in found if not (f.rule == "question" and f.numbers.get("about") in answered)]
     by_rule: dict[str, Finding] = {}
     out: list[Finding] = []
     for f in found:
