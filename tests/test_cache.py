@@ -538,7 +538,7 @@ def test_a_build_logged_to_a_file_writes_lines_not_a_bar(
 ) -> None:
     """Redirected output (pytest's capture is no terminal) gets no tqdm carriage returns, and a
     line through `log` every LINE_EVERY_S seconds (0 here: after every image but the last)."""
-    import medfit.training.progress as progress
+    import medfit.progress as progress
 
     monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
     samples = [sample(solid_gray(tmp_path / f"g{i}.png", 10 * i)) for i in range(3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medfit.training.progress import (
+from medfit.progress import (
     ESTIMATE_AFTER_STEPS,
     Progress,
     StepClock,

@@ -45,7 +45,7 @@ from medfit.data.decode import DecodeError, decode_image
 from medfit.data.parallel import bounded_map
 from medfit.data.sources import Sample
 from medfit.errors import DataError
-from medfit.training.progress import Progress
+from medfit.progress import Progress
 
 CACHE_VERSION = 2  # 2: JPEGs decoded at draft scale (decode_image's min_side)
 # Random-resized crops come from a slightly larger image: real pixels, not upsampling.

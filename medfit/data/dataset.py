@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from medfit.config import DataConfig
@@ -11,8 +10,7 @@ from medfit.data.groups import apply_group_pattern
 from medfit.data.manifest import index_manifest, is_manifest_path
 from medfit.data.sources import DatasetIndex, index_folder, stratified_subset
 from medfit.errors import DataError
-
-Log = Callable[[str], None]
+from medfit.progress import Log
 
 
 def load_index(cfg: DataConfig, seed: int) -> DatasetIndex:

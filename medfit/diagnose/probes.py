@@ -34,10 +34,8 @@ from medfit.data.sources import DatasetIndex, Sample
 from medfit.diagnose.facts import RunFacts
 from medfit.errors import MedfitError
 from medfit.model.policy import BN_TYPES
+from medfit.progress import Log, duration
 from medfit.rundir import RunDir
-from medfit.training.progress import duration
-
-Log = Callable[[str], None]
 
 # 256 images: binomial noise of an accuracy is at most ±0.031, so the 10-point effects the rules
 # look for stand out, and two forward passes at 64 px take seconds on a CPU.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,12 +10,11 @@ from medfit.diagnose.findings import Diagnosis, Finding, rank, render
 from medfit.diagnose.fit_rules import fit_findings
 from medfit.diagnose.probe_rules import aug_destroys_signal, bn_mismatch
 from medfit.diagnose.rules import run_rules
+from medfit.progress import Log
 from medfit.rundir import RunDir
 
 if TYPE_CHECKING:
     from medfit.diagnose.probes import ProbeResults
-
-Log = Callable[[str], None]
 
 
 def diagnose_run(

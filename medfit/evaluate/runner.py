@@ -52,10 +52,8 @@ from medfit.evaluate.metrics import (
 )
 from medfit.evaluate.summary import summary_lines
 from medfit.files import TEXT_ERRORS, atomic_write_text, csv_cell
+from medfit.progress import Log, ticking
 from medfit.rundir import RunDir, existing_run_dir
-from medfit.training.progress import ticking
-
-Log = Callable[[str], None]
 
 
 @dataclass

@@ -19,11 +19,11 @@ from markupsafe import Markup, escape
 
 from medfit.errors import MedfitError
 from medfit.files import atomic_write_bytes
+from medfit.progress import Log
 from medfit.report import sections
 from medfit.report.rundata import RunData, read_report_data
 from medfit.rundir import RunDir
 
-Log = Callable[[str], None]
 TEMPLATES = Path(__file__).parent / "templates"
 TITLES = {
     "headline": "Headline",

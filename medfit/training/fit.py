@@ -46,6 +46,7 @@ from medfit.data.task import describe_task, grade_ranks, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval, stem_parameters
+from medfit.progress import Log, StepClock
 from medfit.rundir import EpochRow, RunDir, Summary, existing_run_dir
 from medfit.training import distributed, recipe, resume
 from medfit.training.checkpoint import load_checkpoint, save_checkpoint
@@ -61,11 +62,8 @@ from medfit.training.epoch_log import EpochLog
 from medfit.training.losses import SoftOrdinalLoss
 from medfit.training.lr_find import lr_range_test, plot_lr_find
 from medfit.training.outdir import check_writable, claim_fresh
-from medfit.training.progress import StepClock
 from medfit.training.recipe import StageState
 from medfit.training.tracker import BestTracker
-
-Log = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:

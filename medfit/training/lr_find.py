@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medfit.errors import MedfitError
-from medfit.training.progress import ticking
+from medfit.progress import ticking
 
 SMOOTHING = 0.9  # exponential smoothing of the per-step loss
 DIVERGE_FACTOR = 4.0  # stop when the smoothed loss exceeds 4x its minimum
@@ -52,7 +52,7 @@ def lr_range_test(
     log: Callable[[str], None] | None = None,
 ) -> LrFindResult:
     """Run the test; `model` and `optimizer` are returned to their initial state afterwards.
-    With `log`, progress is shown (medfit.training.progress.ticking)."""
+    With `log`, progress is shown (medfit.progress.ticking)."""
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
     scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 from medfit.config import RunConfig
 from medfit.errors import ConfigError
+from medfit.progress import StepClock
 from medfit.training import distributed, recipe
 from medfit.training.fit import EpochKit, plan_stages, setup, start_stage, train_epoch
 from medfit.training.outdir import claim_fresh
-from medfit.training.progress import StepClock
 
 
 def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = print) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,10 @@ import numpy as np
 
 from medfit.config import RunConfig
 from medfit.errors import ConfigError, MedfitError
+from medfit.progress import Log
 from medfit.rundir import RunDir
 from medfit.training import distributed
 from medfit.training.fit import fit
-
-Log = Callable[[str], None]
 
 # Metrics aggregated over seeds, in table order. best_* are the val metrics of the selected
 # checkpoint (best.pt, at best_epoch), not the maximum over epochs: that maximum picks noise.
