@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medfit.check.options import DEFAULT_MODEL, FEATURES, NEAR_DHASH_BITS
-from medfit.check.presets import PRESETS
+from medfit.data.presets import PRESETS
 
 if TYPE_CHECKING:
     from medfit.data.sources import DatasetIndex

@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from medfit.check.presets import PRESETS
 from medfit.data.groups import describe, match_id, pattern_ids, relative
+from medfit.data.presets import PRESETS
 from medfit.data.sources import Sample
 
 AUTO_MATCH = 0.95  # share of file names a preset must match to be used without being asked

@@ -3,7 +3,7 @@ and `medfit check --group-pattern`.
 
 A pattern is a regular expression searched in each image's path relative to the data root (a
 manifest's folder), with "/" separators; the id is its named group `group`, else its first group,
-else the whole match. A preset name (`medfit.check.presets.PRESETS`) stands for the pattern of a
+else the whole match. A preset name (`medfit.data.presets.PRESETS`) stands for the pattern of a
 common public set. A path the pattern does not match has no id (each such image is a group of its
 own when splitting).
 
@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from medfit.check.presets import PRESETS
+from medfit.data.presets import PRESETS
 from medfit.data.sources import DatasetIndex, Sample, stratified_val_split
 from medfit.errors import ConfigError
 
