@@ -39,6 +39,7 @@ from medfit.config import (
     TASKS,
     RunConfig,
     flat_to_dotted,
+    lr_default_text,
     option_paths,
 )
 from medfit.data.parallel import no_fork_by_default
@@ -100,7 +101,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--lr",
         type=_lr,
-        help="full-stage peak LR, or 'auto' (range test); default 3e-3, 3e-4 with --bn frozen",
+        help=f"full-stage peak LR, or 'auto' (range test); {lr_default_text()}",
     )
     g.add_argument("--head-lr", type=_lr, help="head-stage LR or 'auto'")
     g.add_argument("--layer-decay", type=float, help="layer-wise LR decay (1.0 = off)")
@@ -229,11 +230,10 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         cfg.out = args.out
     if not cfg.data.root:
         raise MedfitError("no data: pass DATA (a folder with train/<class>/...) or --config")
-    preflight(cfg)
     return cfg
 
 
-def preflight(cfg: RunConfig) -> None:
+def preflight(cfg: RunConfig) -> RunConfig:
     """What can be refused before torch and timm load (seconds): every option's bound and
     choice, the data path, and whether --out can be created. fit() checks all of it again."""
     from medfit.training.outdir import claim_fresh
@@ -242,6 +242,7 @@ def preflight(cfg: RunConfig) -> None:
     if not Path(cfg.data.root).expanduser().exists():
         raise DataError(f"data directory not found: {cfg.data.root}")
     claim_fresh(cfg.out)
+    return cfg
 
 
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def _train_one(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     if args.resume:
         cfg, run_dir = _resume_config(args)
     else:
-        cfg, run_dir = _config_from_args(args), None
+        cfg, run_dir = preflight(_config_from_args(args)), None
     from medfit.training.fit import fit
 
     result = fit(cfg, resume_dir=run_dir)
@@ -336,7 +337,7 @@ def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
         result = resume_seeds(args.resume, args.seeds)
     else:
-        cfg = _config_from_args(args)
+        cfg = preflight(_config_from_args(args))
         from medfit.training.seeds import train_seeds
 
         result = train_seeds(cfg, args.seeds)
@@ -344,7 +345,7 @@ def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
-    cfg = _config_from_args(args)
+    cfg = preflight(_config_from_args(args))
     from medfit.training.lr_find_cli import run_lr_find
 
     lr = run_lr_find(cfg, args.stage)

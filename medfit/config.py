@@ -93,7 +93,7 @@ class TrainConfig:
     # epochs to the target and got there later on average (bench/README.md, "Levers").
     freeze_stem_epochs: int = 0
     batch_size: int = 32
-    # Stage 2 peak LR (AdamW). None: 3e-3 with BatchNorm in train mode, 3e-4 with frozen BN.
+    # Stage 2 peak LR (AdamW). None: DEFAULT_LR (below) for the BatchNorm policy in use.
     # Measured on blood cells (64 px, 1k train / 400 val, 1+3 epochs, val acc): BN train at
     # 1e-3 / 3e-3 / 1e-2 -> 0.59 / 0.68 / 0.40; frozen BN at 3e-4 / 1e-3 / 3e-3 -> 0.50 / 0.45 /
     # diverged (no batch statistics to absorb large updates). See bench/README.md.
@@ -172,6 +172,21 @@ class TrainConfig:
     # yet (bench/gpu_throughput.py --compile measures it). Checkpoints and EMA come
     # from the uncompiled model, so their keys never carry the compiler's "_orig_mod." prefix.
     compile: bool = False
+
+
+# The full-stage peak LR when --lr is not given, by BatchNorm policy (TrainConfig.lr has the
+# measurements): frozen BN cannot absorb large updates, it diverged at the BN-train LR.
+DEFAULT_LR = {"train": 3e-3, "frozen": 3e-4}
+
+
+def default_lr(bn_policy: str) -> float:
+    return DEFAULT_LR[bn_policy]
+
+
+def lr_default_text() -> str:
+    """The --lr help's statement of the default, from DEFAULT_LR."""
+    train, frozen = (f"{DEFAULT_LR[k]:.0e}".replace("e-0", "e-") for k in ("train", "frozen"))
+    return f"default {train}, {frozen} with --bn frozen"
 
 
 # The largest input accepted. Every image is cached decoded at 1.15x the input size, squared

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from medfit.config import TrainConfig
+from medfit.config import DEFAULT_LR, TrainConfig
 from medfit.data.augment import PRESETS
 from medfit.data.task import resolve_task
 from medfit.diagnose.facts import ClassPredictions, RunFacts
@@ -22,7 +22,6 @@ from medfit.diagnose.probe_rules import AUG_DROP
 from medfit.diagnose.probes import ProbeResults
 from medfit.diagnose.rules import CHANCE_LOSS_FRACTION, binomial_sigma
 from medfit.rundir import EpochRow
-from medfit.training.recipe import DEFAULT_LR
 
 # --- underfitting ------------------------------------------------------------------------------
 # The first full epoch is warmup; a fit can only be judged once the full stage has had 3 epochs.

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from medfit.config import default_lr
 from medfit.data.augment import PRESETS
 from medfit.diagnose.facts import RunFacts
 from medfit.diagnose.findings import Finding
 from medfit.rundir import EpochRow
-from medfit.training.recipe import default_lr
 
 Rule = Callable[[RunFacts], Finding | None]
 

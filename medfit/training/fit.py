@@ -35,7 +35,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from medfit.config import DataConfig, RunConfig, check_device_name
+from medfit.config import DataConfig, RunConfig, check_device_name, default_lr
 from medfit.data.augment import build_train_augment
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
@@ -286,7 +286,7 @@ def _resolve_auto(
     train_cfg = replace(
         t,
         bn=bn,
-        lr=recipe.default_lr(bn) if t.lr is None else t.lr,
+        lr=default_lr(bn) if t.lr is None else t.lr,
         balance=recipe.resolve_balance(t.balance, ratio),
         select_metric=recipe.resolve_select_metric(t.select_metric, ratio),
         loss=_resolve_loss(t.loss, data.task),

@@ -160,15 +160,6 @@ class StageState:
             self.scaler.load_state_dict(state["scaler"])
 
 
-# Peak full-stage LRs measured on blood cells (see medfit/config.py, TrainConfig.lr).
-DEFAULT_LR = {"train": 3e-3, "frozen": 3e-4}
-
-
-def default_lr(bn_policy: str) -> float:
-    """Frozen BatchNorm cannot absorb large updates: it diverged at the BN-train LR."""
-    return DEFAULT_LR[bn_policy]
-
-
 def class_weights(labels: np.ndarray, num_classes: int, power: float = 1.0) -> np.ndarray:
     """(n / (k * count_c)) ** power: scikit-learn's "balanced" weights at power 1, their square
     root at 0.5 (a rare class counts more, but not 13x more); absent classes get weight 0."""
