@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from medfit.errors import MedfitError
+from medfit.version import __version__
 
-__all__ = ["Classifier", "MedfitError", "Predictions", "load", "resume", "train"]
-__version__ = "0.1.0"
+__all__ = ["Classifier", "MedfitError", "Predictions", "__version__", "load", "resume", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-import medfit
 from medfit.data.cache import cache_size_for
 from medfit.data.decode import DecodeError
 from medfit.data.moved import listed_files_missing
 from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
 from medfit.files import TEXT_ERRORS
+from medfit.version import __version__
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -120,7 +120,7 @@ def export_metadata(predictor: Predictor, fmt: str, dynamic_batch: bool) -> dict
     size = pre.img_size
     return {
         "format": fmt,
-        "medfit_version": medfit.__version__,
+        "medfit_version": __version__,
         "model_name": predictor.info.model_name,
         "classes": predictor.classes,
         "img_size": size,

@@ -46,10 +46,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import medfit
 from medfit.data.decode import DICOM_SUFFIXES, DecodeError
 from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
+from medfit.version import __version__
 
 log = logging.getLogger("medfit.serve")
 
@@ -274,7 +274,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     limits.check()
     app = FastAPI(
         title="medfit",
-        version=medfit.__version__,
+        version=__version__,
         description=f"Image classification with the medfit run {predictor.info.path.name}",
     )
     gate = Gate(limits.max_concurrent, limits.max_waiting)
@@ -299,7 +299,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             temperature=predictor.info.temperature,
             summary=predictor.info.summary,
             limits=asdict(limits),
-            medfit_version=medfit.__version__,
+            medfit_version=__version__,
         )
 
     @app.post(
