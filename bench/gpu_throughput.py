@@ -209,7 +209,7 @@ def parse_args():
 
 
 def main():
-    from medfit.training.fit import pick_device
+    from medfit.model.device import pick_device
 
     args = parse_args()
     if args.threads:

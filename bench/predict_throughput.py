@@ -55,7 +55,7 @@ from medfit.config import RunConfig  # noqa: E402
 from medfit.deploy.export import export_model  # noqa: E402
 from medfit.deploy.predict import Predictor  # noqa: E402
 from medfit.model.backbones import preprocess_for  # noqa: E402
-from medfit.training.checkpoint import save_checkpoint  # noqa: E402
+from medfit.model.checkpoint import save_checkpoint  # noqa: E402
 
 MODEL = "tf_efficientnet_lite0"
 

@@ -19,9 +19,10 @@ import torch
 
 from medfit.config import RunConfig, flat_to_dotted
 from medfit.model.backbones import Preprocess
+from medfit.model.checkpoint import load_checkpoint
+from medfit.model.device import pick_device
 from medfit.rundir import existing_run_dir
-from medfit.training.checkpoint import load_checkpoint
-from medfit.training.fit import RunResult, fit, pick_device
+from medfit.training.fit import RunResult, fit
 
 
 def train(

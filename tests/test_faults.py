@@ -31,9 +31,9 @@ import medfit
 from medfit import cli
 from medfit.errors import MedfitError
 from medfit.files import stale_temp_files
+from medfit.model.checkpoint import load_checkpoint, save_checkpoint
 from medfit.rundir import RunDir, existing_run_dir, fresh_run_dir
 from medfit.training import engine
-from medfit.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.test_train import make_dataset
 
 # A tiny timm test network from scratch: the faults are the subject, not the accuracy, and each
@@ -86,7 +86,7 @@ elif point == "mid-batch":  # inside the n-th training step: after optimizer.ste
         on_step(self, model)
     fit.StageState.on_step = hooked_on_step
 elif point == "checkpoint-write":  # half of the n-th last.pt written, then stall until killed
-    from medfit.training import checkpoint
+    from medfit.model import checkpoint
     atomic = checkpoint.atomic_write_bytes
     def hooked_atomic(path, write):
         if path.name != "last.pt" or not due():

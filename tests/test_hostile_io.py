@@ -23,9 +23,9 @@ from medfit.deploy.predict import PredictionTable, Predictor, write_csv
 from medfit.errors import DataError, MedfitError
 from medfit.evaluate import runner
 from medfit.files import atomic_write_bytes, csv_cell, csv_value
+from medfit.model import checkpoint
 from medfit.report.rundata import RunData, _predictions
 from medfit.rundir import RunDir
-from medfit.training import checkpoint
 from tests.deploy_helpers import RUN_OPTIONS, run_cli
 from tests.test_train import make_dataset
 

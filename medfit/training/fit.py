@@ -35,7 +35,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from medfit.config import DataConfig, RunConfig, check_device_name, default_lr
+from medfit.config import DataConfig, RunConfig, default_lr
 from medfit.data.augment import build_train_augment
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
@@ -45,11 +45,12 @@ from medfit.data.sources import DatasetIndex, ignored_folders_hint
 from medfit.data.task import describe_task, grade_ranks, resolve_task
 from medfit.errors import ConfigError, DataError
 from medfit.model.backbones import Preprocess, create_model, unit_normalized
+from medfit.model.checkpoint import load_checkpoint, save_checkpoint
+from medfit.model.device import pick_device
 from medfit.model.policy import recalibrate_bn, resolve_bn_policy, set_bn_eval, stem_parameters
 from medfit.progress import Log, StepClock
 from medfit.rundir import EpochRow, RunDir, Summary, existing_run_dir
 from medfit.training import distributed, recipe, resume
-from medfit.training.checkpoint import load_checkpoint, save_checkpoint
 from medfit.training.distributed import DistContext
 from medfit.training.engine import (
     EpochStats,
@@ -101,27 +102,6 @@ class Job:
     def __post_init__(self) -> None:
         t = self.cfg.train
         self.tracker = BestTracker(t.select_metric, t.smooth, t.patience, t.stop_at)
-
-
-def pick_device(name: str) -> torch.device:
-    """The device `--device name` names; one this machine lacks is one line naming what it has."""
-    check_device_name(name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    mps = int(torch.backends.mps.is_available())
-    counts = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": mps}
-    if (device.index or 0) < counts[device.type]:
-        return device
-    have = ["cpu", *(f"cuda:{i}" for i in range(counts["cuda"])), *(["mps"] * counts["mps"])]
-    raise ConfigError(
-        f"--device {name}: PyTorch sees no such device here (it sees {', '.join(have)}); use "
-        "--device auto (the best one present) or one of those"
-    )
 
 
 def fit(cfg: RunConfig, resume_dir: str | None = None, log: Log = print) -> RunResult:
