@@ -310,3 +310,19 @@ def _hf_dict(
         if isinstance(value, (int, float)) and name not in ("epoch", "step"):
             current.add(k, str(name), float(value))
     return k, current
+
+
+# --- data set sizes a log prints -------------------------------------------------------------
+_FOUND = re.compile(
+    r"Found (\d+) (?:validated )?(?:images?|files?|image filenames)(?: belonging to| in) (\d+) "
+    r"class(?:es)?",
+    re.I,
+)
+
+
+def found_totals(text: str) -> list[tuple[int, int, str]]:
+    """(images, classes, the text) of each `Found N images belonging to K classes.` line a log
+    prints (Keras flow_from_directory / image_dataset_from_directory, Ultralytics' `found N
+    images in K classes`): what the data set is, for datasets.recognise."""
+    found = _FOUND.finditer(ANSI.sub("", text))
+    return [(int(m.group(1)), int(m.group(2)), m.group(0)) for m in found]

@@ -85,6 +85,7 @@ def diagnose_foreign(
         found += [_read_note(history, ctx), *log_findings(ctx)]
     if report is not None:
         found += report.findings
+        found += _known(report, paths)
     found = _merge(found)
     if data:
         found += _check_data(data)
@@ -98,6 +99,15 @@ def _read_script(script: str | Path, grayscale: bool | None) -> ScriptReport:
     from medfit.diagnose.foreign.script import read_script
 
     return read_script(script, grayscale)
+
+
+def _known(report: ScriptReport, paths: list[str | Path]) -> list[Finding]:
+    """What the recognised public data set adds (its class counts, patients, known flaws)."""
+    from medfit.diagnose.foreign.known_rules import known_findings, read_logs
+
+    answered = {f.rule for f in report.findings if f.severity != "info"}
+    logs = read_logs([Path(p) for p in paths])
+    return known_findings(report.facts, report.framework, report.path, logs, answered)
 
 
 def _context(

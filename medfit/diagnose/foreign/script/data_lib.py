@@ -162,6 +162,8 @@ SAME |= {"img_to_array", "asarray", "array", "stack", "vstack", "concatenate", "
 SAME |= {"convert_to_tensor", "tensor", "from_numpy", "Tensor", "FloatTensor", "permute", "numpy"}
 SAME |= {"unsqueeze", "double", "clip", "flip", "equalizeHist", "GaussianBlur", "medianBlur"}
 SAME |= {"resize_with_pad", "to_tensor", "array_to_img", "fromarray", "crop_to_bounding_box"}
+SAME |= {"grayscale_to_rgb", "repeat", "tile"}  # channel copies: the values stay as they were
+SAME |= {"center_crop", "crop", "pad", "resized_crop"}  # torchvision.transforms.functional
 
 
 @func(*SAME)
@@ -312,6 +314,19 @@ def _split(c: Call) -> Val:
             else:
                 parts.append(Unknown(f"split {side}", taint=a.taint | tag))
     return Seq(parts, False)
+
+
+@func("ratio", "fixed")
+def _split_folders(c: Call) -> Val | None:
+    """`splitfolders.ratio(input, output=..., ratio=(.8, .1, .1))`: copies the images of each
+    class folder, shuffled, into output/train, output/val (and output/test)."""
+    if c.dotted.split(".")[0] not in ("splitfolders", "split_folders"):
+        return None
+    src = c.arg(0, "input")
+    out = const(c.arg(1, "output"), str) or "output"
+    rec = SplitRec(c.line, c.it.seq(), [src] if src else [], False, f"splitfolders.{c.name}", out)
+    c.it.world.splits.append(rec)
+    return Const(None)
 
 
 @func("GroupShuffleSplit", "GroupKFold", "StratifiedGroupKFold", "LeaveOneGroupOut")

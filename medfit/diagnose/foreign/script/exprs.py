@@ -147,6 +147,12 @@ class Exprs:
             if all(isinstance(v, Const) for v in vals):
                 pick = all if isinstance(node.op, ast.And) else any
                 return Const(pick(bool(v.value) for v in vals))  # type: ignore[attr-defined]
+            # a known bool decides a test: `isinstance(x, str) and x == "none"` with x an
+            # unresolved value is false when one side is False (values such as `path or "x"`
+            # are left to the rules below)
+            decided = not isinstance(node.op, ast.And)
+            if any(_known_truth(v) is decided for v in vals):
+                return Const(decided)
             if isinstance(node.op, ast.Or) and isinstance(vals[0], Const) and not vals[0].value:
                 return vals[1] if len(vals) == 2 else Unknown("or")
             return Unknown("boolean", taint=taint_of(*vals))
@@ -493,4 +499,10 @@ def _dispatch(handlers: Any, call: Call) -> Val | None:
         out = h_(call)
         if out is not None:
             return out
+    return None
+
+
+def _known_truth(v: Val) -> bool | None:
+    if isinstance(v, Const) and isinstance(v.value, bool):
+        return v.value
     return None

@@ -4,6 +4,7 @@ every training call with its learning rate and the trainable state of the body."
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,13 +12,15 @@ from typing import TYPE_CHECKING
 
 from medfit.diagnose.foreign.script.fit_lib import val_of
 from medfit.diagnose.foreign.script.models import head_of, uses_of
-from medfit.diagnose.foreign.script.tables import KAGGLE_PNEUMONIA_VAL
 from medfit.diagnose.foreign.script.values import (
     Backbone,
+    Compile,
+    Const,
     Data,
     Event,
     FitRec,
     Pix,
+    SplitRec,
     Use,
     Val,
 )
@@ -42,6 +45,23 @@ class FitCall:
 
 
 @dataclass
+class SplitFact:
+    """A split of images into training and held-out parts that the script makes itself."""
+
+    line: int
+    how: str  # the call, as the script spells it ("train_test_split", "validation_split=0.2 ...")
+    # shuffled (a random draw) | sorted_names (a contiguous block of each class folder's sorted
+    # file names: Keras ImageDataGenerator) | table_order (a block of a table's rows) |
+    # array_tail (the last rows of arrays: fit(validation_split))
+    order: str
+    grouped: bool  # by patient/group (GroupShuffleSplit, groups=)
+    # val (the validation data is one side) | folders (it writes split folders the training
+    # reads) | named (its outputs are named train/val/test) | other
+    role: str
+    source_dir: str | None = None  # the folder the split images were read from
+
+
+@dataclass
 class ScriptFacts:
     backbone: str | None = None
     family: str | None = None
@@ -59,6 +79,13 @@ class ScriptFacts:
     # beyond the interface: how the training images reach the model, for the lead's input_bound
     # (per_step_decode | cached | in_memory | None)
     pipeline: str | None = None
+    # for the known-data-set rules (diagnose/foreign/known_rules.py):
+    names: list[tuple[int, str]] = field(default_factory=list)  # string constants, with lines
+    metrics: list[str] | None = None  # compiled/logged metrics; None: not readable
+    balancing: list[str] = field(default_factory=list)  # what balances the classes, with lines
+    splits: list[SplitFact] = field(default_factory=list)
+    grouped_split: bool = False  # a patient/group-wise splitter is used somewhere
+    held_out: list[str] = field(default_factory=list)  # evaluate()/predict() sets, as written
 
 
 def words_of(v: Val | None, node_text: str = "") -> str:
@@ -148,8 +175,9 @@ def val_size(it: Interp, rec: FitRec) -> int | None:
     if isinstance(v, Data):
         if v.take is not None:
             return v.take
-        if v.directory and known_small_val(v.directory):
-            return KAGGLE_PNEUMONIA_VAL
+        known = known_small_val(v.directory) if v.directory else None
+        if known is not None:
+            return known[1]
         if rec.val_steps is not None and v.batch:
             return rec.val_steps * v.batch
     if isinstance(v, Pix) and v.rows is not None:
@@ -157,9 +185,16 @@ def val_size(it: Interp, rec: FitRec) -> int | None:
     return None
 
 
-def known_small_val(directory: str) -> bool:
-    low = directory.replace("\\", "/").lower().rstrip("/")
-    return "chest_xray" in low and low.rsplit("/", 1)[-1] == "val"
+def known_small_val(directory: str) -> tuple[str, int] | None:
+    """(the data set, its val folder's images) when `directory` is the published val folder of
+    a public set known to ship a tiny one (datasets.py: Kaggle chest-xray-pneumonia's 16)."""
+    from medfit.diagnose.foreign.datasets import official_split_of, recognise
+
+    match = recognise([directory])
+    if match is None or official_split_of(match.known, directory) != "val":
+        return None
+    n = match.known.small_val()
+    return (match.known.name, n) if n is not None else None
 
 
 def val_source(it: Interp, rec: FitRec) -> str | None:
@@ -214,7 +249,171 @@ def build(it: Interp) -> ScriptFacts:
     facts.early_stopping = any(cb.kind == "EarlyStopping" for cb in used)
     if w.fits:
         facts.pipeline = pipeline_kind(w.fits[0])
+    facts.names = names_of(it)
+    facts.metrics = metrics_of(it)
+    facts.balancing = balancing_of(it)
+    facts.splits = splits_of(it, with_val)
+    facts.grouped_split = bool(events(it, "grouped_split")) or any(r.grouped for r in w.splits)
+    facts.held_out = held_out_of(it)
     return facts
+
+
+MAX_NAMES = 3000
+
+
+def names_of(it: Interp) -> list[tuple[int, str]]:
+    """Every short string constant of the script with its line: folders, file names, Kaggle
+    slugs, class names (what recognises a public data set)."""
+    out: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for node in ast.walk(ast.Module(body=it.src.body, type_ignores=[])):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if len(text) > 300 or text in seen or not text.strip():
+                continue
+            seen.add(text)
+            out.append((getattr(node, "lineno", 0), text))
+            if len(out) >= MAX_NAMES:
+                break
+    return sorted(out)
+
+
+def compiled_for(it: Interp, rec: FitRec) -> Compile | None:
+    """The compile() of the fitted model, or (the model unresolved) the last compile before it."""
+    if rec.compiled is not None:
+        return rec.compiled
+    before = [c for c in it.world.compiles if c.seq < rec.seq]
+    return before[-1] if before else None
+
+
+def metrics_of(it: Interp) -> list[str] | None:
+    """The metrics the training calls compute per epoch, as named; None when none is readable."""
+    names: list[str] = []
+    known = False
+    for rec in it.world.fits:
+        if rec.api == "ultralytics":
+            names += ["top1_acc", "top5_acc"]  # Ultralytics classification: top-1/top-5 only
+            known = True
+        elif rec.api == "fastai":
+            names += list(rec.kwargs.get("metrics") or [])
+            known = True
+        elif rec.api == "keras":
+            comp = compiled_for(it, rec)
+            if comp is not None and comp.metrics is not None:
+                names += comp.metrics
+                known = True
+    return list(dict.fromkeys(names)) if known else None
+
+
+def balancing_of(it: Interp) -> list[str]:
+    """What in the script counters class imbalance: class weights, a weighted loss, a balanced
+    sampler, oversampling."""
+    w = it.world
+    out = [f"class_weight in the fit at line {r.line}" for r in w.fits if r.class_weight]
+    out += [f"a weighted {name} (line {line})" for line, name, weighted in w.losses if weighted]
+    out += [f"a weighted loss compiled at line {c.line}" for c in w.compiles if c.weighted_loss]
+    for kind, what in (
+        ("class_weight", "class weights computed"),
+        ("sampler", "a balanced sampler"),
+        ("oversample", "oversampling"),
+    ):
+        out += [f"{what} at line {e.line}" for e in events(it, kind)]
+    out += [f"a weighted sampler (line {d.line})" for d in w.data if d.sampler == "weighted"]
+    return list(dict.fromkeys(out))
+
+
+def _assigned(it: Interp) -> dict[int, list[str]]:
+    """line of an assigned call -> the names it is assigned to (`X_tr, X_val = split(...)`)."""
+    out: dict[int, list[str]] = {}
+    for node in ast.walk(ast.Module(body=it.src.body, type_ignores=[])):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            names = [
+                n.id
+                for t in node.targets
+                for n in ast.walk(t)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+            ]
+            out.setdefault(node.value.lineno, []).extend(names)
+    return out
+
+
+def _norm_dir(d: str) -> str:
+    return d.replace("\\", "/").strip().strip("./").rstrip("/").lower()
+
+
+def splits_of(it: Interp, with_val: FitRec | None) -> list[SplitFact]:
+    """The image-level splits the script makes itself, and which of them makes the validation
+    set."""
+    out: list[SplitFact] = []
+    linked: set[int] = set()
+    if with_val is not None:
+        rec = with_val
+        v = val_of(rec.val)
+        if rec.val is None and rec.val_split:
+            src = rec.x.directory if isinstance(rec.x, Data) else None
+            if rec.api == "fastai":
+                out.append(SplitFact(rec.line, f"valid_pct={rec.val_split:g}", "shuffled",
+                                     False, "val", src))  # fmt: skip
+            else:
+                out.append(SplitFact(rec.line, f"fit(validation_split={rec.val_split:g})",
+                                     "array_tail", False, "val", src))  # fmt: skip
+        elif isinstance(v, Data) and v.subset == "validation":
+            frac = f"validation_split={v.val_split:g}" if v.val_split else "validation_split"
+            if v.kind == "flow":
+                table = bool(v.sources)
+                how = (
+                    f"ImageDataGenerator({frac}) + "
+                    f"flow_from_{'dataframe' if table else 'directory'}(subset='validation')"
+                )
+                out.append(SplitFact(v.line, how, "table_order" if table else "sorted_names",
+                                     False, "val", v.directory))  # fmt: skip
+            else:
+                how = f"image_dataset_from_directory({frac}, subset='validation')"
+                out.append(SplitFact(v.line, how, "shuffled", False, "val", v.directory))
+        elif v is not None:
+            seqs = {int(t.split(":")[1]) for t in v.taint if t.startswith("split:")
+                    and t.split(":")[1].isdigit()}  # fmt: skip
+            for split in it.world.splits:
+                if split.seq in seqs:
+                    linked.add(split.seq)
+                    out.append(SplitFact(split.line, split.how, "shuffled", split.grouped, "val",
+                                         _split_dir(split)))  # fmt: skip
+    assigned = _assigned(it)
+    read = [_norm_dir(d.directory) for d in it.world.data if d.directory]
+    for split in it.world.splits:
+        if split.seq in linked:
+            continue
+        role = "other"
+        if split.out_dir is not None:
+            out_dir = _norm_dir(split.out_dir)
+            if any(r == out_dir or r.startswith(out_dir + "/") for r in read):
+                role = "folders"
+        else:
+            targets = " ".join(assigned.get(split.line, []))
+            if TRAIN_WORDS.search(targets) and (
+                VAL_WORDS.search(targets) or TEST_WORDS.search(targets)
+            ):
+                role = "named"
+        out.append(SplitFact(split.line, split.how, "shuffled", split.grouped, role,
+                             _split_dir(split)))  # fmt: skip
+    return out
+
+
+def _split_dir(split: SplitRec) -> str | None:
+    dirs = sorted({t[4:] for v in split.inputs for t in v.taint if t.startswith("dir:")})
+    if dirs:
+        return dirs[0]
+    first = split.inputs[0] if split.inputs else None
+    return str(first.value) if isinstance(first, Const) and isinstance(first.value, str) else None
+
+
+def held_out_of(it: Interp) -> list[str]:
+    """The sets the script evaluates after training, as written (`evaluate(test_ds)`)."""
+    out = []
+    for e in events(it, "evaluate"):
+        node = e.data.get("node")
+        out.append(it.src.segment(node, 60) if node is not None else str(e.data.get("text", "")))
+    return out
 
 
 def classes(it: Interp, base: Backbone | None) -> int | None:

@@ -132,8 +132,35 @@ def _callback(c: Call) -> Val:
         None if c.name in ("LearningRateScheduler", "CSVLogger", "TensorBoard") else "val_loss"
     )
     cb = Callback(c.name, c.line, const(monitor, str) if monitor is not None else default)
+    if c.name == "ModelCheckpoint":
+        cb.path = const(c.arg(0, "filepath"), str)
     c.it.world.callbacks.append(cb)
     return cb
+
+
+def _saved_key(path: str) -> tuple[int, str]:
+    # the interpreter's cache is keyed (id(value), name); no value has id 0
+    return (0, "saved:" + path.replace("\\", "/").rsplit("/", 1)[-1])
+
+
+@method("save", "save_weights")
+def _save(c: Call) -> Val | None:
+    """`model.save("m.h5")`: a later `load_model("m.h5")` is this model again."""
+    path = const(c.arg(0, "filepath"), str)
+    if isinstance(c.recv, (Model, Inst)) and path:
+        c.it.cache[_saved_key(path)] = c.recv
+    return None
+
+
+@func("load_model")
+def _load_model(c: Call) -> Val | None:
+    """A model this script saved (model.save or a ModelCheckpoint of its fit) comes back as that
+    model, with its layers' trainable flags as they were."""
+    path = const(c.arg(0, "filepath"), str)
+    if not path:
+        return None
+    saved = c.it.cache.get(_saved_key(path))
+    return saved if isinstance(saved, (Model, Inst)) else None
 
 
 @func(*METRICS)
@@ -277,7 +304,29 @@ def _fit(c: Call) -> Val | None:
         holder = _holder(c, model)
         rec.compiled = holder.compiled
     record_fit(c.it, rec)
+    for cb in callbacks:
+        if cb.kind == "ModelCheckpoint" and cb.path and isinstance(model, (Model, Inst)):
+            c.it.cache[_saved_key(cb.path)] = model
     return Obj("history", c.line)
+
+
+@method("predict", "predict_generator")
+def _predict(c: Call) -> Val | None:
+    """Record `model.predict(data)` (which set the script scores after training); the value is
+    left to the other handlers."""
+    if not isinstance(c.recv, (Model, Backbone, Inst, Unknown)):
+        return None
+    x = c.arg(0, "x")
+    if isinstance(x, (Data, Pix)):
+        node = (
+            c.node.args[0]
+            if c.node.args
+            else next((k.value for k in c.node.keywords if k.arg == "x"), None)
+        )
+        c.it.world.events.append(
+            Event("predict", c.line, c.it.seq(), {"x": x, "node": node, "text": c.text})
+        )
+    return None
 
 
 @method("evaluate", "evaluate_generator")

@@ -189,7 +189,9 @@ class Interp(Calls):
         elif isinstance(s, ast.Try) or type(s).__name__ == "TryStar":
             self.run(s.body, env)  # type: ignore[attr-defined]
             for h in s.handlers:  # type: ignore[attr-defined]
-                self.fork(env, [h.body, []])
+                # the handler is the failure path: where it rebinds a name (a fallback model
+                # built without weights), the reader keeps what the body made
+                self.fork(env, [[], h.body], prefer_first=True)
             self.run(s.orelse, env)  # type: ignore[attr-defined]
             self.run(s.finalbody, env)  # type: ignore[attr-defined]
         elif isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -237,13 +239,24 @@ class Interp(Calls):
                 if before.get(name) is not v and isinstance(v, Const):
                     env.vars[name] = Unknown(f"set for some elements (line {s.lineno})")
             return False
+        exists = _exists_test(s.test)
+        if exists is not None:
+            # `if os.path.exists(path): read it else: a placeholder`: the data flows through
+            # the branch where the file is there
+            normal, fallback = (s.body, s.orelse) if exists else (s.orelse, s.body)
+            self.fork(env, [normal, fallback], s.lineno, prefer_first=True)
+            return False
         self.fork(env, [s.body, s.orelse], s.lineno)
         return False
 
-    def fork(self, env: Env, branches: list[list[ast.stmt]], line: int = 0) -> None:
+    def fork(
+        self, env: Env, branches: list[list[ast.stmt]], line: int = 0, prefer_first: bool = False
+    ) -> None:
         """Run each branch from the same bindings and backbone states; keep a name only where
         the branches agree, and a body state that all branches share (any mix of trainable
-        outcomes is "partial"; trainable in one and frozen in another is "unknown")."""
+        outcomes is "partial"; trainable in one and frozen in another is "unknown"). With
+        `prefer_first` the first branch is the one that normally runs: its bindings and states
+        win, the others only add names it lacks."""
         before = dict(env.vars)
         bases = list(self.world.backbones)
         saved = [_base_state(b) for b in bases]
@@ -262,13 +275,15 @@ class Interp(Calls):
             self.cond -= 1
         for b in self.world.backbones:
             ends = [o.get(id(b)) for o in outcomes if id(b) in o]
+            if prefer_first and id(b) in outcomes[0]:
+                ends = [outcomes[0][id(b)]]
             _set_base_state(b, _merge_states(ends))
         merged: dict[str, Val] = {}
         for name in set().union(*results):
             vals = [r.get(name) for r in results]
             present = [v for v in vals if v is not None]
             first = vals[0]
-            if first is not None and all(v is first for v in vals):
+            if first is not None and (prefer_first or all(v is first for v in vals)):
                 merged[name] = first
             elif (len(present) == len(vals) and _same_consts(present)) or (
                 name not in before and len(present) == 1
@@ -476,6 +491,23 @@ def _truth(v: Val) -> bool | None:
         return bool(v.items)
     if isinstance(v, (Func, Cls, Inst, Ref)) and not (isinstance(v, Ref) and v.undefined):
         return None if isinstance(v, Ref) else True
+    return None
+
+
+EXISTS = ("exists", "isfile", "isdir", "is_file", "is_dir")
+
+
+def _exists_test(test: ast.expr) -> bool | None:
+    """True for `os.path.exists(p)` / `Path(p).exists()` (and isfile/isdir), False for its
+    negation, None for any other test."""
+    negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+    node = test.operand if isinstance(test, ast.UnaryOp) and negated else test
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in EXISTS
+    ):
+        return not negated
     return None
 
 

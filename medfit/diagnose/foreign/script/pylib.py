@@ -20,6 +20,7 @@ from medfit.diagnose.foreign.script.values import (
     Obj,
     ParamSet,
     Pix,
+    Ref,
     Seq,
     Unknown,
     Val,
@@ -141,6 +142,25 @@ def _dict(c: Call) -> Val:
         out.complete = False
     out.items.update(c.kwargs)
     return out
+
+
+BUILTIN_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
+    "tuple": tuple, "type(None)": type(None),
+}  # fmt: skip
+
+
+@func("isinstance")
+def _isinstance(c: Call) -> Val | None:
+    """`isinstance(x, str)` of a constant: known (argparse defaults are checked this way)."""
+    x, t = c.arg(0), c.arg(1)
+    names = [t] if not isinstance(t, Seq) else t.items
+    types = [BUILTIN_TYPES.get(n.dotted) for n in names if isinstance(n, Ref)]
+    if c.dotted != "isinstance" or not isinstance(x, Const) or not types or None in types:
+        return None
+    if isinstance(x.value, bool) and bool not in types and int in types:
+        return Const(True)
+    return Const(any(isinstance(x.value, tp) for tp in types if tp is not None))
 
 
 @func("print", "display", "isinstance", "super", "hasattr", "callable")

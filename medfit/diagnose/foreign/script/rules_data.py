@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from medfit.diagnose.findings import Finding
+from medfit.diagnose.foreign.datasets import mixes_patients, recognise
 from medfit.diagnose.foreign.script.facts import (
     TEST_WORDS,
     TRAIN_WORDS,
@@ -17,7 +18,7 @@ from medfit.diagnose.foreign.script.facts import (
 )
 from medfit.diagnose.foreign.script.fit_lib import val_of
 from medfit.diagnose.foreign.script.rules import Ctx
-from medfit.diagnose.foreign.script.tables import KAGGLE_PNEUMONIA_VAL, PER_PATIENT, SMALL_VAL
+from medfit.diagnose.foreign.script.tables import SMALL_VAL
 from medfit.diagnose.foreign.script.values import Data, FitRec, Pix, SplitRec, Val
 
 
@@ -36,10 +37,10 @@ def small_val(ctx: Ctx) -> list[Finding]:
         line = v.line
         if v.take is not None:
             how = f"the validation set is take()n down to {v.take} images (line {v.line})"
-        elif v.directory and known_small_val(v.directory):
+        elif v.directory and (known := known_small_val(v.directory)):
             how = (
-                f"validation reads {v.directory} (line {v.line}): the Kaggle chest-xray-pneumonia "
-                f"val folder holds {KAGGLE_PNEUMONIA_VAL} images (8 per class)"
+                f"validation reads {v.directory} (line {v.line}), the published val folder of "
+                f"{known[0]}: {known[1]} images"
             )
         elif rec.val_steps is not None and v.batch:
             how = f"validation_steps={rec.val_steps} x batch {v.batch} at line {rec.line}"
@@ -96,12 +97,17 @@ def val_is_test(ctx: Ctx) -> list[Finding]:
     v = val_of(rec.val)
     text = ctx.it.src.segment(rec.val_node) if rec.val_node is not None else "validation_data"
     monitors = [cb for cb in rec.callbacks if cb.monitor and cb.monitor.startswith("val")]
-    evals = [
+    scored = [
         e
-        for e in events(ctx.it, "evaluate")
-        if e.seq > rec.seq and _same_set(val_of(e.data.get("x")), v, ctx)
+        for e in (*events(ctx.it, "evaluate"), *events(ctx.it, "predict"))
+        if e.seq > rec.seq and isinstance(val_of(e.data.get("x")), (Data, Pix))
     ]
-    if not monitors and not evals:
+    evals = [e for e in scored if _same_set(val_of(e.data.get("x")), v, ctx)]
+    others = [e for e in scored if e not in evals]
+    # with no other held-out images, whatever the script reports on unseen data is this curve,
+    # which was watched (and acted on) epoch by epoch
+    alone = not monitors and not evals and not others
+    if not monitors and not evals and not alone:
         return []
     parts = [f"validation_data={text} at line {rec.line} is the test set ({words_of(v)[:60]})"]
     if monitors:
@@ -111,6 +117,11 @@ def val_is_test(ctx: Ctx) -> list[Finding]:
     if evals:
         parts.append(
             f"evaluate() at line {evals[0].line} then reports the same images as the test result"
+        )
+    if alone:
+        parts.append(
+            "the script evaluates no other held-out images: the test numbers are the validation "
+            "curve it watched while training"
         )
     return [
         ctx.finding(
@@ -207,26 +218,30 @@ def _val_from_train(ctx: Ctx) -> list[Finding]:
     v = val_of(rec.val)
     how = ""
     folder = ""
+    order = "shuffled"
     if rec.val_split:
         how = f"validation_split={rec.val_split:g} at line {rec.line}"
         folder = rec.x.directory if isinstance(rec.x, Data) and rec.x.directory else ""
+        order = "shuffled" if rec.api == "fastai" else "array_tail"
     elif isinstance(v, Data) and v.subset == "validation":
         how = f"subset='validation' of {v.directory or 'the training data'} (line {v.line})"
         folder = v.directory or ""
+        if v.kind == "flow":
+            order = "table_order" if v.sources else "sorted_names"
     elif v is not None and split_side(v) == "test" and val_source(ctx.it, rec) == "train_split":
         split = _split_of(ctx, v)
         how = f"a random split (line {split.line if split else rec.line}) of the training images"
         folder = next(iter(sorted(_dirs(v))), "")
     if not how:
         return []
-    known = next(
-        (
-            why
-            for key, why in PER_PATIENT.items()
-            if key in (folder + " " + " ".join(_all_dirs(ctx))).lower()
-        ),
-        None,
-    )
+    match = recognise([folder, *_all_dirs(ctx)])
+    known = None
+    if (
+        match is not None
+        and match.known.per_patient
+        and mixes_patients(order, match.known.names_group_patients)
+    ):
+        known = f"{match.known.name} has several images per patient: {match.known.per_patient}"
     if known:
         return [
             ctx.finding(
@@ -287,20 +302,20 @@ def input_bound(ctx: Ctx) -> list[Finding]:
         "loader": "the DataLoader decodes every image in the main process (num_workers=0)",
         "torchds": "the data set decodes every image per step",
     }.get(x.kind, "images are decoded per step")
+    # the pipeline is a suspect, not evidence (KEY_FORMAT.md input_bound: "with evidence, not a
+    # guess"): the log's step times decide, so the script asks and a log finding answers
     return [
-        ctx.finding(
+        ctx.question(
             "input_bound",
-            "low",
             x.line,
-            "the GPU waits for a per-step Python input pipeline",
-            f"{what} (line {x.line}) for a GPU run ({gpu}); the log's step times tell how much",
-            "the GPU idles while the CPU prepares each batch; epochs take several times longer",
+            "does the GPU wait for this per-step Python input pipeline?",
+            f"{what} (line {x.line}) for a GPU run ({gpu}); the script cannot show how long a "
+            "step waits for data",
+            "compare the step time with the backbone frozen and trainable (or with a cached "
+            "input): if they barely differ, the pipeline sets the pace; then "
             "image_dataset_from_directory(...).cache().prefetch(tf.data.AUTOTUNE) with "
-            "augmentation "
-            "layers in the model (Keras), or DataLoader(num_workers=4+, pin_memory=True) (PyTorch)",
-            "decoded images are cached once and augmented on the GPU; `--workers 8` for more "
-            "prefetch threads",
-            1.0,
+            "augmentation layers in the model (Keras), or DataLoader(num_workers=4+, "
+            "pin_memory=True) (PyTorch)",
             pipeline=x.kind,
         )
     ]

@@ -83,11 +83,12 @@ def input_scaling(ctx: Ctx) -> list[Finding]:
     out: list[Finding] = []
     seen: set[int] = set()
     for rec in ctx.fits:
-        if rec.api in SKIP_APIS:
+        v1 = rec.api == "fastai" and isinstance(rec.x, Data) and rec.x.kind == "fastai1"
+        if rec.api in SKIP_APIS and not v1:
             continue
         for use in ctx.uses(rec):
             base = use.base
-            if id(base) in seen or not base.pretrained or base.lib in SKIP_APIS:
+            if id(base) in seen or not base.pretrained or (base.lib in SKIP_APIS and not v1):
                 continue
             pix = train_pix(rec.x)
             if pix is None or pix.start == "input":
@@ -97,7 +98,7 @@ def input_scaling(ctx: Ctx) -> list[Finding]:
             else:
                 start, order, steps = pix.start, pix.order, (*pix.steps, *use.steps)
             r = fold(start, order, steps)
-            verdict = judge(base.mode, r)
+            verdict = judge("imagenet" if v1 else base.mode, r)
             if verdict.ok is None:
                 continue
             seen.add(id(base))
@@ -121,18 +122,26 @@ def _scaling_finding(ctx: Ctx, rec: FitRec, use: Use, lines: list[tuple[int, str
     )
     inside = " (inside the model)" if use.steps and not lines[: len(lines) - len(use.steps)] else ""
     torchish = base.lib in ("torchvision", "timm", "torch")
+    fix = TORCH_FIX if torchish else _keras_fix(base.mode, base.name)
+    mode = base.mode
+    if base.lib == "fastai":
+        mode = "imagenet"
+        fix = (
+            "ImageDataBunch.from_folder(...).normalize(imagenet_stats): fastai v1 does not "
+            "normalise for the pretrained body (v2's vision_learner does)"
+        )
     return ctx.finding(
         "input_scaling",
         severity,
         line,
         f"input scaling does not match {base.name}'s ImageNet weights",
         f"{base.name} (line {base.line}) gets {what}{inside} ({steps}); its weights expect "
-        f"{MODES.get(base.mode, base.mode)}",
-        _why(base.mode, base.name, what),
-        TORCH_FIX if torchish else _keras_fix(base.mode, base.name),
+        f"{MODES.get(mode, mode)}",
+        _why(mode, base.name, what),
+        fix,
         MEDFIT_NORMALIZE,
         3.5 if severity == "high" else 2.0,
-        expected_mode=base.mode,
+        expected_mode=mode,
         scaling_lines=[n for n, _ in lines],
         fit_line=rec.line,
     )

@@ -60,11 +60,15 @@ def bn_training_mode(ctx: Ctx) -> list[Finding]:
         for use in ctx.uses(rec):
             base = use.base
             st = ctx.state(rec, base)
+            if st is not None and st[0] == "frozen" and _bn_flags_only(base, rec, use, st):
+                # weights frozen by the container flag, BN layers flagged trainable: they still
+                # run in training mode
+                st = ("bn_only", *st[1:])
             if (
                 id(base) in seen
                 or not base.pretrained
                 or st is None
-                or st[0] not in ("all", "partial")
+                or st[0] not in ("all", "partial", "bn_only")
             ):
                 continue
             if st[1] or base.family in BN_FREE or base.lib == "hub":
@@ -80,12 +84,30 @@ def bn_training_mode(ctx: Ctx) -> list[Finding]:
     return out
 
 
+def _bn_flags_only(base: Backbone, rec: FitRec, use: Use, st: tuple) -> bool:
+    """Keras: layers of a base nested in a model set trainable (a loop over base.layers) while
+    the base's own `trainable` is False. The optimizer trains none of them (the container is
+    frozen), but a BatchNormalization layer picks its mode from its own flag, so the flagged BN
+    layers normalise with batch statistics and overwrite their moving means during fit."""
+    if base.lib != "keras" or use.training is False or use.how not in ("call", "sequential"):
+        return False
+    before = [e for e in base.log if e[0] < rec.seq]
+    return bool(before) and before[-1][2] in ("partial", "all") and bool(st[2])
+
+
 def _bn_finding(
     ctx: Ctx, rec: FitRec, use: Use, st: tuple, keras: bool, batch: int | None
 ) -> Finding:
     base = use.base
     state, _, line, how, stage = st
-    if line:
+    if state == "bn_only":
+        made = (
+            f"{stage or 'layers of ' + base.name} set trainable at {how} while {base.name}."
+            "trainable is False: whether their weights train depends on the Keras version "
+            "(Keras 2 keeps them frozen), but the BatchNormalization layers among them follow "
+            "their own flag and run in training mode"
+        )
+    elif line:
         made = f"{'part of ' if state == 'partial' else ''}{base.name} made trainable at {how}"
         if stage:
             made += f" (`{stage}`)"
@@ -331,9 +353,45 @@ def balanced(ctx: Ctx) -> bool:
     )
 
 
-def metric_mismatch(ctx: Ctx) -> list[Finding]:
+SELECTING = ("ModelCheckpoint", "EarlyStopping")
+ONE_SIDED = re.compile(r"(^|_)(recall|precision|sensitivity|specificity|tpr|ppv)(_\d+)?$", re.I)
+
+
+def one_sided_selection(ctx: Ctx) -> list[Finding]:
+    """Checkpointing/early stopping that select on recall (or precision) alone: a model that
+    answers the positive class for every image maximises it."""
     for rec in ctx.fits:
-        comp = rec.compiled
+        selecting = [cb for cb in rec.callbacks if cb.kind in SELECTING and cb.monitor]
+        if not selecting or not all(ONE_SIDED.search(cb.monitor or "") for cb in selecting):
+            continue
+        cb = selecting[0]
+        shown = ", ".join(f"{c.kind}(monitor={c.monitor!r}) at line {c.line}" for c in selecting)
+        return [
+            ctx.finding(
+                "metric_mismatch",
+                "medium",
+                cb.line,
+                f"the model is selected on {cb.monitor} alone",
+                f"{shown} choose the epoch/weights of the fit at line {rec.line} on "
+                f"{cb.monitor} only",
+                "recall alone is maximised by calling every image positive (precision alone by "
+                "calling almost none): the checkpoint kept is the one that trades the other "
+                "class away",
+                "monitor a metric that weighs both sides: val_auc, an F1/F-beta, or balanced "
+                "accuracy (mode='max')",
+                "`--select-metric balanced_accuracy`",
+                1.5,
+                monitors=[c.monitor for c in selecting],
+            )
+        ]
+    return []
+
+
+def metric_mismatch(ctx: Ctx) -> list[Finding]:
+    from medfit.diagnose.foreign.script.facts import compiled_for
+
+    for rec in ctx.fits:
+        comp = compiled_for(ctx.it, rec) if rec.api == "keras" else None
         if rec.api != "keras" or comp is None or comp.metrics is None:
             continue
         metrics = comp.metrics
@@ -408,7 +466,7 @@ def metric_mismatch(ctx: Ctx) -> list[Finding]:
                         counts=c,
                     )
                 ]
-    return []
+    return one_sided_selection(ctx)
 
 
 def class_imbalance(ctx: Ctx) -> list[Finding]:

@@ -240,6 +240,8 @@ UNORIENTED_WORDS = {
     "leuk", "leukemia", "leukaemia", "microscopy", "pcam", "isic", "ham10000", "nevus", "wbc",
 }  # fmt: skip
 _PREFIXES = {"mammo": "mammo", "histo": "histo", "derm": "derm", "leuk": "leuk"}
+# words that share a prefix but say nothing about the images (Keras' `history`, `histogram`)
+NOT_PREFIXED = ("histor", "histogram")
 
 
 def modality_words(text: str) -> set[str]:
@@ -250,16 +252,12 @@ def modality_words(text: str) -> set[str]:
         if w in ORIENTED_WORDS or w in UNORIENTED_WORDS:
             out.add(w)
         for prefix, word in _PREFIXES.items():
-            if w.startswith(prefix):
+            if w.startswith(prefix) and not w.startswith(NOT_PREFIXED):
                 out.add(word)
     return out
 
 
-# Data sets known to hold several images per patient (or lesion), by a path fragment.
-PER_PATIENT = {
-    "chest_xray": "Kaggle chest-xray-pneumonia (several images per patient: personN_...)",
-    "ham10000": "HAM10000 (several images per lesion: lesion_id)",
-}
+# Data sets known to hold several images per patient: medfit/diagnose/foreign/datasets.py.
 # The Kaggle pneumonia set's val folder holds 16 images (8 NORMAL, 8 PNEUMONIA).
 KAGGLE_PNEUMONIA_VAL = 16
 

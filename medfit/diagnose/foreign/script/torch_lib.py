@@ -4,6 +4,7 @@ loaders, and BatchNorm kept in eval mode."""
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from medfit.diagnose.foreign.script.registry import ATTRS, SETATTRS, Call, func, method
@@ -74,6 +75,38 @@ def _timm(c: Call) -> Val | None:
     return _add(c, base)
 
 
+# torchvision's model-zoo files are named <arch>-<first 8 hex digits of their sha256>.pth
+ZOO_FILE = re.compile(r"^([a-z0-9_]+)-[0-9a-f]{8}\.pth$")
+
+
+@func("load")
+def _torch_load(c: Call) -> Val | None:
+    """`torch.load(path)`: a checkpoint file, kept by name for load_state_dict."""
+    path = const(c.arg(0, "f"), str)
+    if c.dotted != "torch.load" or not path:
+        return None
+    return Obj("checkpoint", c.line, {"path": path})
+
+
+@method("load_state_dict")
+def _load_state_dict(c: Call) -> Val | None:
+    """A torchvision model loading torchvision's own ImageNet checkpoint file (downloaded by
+    hand, `resnet50-0676ba61.pth`) is pretrained whatever its constructor said."""
+    base, ckpt = c.recv, c.arg(0, "state_dict")
+    if not isinstance(base, Backbone) or base.lib != "torchvision":
+        return None
+    if not isinstance(ckpt, Obj) or ckpt.kind != "checkpoint":
+        return None
+    name = str(ckpt.attrs.get("path", "")).replace("\\", "/").rsplit("/", 1)[-1]
+    m = ZOO_FILE.match(name)
+    if m and m.group(1) == base.name.lower():
+        base.pretrained = True
+        c.it.world.note(
+            f"line {c.line}: {base.name} loads torchvision's ImageNet checkpoint {name}: pretrained"
+        )
+    return Const(None)
+
+
 @func("load")
 def _hub_load(c: Call) -> Val | None:
     if not c.dotted.startswith("torch.hub"):
@@ -121,7 +154,13 @@ def _learner(c: Call) -> Val:
     if pretrained:
         base.state, base.flag = "frozen", True
     _add(c, base)
-    return Obj("learner", c.line, {"base": base, "dls": c.arg(0, "dls")})
+    metrics = c.kwargs.get("metrics")
+    names = [
+        m.last if isinstance(m, Ref) else str(const(m, str))
+        for m in (metrics.items if isinstance(metrics, Seq) else [metrics] if metrics else [])
+        if isinstance(m, Ref) or const(m, str)
+    ]
+    return Obj("learner", c.line, {"base": base, "dls": c.arg(0, "dls"), "metrics": names})
 
 
 # --- modules, heads, devices --------------------------------------------------------------------
@@ -304,6 +343,17 @@ def _dataset_of(c: Call, v: Val | None) -> Data | None:
     return None
 
 
+@func("Subset")
+def _subset(c: Call) -> Val | None:
+    """`Subset(ds, indices)`: some of the data set's images, read the same way; the indices'
+    split (train_test_split of indices) marks which side it is."""
+    ds = _dataset_of(c, c.arg(0, "dataset"))
+    if ds is None:
+        return None
+    idx = c.arg(1, "indices")
+    return ds.derive(taint=ds.taint | (idx.taint if idx is not None else frozenset()))
+
+
 @func("DataLoader")
 def _loader(c: Call) -> Val | None:
     ds = _dataset_of(c, c.arg(0, "dataset"))
@@ -346,7 +396,7 @@ def _random_split(c: Call) -> Val | None:
         return None
     from medfit.diagnose.foreign.script.values import SplitRec
 
-    rec = SplitRec(c.line, c.it.seq(), [ds], False)
+    rec = SplitRec(c.line, c.it.seq(), [ds], False, "random_split")
     c.it.world.splits.append(rec)
     parts = [ds.derive(taint=ds.taint | {f"split:{rec.seq}:{side}"}) for side in ("train", "test")]
     return Seq(list(parts), True)

@@ -4,6 +4,8 @@ Lightning `Trainer.fit`, the HF `Trainer`, Ultralytics `train()`, fastai `fine_t
 
 from __future__ import annotations
 
+import ast
+import math
 from typing import Any
 
 from medfit.diagnose.foreign.script.models import record_fit, states
@@ -137,27 +139,60 @@ def _train(c: Call) -> Val | None:
     ):
         base = recv.attrs.get("base")
         n = const(c.arg(0, "epochs" if c.name == "fine_tune" else "n_epoch"), int)
-        lr_v = c.arg(
-            1, "base_lr" if c.name == "fine_tune" else "lr_max" if c.name != "fit" else "lr"
-        )
-        lr = number(lr_v)
-        if lr is None and lr_v is None:
-            lr = 2e-3 if c.name == "fine_tune" else 1e-3
-        opt = Optimizer(
-            "adam",
-            "torch",
-            c.line,
-            lr,
-            "given" if lr_v is not None else "the fastai default",
-            c.line,
-        )
-        rec = FitRec(
-            c.line, it.seq(), "fastai", base, recv.attrs.get("dls"), None, epochs=n, optimizer=opt
-        )
-        rec.kwargs = {"method": c.name}
+        first = {"fine_tune": ["base_lr"], "fit": ["lr"]}.get(c.name, [])
+        names = [*first, "lr_max", "max_lr"]  # fastai v2 / v1 spelling
+        key = next((k for k in names if k in c.kwargs), names[0])
+        lr_v = c.arg(1, key)
+        lr_node = next((k.value for k in c.node.keywords if k.arg == key), None)
+        if lr_node is None and len(c.node.args) > 1:
+            lr_node = c.node.args[1]
+        dls = recv.attrs.get("dls")
+        lr, src = number(lr_v), "given"
+        spread = _fastai_slice(lr_node)
+        if spread is not None:
+            lr, src = spread
+        elif lr is None and lr_v is None:
+            v1 = isinstance(dls, Data) and dls.kind == "fastai1"
+            lr, src = (
+                (
+                    3e-4,
+                    "the fastai v1 default max_lr=slice(3e-3): 3e-4 on the body, 3e-3 on the head",
+                )
+                if v1 and c.name != "fine_tune"
+                else (2e-3 if c.name == "fine_tune" else 1e-3, "the fastai default")
+            )
+        opt = Optimizer("adam", "torch", c.line, lr, src, c.line)
+        valid = dls.valid if isinstance(dls, Data) else None
+        rec = FitRec(c.line, it.seq(), "fastai", base, dls, valid, epochs=n, optimizer=opt)
+        rec.kwargs = {"method": c.name, "metrics": recv.attrs.get("metrics") or []}
         record_fit(it, rec)
         return Obj("history", rec.line)
     return None
+
+
+def _fastai_slice(node: ast.AST | None) -> tuple[float, str] | None:
+    """`slice(lo, hi)` as fastai's LR: spread geometrically over the layer groups (a
+    cnn_learner has three: two body groups and the head), so the body's highest group gets
+    sqrt(lo * hi); `slice(hi)` gives the body hi / 10 and the head hi."""
+    if not (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "slice"
+    ):
+        return None
+    vals = [
+        float(a.value)
+        for a in node.args
+        if isinstance(a, ast.Constant) and isinstance(a.value, (int, float))
+    ]
+    if len(vals) != len(node.args) or not 1 <= len(vals) <= 2 or min(vals) <= 0:
+        return None
+    if len(vals) == 1:
+        hi = vals[0]
+        return hi / 10, f"slice({hi:g}): {hi / 10:g} on the body groups, {hi:g} on the head"
+    lo, hi = vals
+    body = math.sqrt(lo * hi)
+    return body, (
+        f"slice({lo:g}, {hi:g}): {lo:g}..{body:.2g} on the body groups, {hi:g} on the head"
+    )
 
 
 def _hf_train(c: Call, trainer: Obj) -> Val:
@@ -196,6 +231,9 @@ def _lightning_fit(c: Call, trainer: Obj) -> Val:
     val = c.arg(2, "val_dataloaders")
     for holder in (dm, model):
         if isinstance(holder, Inst):
+            # Lightning runs prepare_data() and setup() before it asks for the loaders
+            it.call_method_of(holder, "prepare_data", c.node)
+            it.call_method_of(holder, "setup", c.node)
             train = train or it.call_method_of(holder, "train_dataloader", c.node)
             val = val or it.call_method_of(holder, "val_dataloader", c.node)
     opt = (

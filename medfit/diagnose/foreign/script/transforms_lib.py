@@ -12,6 +12,7 @@ from medfit.diagnose.foreign.script.values import (
     Map,
     Obj,
     Pix,
+    Ref,
     Seq,
     Step,
     Transform,
@@ -243,7 +244,9 @@ def _hf_transform(c: Call) -> Val | None:
 @func("from_folder", "from_df", "from_name_func", "from_path_func", "dataloaders")
 @method("dataloaders")
 def _fastai_dls(c: Call) -> Val | None:
-    if c.recv is None and "ImageDataLoaders" not in c.dotted and "fastai" not in c.dotted:
+    if c.recv is None and not any(
+        k in c.dotted for k in ("ImageDataLoaders", "ImageDataBunch", "fastai")
+    ):  # fastai v2 ImageDataLoaders, v1 ImageDataBunch
         return None
     tfms = c.kwargs.get("batch_tfms")
     augs: tuple = ()
@@ -260,7 +263,47 @@ def _fastai_dls(c: Call) -> Val | None:
         batch=const(c.kwargs.get("bs", Const(64)), int),
         val_split=number(c.kwargs.get("valid_pct")),
     )
+    if "ImageDataBunch" in c.dotted and data.pix is not None:
+        # fastai v1: open_image gives 0..1 tensors and nothing normalises them for the
+        # pretrained body unless .normalize(imagenet_stats) is called (v2's learner adds it)
+        data.kind = "fastai1"
+        data.pix.steps = (
+            Step("decode", None, c.line, c.text),
+            Step("to_unit", None, c.line, "fastai v1 open_image (0..1)"),
+        )
+    train, valid = const(c.kwargs.get("train"), str), const(c.kwargs.get("valid"), str)
+    if c.name == "from_folder" and folder and data.val_split is None:
+        # from_folder(path, train="train", valid="valid"): the validation images are the folder
+        # path/valid (fastai's default names), not a split of train
+        sep = "\\" if "\\" in folder and "/" not in folder else "/"
+        root = folder.rstrip("/\\")
+        data.directory = f"{root}{sep}{train or 'train'}"
+        data.valid = Data(
+            "fastai",
+            c.line,
+            Pix(start="raw", order="rgb"),
+            (),
+            directory=f"{root}{sep}{valid or 'valid'}",
+            batch=data.batch,
+            names=["valid"],
+        )
+        c.it.world.data.append(data.valid)
     c.it.world.data.append(data)
+    return data
+
+
+@method("normalize")
+def _fastai1_normalize(c: Call) -> Val | None:
+    """fastai v1 `data.normalize(imagenet_stats)` (in place, returns the DataBunch)."""
+    data = c.recv
+    if not isinstance(data, Data) or data.kind != "fastai1" or data.pix is None:
+        return None
+    stats = c.arg(0, "stats")
+    if isinstance(stats, Ref) and stats.last == "imagenet_stats":
+        step = Step("normalize", ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), c.line, c.text)
+    else:
+        step = Step("unknown", None, c.line, c.text)  # the batch's own statistics
+    data.pix = data.pix.then(step)
     return data
 
 

@@ -206,6 +206,7 @@ class Callback(Val):
     kind: str
     line: int
     monitor: str | None = None
+    path: str | None = None  # ModelCheckpoint's filepath
 
 
 @dataclass(eq=False)
@@ -249,6 +250,7 @@ class Data(Val):
     shuffle: bool | None = None
     sampler: str | None = None  # "weighted" when a balanced sampler draws it
     sources: tuple[Val, ...] = ()
+    valid: Data | None = None  # fastai: the validation folder of a from_folder DataBunch
 
     def derive(self, **changes: Any) -> Data:
         return replace(self, names=list(self.names), **changes)
@@ -276,6 +278,8 @@ class SplitRec:
     seq: int
     inputs: list[Val]
     grouped: bool  # GroupShuffleSplit/GroupKFold or groups=
+    how: str = "train_test_split"  # the call that made it (splitfolders.ratio, random_split)
+    out_dir: str | None = None  # the folder it writes the split into (splitfolders)
 
 
 @dataclass
