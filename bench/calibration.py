@@ -40,8 +40,8 @@ def train(data: Path, run: Path, seed: int, args: argparse.Namespace) -> float:
 
 
 def split_logits(run: Path, data: Path) -> dict[str, tuple]:  # type: ignore[type-arg]
-    from medfit.deploy.predict import Predictor
     from medfit.evaluate.runner import _split_csv_items, _split_items, collect_logits
+    from medfit.inference import Predictor
     from medfit.rundir import RunDir
 
     predictor = Predictor(run, device="cpu")

@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from medfit.config import RunConfig  # noqa: E402
 from medfit.deploy.export import export_model  # noqa: E402
-from medfit.deploy.predict import Predictor  # noqa: E402
+from medfit.inference import Predictor  # noqa: E402
 from medfit.model.backbones import preprocess_for  # noqa: E402
 from medfit.model.checkpoint import save_checkpoint  # noqa: E402
 

@@ -13,7 +13,7 @@ __all__ = ["Classifier", "MedfitError", "Predictions", "__version__", "load", "r
 def __getattr__(name: str) -> Any:
     # torch and timm load only when the API is used: `import medfit.config` stays instant.
     if name in ("Classifier", "Predictions", "load", "resume", "train"):
-        from medfit import api
+        from medfit import api  # load is medfit.inference.load: it never imports training
 
         return getattr(api, name)
     raise AttributeError(f"module 'medfit' has no attribute {name!r}")

@@ -47,6 +47,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(run: Path) -> Any:
-    from medfit.deploy.predict import Predictor
+    from medfit.inference import Predictor
 
     return Predictor(run, device="cpu")

@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime", reason='needs: pip install "medfit[expo
 
 from medfit.data.decode import decode_image  # noqa: E402
 from medfit.deploy.export import DEFAULT_TOLERANCE, export_model  # noqa: E402
-from medfit.deploy.predict import Predictor  # noqa: E402
+from medfit.inference import Predictor  # noqa: E402
 from tests.deploy_helpers import copy_run, run_cli, val_images  # noqa: E402
 
 TOLERANCE = 1e-4  # the stated parity bound on probabilities

@@ -20,7 +20,7 @@ from medfit.deploy.export import (
     export_model,
     preprocess_numpy,
 )
-from medfit.deploy.predict import Predictor
+from medfit.inference import Predictor
 from tests.deploy_helpers import val_images
 
 TOLERANCE = 1e-4

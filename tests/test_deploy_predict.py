@@ -12,9 +12,9 @@ from PIL import Image
 
 import medfit
 from medfit.data.decode import decode_image
-from medfit.deploy.predict import Predictor, collect_inputs
-from medfit.deploy.runinfo import allowed_flips
+from medfit.deploy.predict import collect_inputs
 from medfit.errors import DataError, MedfitError
+from medfit.inference import Predictor, allowed_flips
 from tests.deploy_helpers import copy_run, run_cli, set_aug, val_images
 
 

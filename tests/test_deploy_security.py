@@ -11,8 +11,8 @@ import torch
 
 import medfit
 from medfit.deploy.export import export_model
-from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
+from medfit.inference import Predictor
 from tests.deploy_helpers import copy_run, run_cli, val_images
 
 

@@ -26,8 +26,8 @@ uvicorn = pytest.importorskip("uvicorn", reason='serving needs: pip install "med
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from medfit.deploy.predict import Predictor  # noqa: E402
 from medfit.deploy.serve import Limits, create_app, uvicorn_options  # noqa: E402
+from medfit.inference import Predictor  # noqa: E402
 from tests.deploy_helpers import copy_run, run_cli, val_images  # noqa: E402
 from tests.test_decode import write_dicom  # noqa: E402
 

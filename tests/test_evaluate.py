@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
 from medfit.evaluate.calibration import calibrate, fit_temperature, nll_at, probabilities
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
@@ -25,7 +24,8 @@ from medfit.evaluate.metrics import (
     reliability,
     roc_auc,
 )
-from medfit.evaluate.runner import run_eval, view_logits
+from medfit.evaluate.runner import run_eval
+from medfit.inference import Predictor
 from tests.deploy_helpers import copy_run, trained_run
 
 
@@ -204,7 +204,7 @@ def test_run_eval_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
     predictor = Predictor(run, device="cpu")
     assert predictor.info.temperature is None
     x = predictor.model_input(np.stack([predictor.load_square(r["path"]) for r in rows[:4]]))
-    ours = probabilities(view_logits(predictor, x, tta=True), 1.0)
+    ours = probabilities(predictor.view_logits(x, tta=True), 1.0)
     theirs = predictor.probabilities(x, tta=True, temperature=None)
     assert np.allclose(ours, theirs, atol=1e-5)
     csv_probs = np.array([[float(r["p_left"]), float(r["p_right"])] for r in rows[:4]])

@@ -19,10 +19,11 @@ import medfit
 from medfit import cli
 from medfit.data.cache import build_or_load
 from medfit.data.sources import Sample
-from medfit.deploy.predict import PredictionTable, Predictor, write_csv
+from medfit.deploy.predict import write_csv
 from medfit.errors import DataError, MedfitError
 from medfit.evaluate import runner
 from medfit.files import atomic_write_bytes, csv_cell, csv_value
+from medfit.inference import PredictionTable, Predictor
 from medfit.model import checkpoint
 from medfit.report.rundata import RunData, _predictions
 from medfit.rundir import RunDir

@@ -18,8 +18,6 @@ from sklearn.metrics import balanced_accuracy_score
 
 import medfit
 from medfit.cli import main
-from medfit.deploy.predict import Predictor
-from medfit.deploy.runinfo import MIN_CALIBRATION_IMAGES
 from medfit.errors import MedfitError
 from medfit.evaluate.calibration import TooFewToCalibrate, calibrate
 from medfit.evaluate.metrics import (
@@ -29,7 +27,9 @@ from medfit.evaluate.metrics import (
     youden_threshold,
 )
 from medfit.evaluate.runner import run_eval
+from medfit.inference import Predictor
 from medfit.report import write_report
+from medfit.rundir import MIN_CALIBRATION_IMAGES
 from tests.deploy_helpers import copy_run
 from tests.test_check import check, picture, save
 from tests.test_train import make_dataset

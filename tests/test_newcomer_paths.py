@@ -81,7 +81,7 @@ def test_item2_a_run_works_from_another_folder_and_moved_data_is_named(
         err = capsys.readouterr().err
         assert "which is not there" in err and "--data" in err
         from medfit.deploy.export import verification_inputs
-        from medfit.deploy.predict import Predictor
+        from medfit.inference import Predictor
 
         _, source = verification_inputs(Predictor(run, device="cpu"))
         assert "NOT real images" in source

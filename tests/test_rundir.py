@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from medfit.deploy.runinfo import read_run_info
 from medfit.diagnose.facts import read_run_facts
 from medfit.errors import MedfitError
+from medfit.inference import RunInfo
 from medfit.report.rundata import read_report_data
 from medfit.rundir import EpochRow, RunDir, Summary
 from medfit.training.seeds import seed_row
@@ -49,7 +49,7 @@ def test_a_torn_last_line_reads_the_same_in_every_reader(run: Path, tmp_path: Pa
     best = next(r for r in whole if r.epoch == summary.best_epoch)
     row = seed_row(copy.path, 0, "reused")
     assert row["best_val_acc"] == best.val_acc and row["final_val_acc"] == summary.final["val_acc"]
-    assert read_run_info(copy.path).summary == summary.to_dict()
+    assert RunInfo.read(RunDir(copy.path)).summary == summary.to_dict()
 
 
 def test_summary_keys_are_exactly_what_training_writes(run: Path) -> None:
@@ -97,7 +97,7 @@ def test_a_corrupt_summary_is_a_one_line_error_naming_it(
     message = str(caught.value)
     assert str(copy.summary) in message and "\n" not in message and "restore" in message
     with pytest.raises(MedfitError, match=r"summary\.json"):
-        read_run_info(copy.path)
+        RunInfo.read(copy)
     with pytest.raises(MedfitError, match=r"summary\.json"):
         seed_row(copy.path, 0, "reused")
 

@@ -23,7 +23,7 @@ from medfit.errors import ConfigError, DataError, MedfitError
 from medfit.rundir import existing_run_dir
 
 if TYPE_CHECKING:
-    from medfit.deploy.predict import PredictionTable
+    from medfit.inference import PredictionTable
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -79,12 +79,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     existing_run_dir(args.run)  # before torch loads: a wrong path is refused at once
     from medfit.deploy.predict import (
-        Predictor,
         check_output_file,
         collect_inputs,
         save_csv,
         write_csv,
     )
+    from medfit.inference import Predictor
 
     out_file = check_output_file(args.out) if args.out else None
     predictor = Predictor(args.run, device=args.device, checkpoint=args.checkpoint)

@@ -33,9 +33,9 @@ from torch import nn
 from medfit.data.cache import cache_size_for
 from medfit.data.decode import DecodeError
 from medfit.data.moved import listed_files_missing
-from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
 from medfit.files import TEXT_ERRORS
+from medfit.inference import Predictor
 from medfit.version import __version__
 
 FORMATS = ("onnx", "torchscript")

@@ -47,8 +47,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medfit.data.decode import DICOM_SUFFIXES, DecodeError
-from medfit.deploy.predict import Predictor
 from medfit.errors import MedfitError
+from medfit.inference import Predictor
 from medfit.version import __version__
 
 log = logging.getLogger("medfit.serve")

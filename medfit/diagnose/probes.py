@@ -10,8 +10,8 @@
   own preset. The model was trained on augmented images, so if the preset keeps the label it
   recognises them about as well as the originals.
 
-Everything goes through medfit's own pieces: `medfit.api.load` for the checkpoint (weights only),
-`cache_splits` for decoding, the run's `Preprocess.input_fn` for the resize and normalisation.
+Everything goes through medfit's own pieces: `medfit.inference.load` for the checkpoint (weights
+only), `cache_splits` for decoding, the run's `Preprocess.input_fn` for resize and normalisation.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def run_probes(facts: RunFacts, log: Log = print, device: str = "auto") -> Probe
     reason = _unavailable(facts)
     if reason:
         return ProbeResults(None, None, 0.0, reason)
-    from medfit.api import load
+    from medfit.inference import load
 
     classifier = load(facts.path, device=device)
     pixels, labels = _probe_images(facts, log)

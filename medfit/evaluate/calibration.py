@@ -5,7 +5,7 @@ are the mean over views of softmax(z_v / T), exactly what `Predictor.probabiliti
 the T written to calibration.json is the one that minimises the NLL of what predict returns.
 
 A temperature is only fitted on at least MIN_CALIBRATION_IMAGES readable val images (see
-`medfit.deploy.runinfo` for why that many); with fewer, `calibrate` refuses and says why.
+`medfit.rundir.records` for why that many); with fewer, `calibrate` refuses and says why.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, logsumexp
 
-from medfit.deploy.runinfo import MIN_CALIBRATION_IMAGES
 from medfit.errors import DataError
 from medfit.evaluate.metrics import expected_calibration_error, json_safe
-from medfit.rundir import RunDir
+from medfit.rundir import MIN_CALIBRATION_IMAGES, RunDir
 
 T_BOUNDS = (0.05, 20.0)
 

@@ -28,15 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from medfit.config import RunConfig
 from medfit.data.dataset import load_index
 from medfit.data.decode import DecodeError
 from medfit.data.moved import data_moved, listed_files_missing
 from medfit.data.task import grade_ranks, resolve_task
-from medfit.deploy.predict import Predictor
-from medfit.deploy.runinfo import FLIP_DIMS
 from medfit.errors import DataError, MedfitError
 from medfit.evaluate.calibration import (
     TooFewToCalibrate,
@@ -52,6 +49,7 @@ from medfit.evaluate.metrics import (
 )
 from medfit.evaluate.summary import summary_lines
 from medfit.files import TEXT_ERRORS, atomic_write_text, csv_cell
+from medfit.inference import Predictor
 from medfit.progress import Log, ticking
 from medfit.rundir import RunDir, existing_run_dir
 
@@ -253,16 +251,6 @@ def _class_index(label: str, classes: list[str], source: str) -> int:
 # --- logits ----------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def view_logits(predictor: Predictor, x: torch.Tensor, tta: bool) -> np.ndarray:
-    """(V, B, K) logits of a normalised batch for each of the predictor's TTA views."""
-    out = []
-    for view in predictor.views(tta):
-        xv = x if view == "identity" else torch.flip(x, dims=(FLIP_DIMS[view],))
-        out.append(predictor.model(xv).float().cpu().numpy())
-    return np.stack(out)
-
-
 def collect_logits(
     predictor: Predictor,
     items: Sequence[tuple[str, int]],
@@ -290,7 +278,7 @@ def collect_logits(
             labels.append(label)
             paths.append(path)
         if squares:
-            chunks.append(view_logits(predictor, predictor.model_input(np.stack(squares)), tta))
+            chunks.append(predictor.view_logits(predictor.model_input(np.stack(squares)), tta))
     k, v = len(predictor.classes), len(predictor.views(tta))
     values = np.concatenate(chunks, axis=1) if chunks else np.zeros((v, 0, k), np.float32)
     return Logits(values, np.asarray(labels, dtype=int), paths, skipped)

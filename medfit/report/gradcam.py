@@ -64,7 +64,7 @@ def overlays(run_dir: Path, predictions: list[Prediction], bases: list[Path]) ->
     """Grad-CAM of the predicted class for `pick(predictions)`; unreadable files are left out."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    from medfit.deploy.predict import Predictor
+    from medfit.inference import Predictor
 
     predictor = Predictor(run_dir, device="cpu")
     model, classes = predictor.model, predictor.classes

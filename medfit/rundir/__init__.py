@@ -35,10 +35,17 @@ from medfit.rundir.layout import (
     fresh_run_dir,
     last_locked_run,
 )
-from medfit.rundir.records import METRIC_KEYS, EpochRow, SplitRow, Summary
+from medfit.rundir.records import (
+    METRIC_KEYS,
+    MIN_CALIBRATION_IMAGES,
+    EpochRow,
+    SplitRow,
+    Summary,
+)
 
 __all__ = [
     "METRIC_KEYS",
+    "MIN_CALIBRATION_IMAGES",
     "EpochRow",
     "RunDir",
     "SplitRow",

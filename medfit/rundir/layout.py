@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medfit.errors import MedfitError
 from medfit.files import atomic_write_text
 from medfit.rundir.io import _remedy, read_json, read_run_text
-from medfit.rundir.records import EpochRow, SplitRow, Summary
+from medfit.rundir.records import MIN_CALIBRATION_IMAGES, EpochRow, SplitRow, Summary
 
 
 class RunDir:
@@ -105,6 +108,40 @@ class RunDir:
                 f"{self.classes}: expected a JSON list of class names; {_remedy(self.classes)}"
             )
         return [str(c) for c in raw]
+
+    def read_temperature(self) -> float | None:
+        """calibration.json's temperature; None when the run has none, or one fitted on fewer
+        than MIN_CALIBRATION_IMAGES images (such a T is noise, not a calibration)."""
+        path = self.calibration
+        saved = read_json(path)
+        if saved is None:
+            return None
+        try:
+            value = saved["temperature"]
+            temperature = float(value)
+            fitted_on = saved.get("n_images")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise MedfitError(
+                f"{path}: expected a JSON object with a number 'temperature'; {_remedy(path)}"
+            ) from None
+        if isinstance(fitted_on, int) and fitted_on < MIN_CALIBRATION_IMAGES:
+            return None
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise MedfitError(f"{path}: temperature must be a positive number, got {value!r}")
+        return temperature
+
+    def read_config_mapping(self) -> dict[str, Any]:
+        """config.yaml as plain data, tolerantly (a run written by another medfit version may
+        hold keys this one does not know; `RunConfig.load` is the strict, typed reader)."""
+        try:
+            config = yaml.safe_load(read_run_text(self.config) or "") or {}
+        except (MedfitError, yaml.YAMLError, RecursionError):
+            config = None
+        if not isinstance(config, dict) or not all(
+            isinstance(config.get(k, {}), dict) for k in ("data", "model")
+        ):
+            raise MedfitError(f"{self.config}: not a readable run config")
+        return config
 
     def read_split_rows(self) -> list[SplitRow]:
         """split.csv, skipped files included (`SplitRow.ok` is False for them); [] when absent."""
