@@ -46,7 +46,7 @@ def train(
     cfg.out = str(out)
     result = fit(cfg, log=log)
     if report and result.is_main:
-        from medfit.report.cli import refresh_report
+        from medfit.report.refresh import refresh_report
 
         refresh_report(result.dir, gradcam=False, log=log)
     return result

@@ -47,7 +47,8 @@ from medfit.deploy.cli import DEPLOY_COMMANDS, add_deploy_commands
 from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
 from medfit.errors import ConfigError, DataError, MedfitError
 from medfit.evaluate.cli import EVAL_COMMANDS, add_eval_commands
-from medfit.report.cli import REPORT_COMMANDS, add_report_commands, refresh_report
+from medfit.report.cli import REPORT_COMMANDS, add_report_commands
+from medfit.report.refresh import refresh_report
 from medfit.rundir import last_locked_run
 
 

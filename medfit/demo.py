@@ -16,7 +16,7 @@ from PIL import Image
 from medfit.config import RunConfig
 from medfit.data.cache import default_cache_dir
 from medfit.errors import MedfitError
-from medfit.report.cli import refresh_report
+from medfit.report.refresh import refresh_report
 from medfit.training.fit import fit
 
 CLASSES = ("normal", "pneumonia")

@@ -76,7 +76,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         _diagnose_foreign(args)
         return
     from medfit.diagnose.run import diagnose_run
-    from medfit.report.cli import refresh_report
+    from medfit.report.refresh import refresh_report
 
     run = args.run[0]
     diagnose_run(run, probes=args.probes, json_path=args.json, device=args.device)

@@ -54,7 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise MedfitError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     existing_run_dir(args.run)  # before torch loads: a wrong path is refused at once
     from medfit.evaluate.runner import run_eval
-    from medfit.report.cli import refresh_report
+    from medfit.report.refresh import refresh_report
 
     run_eval(
         args.run,

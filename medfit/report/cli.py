@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 from medfit.errors import MedfitError
 from medfit.rundir import existing_run_dir
@@ -53,22 +52,6 @@ def cmd_report(args: argparse.Namespace) -> None:
     from medfit.report.html import write_report
 
     write_report(args.run, split=args.split, gradcam=args.gradcam, compare=args.compare)
-
-
-def refresh_report(run: str | Path, gradcam: bool, log: Callable[[str], None] = print) -> None:
-    """Rewrite RUN/report.html after train/eval/diagnose; never fails the command that ran.
-
-    The report is a view of the run directory: if it cannot be written, the run's own files are
-    intact and `medfit report RUN` says why.
-    """
-    from medfit.report.html import write_report
-
-    try:
-        path = write_report(run, log=lambda _: None, gradcam=gradcam)
-    except Exception as exc:
-        log(f"warning: report.html not written ({exc}); run `medfit report {run}`")
-    else:
-        log(f"report: {path}")
 
 
 REPORT_COMMANDS: dict[str, Handler] = {"report": cmd_report}
