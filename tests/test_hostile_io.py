@@ -120,10 +120,11 @@ def test_predictions_csvs_hold_no_formula_and_read_back_the_class(tmp_path: Path
     assert rows[0].startswith("'-a.png,") and "'=cmd" in rows[0] and "'@ok" in rows[1]
     # eval's predictions_<split>.csv, read back by the report with the original class names
     logits = runner.Logits(np.zeros((1, 2, 2)), np.array([0, 1]), ["=x.png", "y.png"], [])
-    path = tmp_path / "predictions_val.csv"
-    runner._write_predictions(path, logits, probs, classes)
-    assert all(not line.startswith(("=", "+", "-", "@")) for line in path.read_text().split(","))
-    back = _predictions(RunData(tmp_path), path)
+    run = RunDir(tmp_path)
+    run.write_predictions("val", classes, runner.prediction_rows(logits, probs, classes))
+    text = run.predictions("val").read_text()
+    assert all(not line.startswith(("=", "+", "-", "@")) for line in text.split(","))
+    back = _predictions(RunData(tmp_path), run, "val")
     assert [(p.path, p.label, p.predicted) for p in back] == [
         ("=x.png", FORMULA, FORMULA),
         ("y.png", "@ok", "@ok"),

@@ -25,7 +25,7 @@ from medfit.report.cli import REPORT_COMMANDS, add_report_commands
 from medfit.report.gradcam import pick, target_layer
 from medfit.report.html import commands
 from medfit.report.plots import stage_boundaries
-from medfit.report.rundata import Prediction
+from medfit.rundir import PredictionRow
 from tests.deploy_helpers import copy_run
 
 SECTIONS = (
@@ -365,8 +365,10 @@ def test_cli_module_stays_light() -> None:
 
 
 def test_gradcam_picks_confident_mistakes_then_a_spread_of_correct() -> None:
-    preds = [Prediction(f"w{i}", "a", "b", 0.5 - i / 20, 0.5 + i / 20) for i in range(6)]
-    preds += [Prediction(f"r{i}", "a", "a", 0.5 + i / 40, 0.5 + i / 40) for i in range(20)]
+    preds = [
+        PredictionRow(f"w{i}", "a", "b", {"a": 0.5 - i / 20, "b": 0.5 + i / 20}) for i in range(6)
+    ]
+    preds += [PredictionRow(f"r{i}", "a", "a", {"a": 0.5 + i / 40}) for i in range(20)]
     chosen = [p.path for p in pick(preds)]
     assert chosen[:4] == ["w5", "w4", "w3", "w2"]  # most confident mistakes first
     assert len(chosen) == 8 and set(chosen[4:]) <= {f"r{i}" for i in range(20)}

@@ -15,7 +15,6 @@ An export is written to a temporary file first and verified on the run's own val
 from __future__ import annotations
 
 import contextlib
-import csv
 import inspect
 import json
 import os
@@ -34,8 +33,8 @@ from medfit.data.cache import cache_size_for
 from medfit.data.decode import DecodeError
 from medfit.data.moved import listed_files_missing
 from medfit.errors import MedfitError
-from medfit.files import TEXT_ERRORS
 from medfit.inference import Predictor
+from medfit.rundir import RunDir
 from medfit.version import __version__
 
 FORMATS = ("onnx", "torchscript")
@@ -335,13 +334,10 @@ def verification_inputs(predictor: Predictor, n: int = VERIFY_IMAGES) -> tuple[t
 def _val_paths(split_csv: Path, n: int) -> list[str]:
     """n val files spread over the split (it is sorted by class, so this spans the classes)."""
     try:
-        with split_csv.open(newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
-            rows = [
-                r["path"]
-                for r in csv.DictReader(f)
-                if r.get("split") == "val" and r.get("status", "ok") == "ok"
-            ]
-    except (OSError, KeyError, csv.Error):
+        rows = [
+            r.path for r in RunDir(split_csv.parent).read_split_rows() if r.split == "val" and r.ok
+        ]
+    except MedfitError:
         return []
     step = max(1, len(rows) // n)
     return rows[::step][:n]

@@ -18,8 +18,6 @@ adds quadratic kappa and the mean absolute grade error to both.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -48,10 +46,9 @@ from medfit.evaluate.metrics import (
     youden_threshold,
 )
 from medfit.evaluate.summary import summary_lines
-from medfit.files import TEXT_ERRORS, atomic_write_text, csv_cell
 from medfit.inference import Predictor
 from medfit.progress import Log, ticking
-from medfit.rundir import RunDir, existing_run_dir
+from medfit.rundir import PredictionRow, RunDir, existing_run_dir
 
 
 @dataclass
@@ -121,7 +118,7 @@ def run_eval(
         result["operating_point"] = _operating_point(
             val, target, probs, t, classes, threshold, n_boot, split == "val" and data is None
         )
-    _write_predictions(run.predictions(split), target, probs, classes)
+    run.write_predictions(split, classes, prediction_rows(target, probs, classes))
     run.write_json(run.eval_json(split), json_safe(result))
     for line in summary_lines(result):
         log(line)
@@ -237,9 +234,8 @@ def _split_csv_items(run: RunDir, split: str, classes: list[str]) -> list[tuple[
     """The readable rows of RUN/split.csv for one split, as (path, class index)."""
     if not run.split.is_file():
         raise MedfitError(f"{run.path} has no split.csv; pass --data with a val folder")
-    with run.split.open(newline="", encoding="utf-8", errors=TEXT_ERRORS) as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == split and r["status"] == "ok"]
-    return [(r["path"], _class_index(r["label"], classes, str(run.split))) for r in rows]
+    rows = [r for r in run.read_split_rows() if r.split == split and r.ok]
+    return [(r.path, _class_index(r.label, classes, str(run.split))) for r in rows]
 
 
 def _class_index(label: str, classes: list[str], source: str) -> int:
@@ -287,13 +283,10 @@ def collect_logits(
 # --- outputs ---------------------------------------------------------------------------------
 
 
-def _write_predictions(path: Path, target: Logits, probs: np.ndarray, classes: list[str]) -> None:
-    """path, label, predicted, p_<class>... (temperature-scaled probabilities); text cells go
-    through `csv_cell` (no spreadsheet formulas), file names keep their bytes."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-    for p, y, row in zip(target.paths, target.labels, probs, strict=True):
-        cells = [csv_cell(p), csv_cell(classes[y]), csv_cell(classes[int(row.argmax())])]
-        writer.writerow([*cells, *[f"{v:.6f}" for v in row]])
-    atomic_write_text(path, buffer.getvalue())
+def prediction_rows(target: Logits, probs: np.ndarray, classes: list[str]) -> list[PredictionRow]:
+    """The predictions CSV's rows: each readable image, its label and the argmax class."""
+    rows = []
+    for path, y, p in zip(target.paths, target.labels, probs, strict=True):
+        by_class = dict(zip(classes, p.tolist(), strict=True))
+        rows.append(PredictionRow(path, classes[y], classes[int(p.argmax())], by_class))
+    return rows

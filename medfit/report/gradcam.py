@@ -17,7 +17,7 @@ import torch
 from matplotlib import colormaps
 
 from medfit.report.images import find_image, fit_size, png_base64
-from medfit.report.rundata import Prediction
+from medfit.rundir import PredictionRow
 
 MAX_IMAGES = 8  # each one is a forward+backward pass on the CPU; 8 keeps it to a few seconds
 MIN_GRID = 4  # cells per side below which a heatmap cannot point at anything in particular
@@ -27,7 +27,7 @@ HEAT_ALPHA = 0.45  # enough colour to read the map, enough image to see the anat
 
 @dataclass
 class CamImage:
-    prediction: Prediction
+    prediction: PredictionRow
     png: str
 
 
@@ -39,7 +39,7 @@ class CamResult:
     note: str | None = None
 
 
-def pick(predictions: list[Prediction], n: int = MAX_IMAGES) -> list[Prediction]:
+def pick(predictions: list[PredictionRow], n: int = MAX_IMAGES) -> list[PredictionRow]:
     """Half the most confident mistakes, the rest correct ones spread over the confidence range."""
     wrong = sorted((p for p in predictions if not p.correct), key=lambda p: -p.p_predicted)
     right = sorted((p for p in predictions if p.correct), key=lambda p: -p.p_predicted)
@@ -60,7 +60,7 @@ def target_layer(model: torch.nn.Module, img_size: int) -> tuple[str, int]:
     return next((s for s in reversed(stages) if s[1] >= MIN_GRID), stages[-1])
 
 
-def overlays(run_dir: Path, predictions: list[Prediction], bases: list[Path]) -> CamResult:
+def overlays(run_dir: Path, predictions: list[PredictionRow], bases: list[Path]) -> CamResult:
     """Grad-CAM of the predicted class for `pick(predictions)`; unreadable files are left out."""
     from captum.attr import LayerAttribution, LayerGradCam
 

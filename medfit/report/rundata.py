@@ -8,39 +8,15 @@ report.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from medfit.errors import MedfitError
-from medfit.files import csv_value
-from medfit.rundir import EpochRow, RunDir, read_run_text
+from medfit.rundir import EpochRow, PredictionRow, RunDir, read_run_text
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One row of predictions_<split>.csv, with the numbers the gallery sorts by."""
-
-    path: str
-    label: str
-    predicted: str
-    p_true: float
-    p_predicted: float
-
-    @property
-    def correct(self) -> bool:
-        return self.label == self.predicted
-
-    @property
-    def loss(self) -> float:
-        """Cross-entropy of the true class: what "top losses" ranks by."""
-        return -math.log(max(self.p_true, 1e-12))
 
 
 @dataclass
@@ -53,7 +29,7 @@ class RunData:
     eval_splits: list[str] = field(default_factory=list)
     split: str | None = None
     evaluation: dict[str, Any] | None = None
-    predictions: list[Prediction] = field(default_factory=list)
+    predictions: list[PredictionRow] = field(default_factory=list)
     check: dict[str, Any] | None = None
     diagnosis: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
@@ -98,7 +74,7 @@ def read_report_data(
     if data.split is not None:
         evaluation = _tolerant(data, lambda: run.read_json(run.eval_json(str(data.split))), None)
         data.evaluation = _as(dict, evaluation, None)
-        data.predictions = _predictions(data, run.predictions(data.split))
+        data.predictions = _predictions(data, run, data.split)
     data.check = _as(dict, _tolerant(data, lambda: run.read_json(run.check), None), None)
     data.diagnosis = _as(dict, _tolerant(data, lambda: run.read_json(run.diagnosis), None), None)
     return data
@@ -134,28 +110,11 @@ def _as(kind: type, value: Any, default: Any) -> Any:
     return value if isinstance(value, kind) else default
 
 
-def _predictions(data: RunData, path: Path) -> list[Prediction]:
-    """predictions_<split>.csv as written by `medfit eval`: path, label, predicted, p_<class>..."""
+def _predictions(data: RunData, run: RunDir, split: str) -> list[PredictionRow]:
+    """predictions_<split>.csv through the contract; rows that cannot be read are left out."""
     try:
-        text = read_run_text(path)
-        if text is None:
-            return []
-        rows = csv.DictReader(io.StringIO(text, newline=""))
-        return [p for row in rows if (p := _prediction(row)) is not None]
-    except (MedfitError, csv.Error) as exc:
-        data.problems.append(f"{path.name}: unreadable ({exc}); re-run `medfit eval`")
+        found = run.read_predictions(split)
+    except MedfitError as exc:
+        data.problems.append(f"{exc}")
         return []
-
-
-def _prediction(row: dict[str, str]) -> Prediction | None:
-    try:
-        label, predicted = csv_value(row["label"]), csv_value(row["predicted"])
-        return Prediction(
-            csv_value(row["path"]),
-            label,
-            predicted,
-            float(row[f"p_{label}"]),
-            float(row[f"p_{predicted}"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+    return found[0] if found else []

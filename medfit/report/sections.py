@@ -16,7 +16,8 @@ import yaml
 from medfit.data.task import describe_task, resolve_task
 from medfit.report import plots
 from medfit.report.images import thumbnail
-from medfit.report.rundata import Prediction, RunData
+from medfit.report.rundata import RunData
+from medfit.rundir import PredictionRow
 
 Section = dict[str, Any]
 HEADLINE = (
@@ -367,7 +368,7 @@ def top_losses(data: RunData) -> Section:
     }
 
 
-def _card(p: Prediction, bases: list[Path]) -> dict[str, Any]:
+def _card(p: PredictionRow, bases: list[Path]) -> dict[str, Any]:
     png, why = thumbnail(p.path, bases)
     return {"p": p, "png": png, "why": why}
 

@@ -39,6 +39,7 @@ from medfit.rundir.records import (
     METRIC_KEYS,
     MIN_CALIBRATION_IMAGES,
     EpochRow,
+    PredictionRow,
     SplitRow,
     Summary,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "METRIC_KEYS",
     "MIN_CALIBRATION_IMAGES",
     "EpochRow",
+    "PredictionRow",
     "RunDir",
     "SplitRow",
     "Summary",

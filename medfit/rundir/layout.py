@@ -15,9 +15,15 @@ from typing import Any
 import yaml
 
 from medfit.errors import MedfitError
-from medfit.files import atomic_write_text
+from medfit.files import atomic_write_text, csv_cell, csv_value
 from medfit.rundir.io import _remedy, read_json, read_run_text
-from medfit.rundir.records import MIN_CALIBRATION_IMAGES, EpochRow, SplitRow, Summary
+from medfit.rundir.records import (
+    MIN_CALIBRATION_IMAGES,
+    EpochRow,
+    PredictionRow,
+    SplitRow,
+    Summary,
+)
 
 
 class RunDir:
@@ -159,6 +165,31 @@ class RunDir:
                 f"{_remedy(self.split)}"
             ) from None
 
+    def read_predictions(self, split: str) -> tuple[list[PredictionRow], int] | None:
+        """predictions_<split>.csv as `write_predictions` wrote it: (rows, rows that could not
+        be read); None when absent. Text cells go back through `csv_value`."""
+        text = read_run_text(self.predictions(split))
+        if text is None:
+            return None
+        rows, bad = [], 0
+        try:
+            for raw in csv.DictReader(io.StringIO(text, newline="")):
+                try:
+                    probs = {
+                        k.removeprefix("p_"): float(v)
+                        for k, v in raw.items()
+                        if k and k.startswith("p_")
+                    }
+                    row = [csv_value(raw[k]) for k in ("path", "label", "predicted")]
+                except (KeyError, TypeError, ValueError):
+                    bad += 1
+                    continue
+                rows.append(PredictionRow(row[0], row[1], row[2], probs))
+        except csv.Error as exc:
+            path = self.predictions(split)
+            raise MedfitError(f"{path}: not a predictions CSV ({exc}); {_remedy(path)}") from None
+        return rows, bad
+
     # --- writing ------------------------------------------------------------------------------
 
     def write_text(self, path: Path, text: str) -> None:
@@ -176,6 +207,17 @@ class RunDir:
 
     def write_json(self, path: Path, data: Any) -> None:
         self.write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def write_predictions(self, split: str, classes: list[str], rows: list[PredictionRow]) -> None:
+        """path, label, predicted, p_<class>...; text cells through `csv_cell` (no spreadsheet
+        formula), probabilities to 6 decimals, file names with their own bytes."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+        for r in rows:
+            cells = [csv_cell(r.path), csv_cell(r.label), csv_cell(r.predicted)]
+            writer.writerow([*cells, *[f"{r.probs[c]:.6f}" for c in classes]])
+        self.write_text(self.predictions(split), buffer.getvalue())
 
     def write_history(self, history: Sequence[EpochRow | dict[str, Any]]) -> None:
         rows = [row.to_dict() if isinstance(row, EpochRow) else row for row in history]

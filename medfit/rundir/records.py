@@ -141,6 +141,34 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class PredictionRow:
+    """One row of predictions_<split>.csv: a file, its label, the predicted class and the
+    (temperature-scaled) probability of every class."""
+
+    path: str
+    label: str
+    predicted: str
+    probs: dict[str, float]
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.predicted
+
+    @property
+    def p_true(self) -> float:
+        return self.probs.get(self.label, math.nan)
+
+    @property
+    def p_predicted(self) -> float:
+        return self.probs.get(self.predicted, math.nan)
+
+    @property
+    def loss(self) -> float:
+        """Cross-entropy of the true class: what the report's "top losses" ranks by."""
+        return -math.log(max(self.p_true, 1e-12))
+
+
+@dataclass(frozen=True)
 class SplitRow:
     """One line of split.csv: a file, its class, its split, and "ok" or why it was skipped."""
 
