@@ -36,6 +36,9 @@ PUBLISHED_TOTALS = {
     ("brain_nickparvar", "test"): 1311,
     ("brain_bhuvaji", "train"): 2870,
     ("brain_bhuvaji", "test"): 394,
+    ("brain_bhuvaji", "all"): 3264,
+    ("brain_nickparvar", "all"): 7023,
+    ("covid_radiography", "all"): 21165,
     ("brain_figshare", "all"): 3064,
     ("brain_br35h", "all"): 3000,
     ("brain_navoneel", "all"): 253,
@@ -52,6 +55,7 @@ PUBLISHED_TOTALS = {
     ("knee_oa_chen", "train"): 5778,
     ("knee_oa_chen", "val"): 826,
     ("knee_oa_chen", "test"): 1656,
+    ("knee_oa_chen", "all"): 8260,
     ("aptos2019", "all"): 3662,
     ("eyepacs", "all"): 35126,
     ("cnmc_leukemia", "train"): 10661,
@@ -107,6 +111,29 @@ def test_recognised_by_slug_or_class_folders() -> None:
     assert m is not None and m.known.key == "brain_nickparvar"
     m = recognise(["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"])
     assert m is not None and m.known.key == "alzheimer_4class" and m.classes_agree is None
+
+
+@pytest.mark.parametrize(
+    "strings",
+    [
+        ["data/train", "data/test", "data/val"],  # split folders alone
+        ["Training", "Testing"],
+        ["dataset/train/yes", "dataset/train/no"],
+        ["/content/Leukemia_Classification/train"],  # a project name, not the Kaggle slug
+        ["dataset/Covid", "dataset/Normal", "dataset/Viral Pneumonia"],  # another 3-class set
+        ["images/benign", "images/malignant"],
+        ["0", "1", "2", "3", "4"],
+    ],
+)
+def test_generic_folder_names_recognise_no_set(strings: list[str]) -> None:
+    assert recognise(strings) is None
+
+
+def test_recognised_by_kaggle_slug_parts() -> None:
+    m = recognise(["https://www.kaggle.com/datasets/andrewmvd/leukemia-classification"])
+    assert m is not None and m.known.key == "cnmc_leukemia"
+    m = recognise(["COVID", "Normal", "Lung_Opacity", "Viral Pneumonia"])
+    assert m is not None and m.known.key == "covid_radiography"
 
 
 def test_three_tumour_classes_are_ambiguous_without_a_class_count() -> None:

@@ -8,8 +8,11 @@ Each entry says how a reader recognises the set in a script or a log (folder nam
 slugs, class-folder names as they appear in paths, the totals Keras prints as "Found N images
 belonging to K classes."), its images per class in each published split, whether several images
 come from one patient/slide/lesion (so an image-level random split leaks) and what is known to be
-wrong with it. Every number cites its source in a comment: the data set's own page or paper,
-never a run that used it. Nothing here reads files or imports a framework.
+wrong with it. Every number cites its source in a comment: the data set's own page or paper, a
+public copy of its files (folder listing or label file) or dataset-loading code that hard-codes
+it, never a run that used it; a number no public source could be found for is marked
+"(unverified: from the dataset page as remembered)". Nothing here reads files or imports a
+framework.
 """
 
 from __future__ import annotations
@@ -117,11 +120,15 @@ KNOWN: tuple[KnownSet, ...] = (
         "kermany_cxr",
         "Chest X-Ray Images (Pneumonia), Kermany et al. (Kaggle paultimothymooney/"
         "chest-xray-pneumonia)",
-        # Kaggle page and its HF mirror (hf-vision/chest-xray-pneumonia: train 5216, validation
-        # 16, test 624, 5,863 files in all); per-class folder counts of the Kaggle download:
-        # train NORMAL 1341 / PNEUMONIA 3875, val 8 / 8, test 234 / 390. Kermany et al., Cell
-        # 172(5):1122, 2018 (Mendeley rscbjbr9sj v2: 5,232 training images, 3,883 pneumonia and
-        # 1,349 normal; test 234 normal + 390 pneumonia).
+        # Split totals: the Kaggle page text and its HF mirror's card (train 5216, validation 16,
+        # test 624; "5,863 X-Ray images")
+        # https://huggingface.co/datasets/hf-vision/chest-xray-pneumonia (README.md). Per class
+        # (train NORMAL 1341 / PNEUMONIA 3875, val 8 / 8, test 234 / 390): the class counts of that
+        # mirror in
+        # https://hugingapi.com/AurevinP/pneumonia-classifier-effnetb0/blob/main/REPORT.md. Mendeley
+        # rscbjbr9sj v2 (Kermany et al., Cell 172(5):1122, 2018): 5,232 train / 624 test
+        # (original_splits_num_samples of a dataset card in public code); its per-class 3,883
+        # pneumonia / 1,349 normal (unverified: from the dataset page as remembered).
         "Kaggle paultimothymooney/chest-xray-pneumonia; Kermany et al., Cell 2018; Mendeley "
         "rscbjbr9sj v2",
         "chest X-ray",
@@ -137,7 +144,8 @@ KNOWN: tuple[KnownSet, ...] = (
         class_match=2,
         extra_totals=(5232,),  # Mendeley v2 train (Cell 2018)
         # Kaggle file names person<N>_bacteria_<M>.jpeg / person<N>_virus_<M>.jpeg: several
-        # X-rays per child; NORMAL files IM-<patient>-<n>.jpeg / NORMAL2-IM-<patient>-<n>.
+        # X-rays per child; NORMAL files IM-<patient>-<n>.jpeg / NORMAL2-IM-<patient>-<n>
+        # (unverified: from the dataset page as remembered).
         per_patient="several X-rays per child (file names person<N>_bacteria/virus_<M>)",
         names_group_patients=True,
         official_split="unknown",
@@ -149,8 +157,12 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "kermany_oct",
         "Retinal OCT Images (OCT2017), Kermany et al. (Kaggle paultimothymooney/kermany2018)",
-        # Kaggle kermany2018 OCT2017/: train CNV 37205, DME 11348, DRUSEN 8616, NORMAL 26315;
-        # test 242 per class; val 8 per class. Kermany et al., Cell 2018 (Mendeley rscbjbr9sj).
+        # Kaggle kermany2018 OCT2017/: train CNV 37205, DME 11348, DRUSEN 8616, NORMAL 26315; test
+        # 242 per class; val 8 per class (unverified: from the dataset page as remembered; they sum
+        # to 84,484 where the page text says "84,495 X-Ray images (JPEG)", quoted in
+        # https://github.com/Anuttan/Retinal-Defect-Classification README.md). File names
+        # (disease)-(randomized patient ID)-(image number by this patient): same README. Kermany et
+        # al., Cell 2018 (Mendeley rscbjbr9sj).
         "Kaggle paultimothymooney/kermany2018 (OCT2017 folder); Kermany et al., Cell 2018",
         "retinal OCT",
         (("CNV",), ("DME",), ("DRUSEN",), ("NORMAL",)),
@@ -165,29 +177,48 @@ KNOWN: tuple[KnownSet, ...] = (
         # file names CNV-<patient>-<n>.jpeg: several B-scans per patient (Kaggle page)
         per_patient="several B-scans per patient (file names <CLASS>-<patient id>-<n>)",
         names_group_patients=False,  # sorted names group by class prefix, then patient
-        flaws=("the Kaggle val folder holds 32 images (8 per class)",),
+        flaws=(
+            "the Kaggle val folder holds 32 images (8 per class)",
+            "the page calls train and test independent patients, but in the Mendeley release "
+            "(108,312 train / 1,000 test) scans of some patients are in both (Translational "
+            "Vision Science & Technology 2021, https://tvst.arvojournals.org/article.aspx?"
+            "articleid=2778252)",
+        ),
     ),
     KnownSet(
         "covid_radiography",
         "COVID-19 Radiography Database (Kaggle tawsifurrahman/covid19-radiography-database)",
         # Kaggle page (v4): COVID 3616, Normal 10192, Lung Opacity 6012, Viral Pneumonia 1345;
-        # Chowdhury et al., IEEE Access 8:132665, 2020; Rahman et al., Comput Biol Med 132, 2021.
+        # earlier releases had three classes (219 COVID / 1341 normal / 1345 viral pneumonia, then
+        # 1200 COVID); Normal holds 8851 RSNA + 1341 Kaggle chest-xray-pneumonia images, Viral
+        # Pneumonia all comes from that (pediatric) set. Page text as mirrored in
+        # https://github.seenke.com/karimosman89/X_Ray_Project. Chowdhury et al., IEEE Access
+        # 8:132665, 2020; Rahman et al., Comput Biol Med 132, 2021.
         "Kaggle tawsifurrahman/covid19-radiography-database; Chowdhury et al. 2020; Rahman et "
         "al. 2021",
         "chest X-ray",
         (("COVID",), ("Normal",), ("Lung_Opacity",), ("Viral Pneumonia",)),
         {"all": {"COVID": 3616, "Normal": 10192, "Lung_Opacity": 6012, "Viral Pneumonia": 1345}},
         markers=("covid19radiographydataset", "covid19radiographydatabase"),
-        class_match=3,
+        # all four: COVID / Normal / Viral Pneumonia alone is also this set's earlier 3-class
+        # releases (other counts) and other 3-class COVID sets
+        class_match=4,
         official_split="none",
-        flaws=("images pooled from several public collections; no patient ids are published",),
+        flaws=(
+            "images pooled from several public collections; no patient ids are published",
+            "Normal includes 1,341 and Viral Pneumonia all 1,345 images of the pediatric Kaggle "
+            "chest-xray-pneumonia set (page text), so age and source separate the classes",
+        ),
     ),
     KnownSet(
         "nih_chestxray14",
         "NIH ChestX-ray14 (Wang et al., CVPR 2017)",
-        # Wang et al. 2017 and the NIH release README: 112,120 frontal images of 30,805 patients,
-        # 14 findings (multi-label) + No Finding; official train_val_list.txt (86,524) /
-        # test_list.txt (25,596), split by patient.
+        # Wang et al. 2017 and the NIH release README: 112,120 frontal images of 30,805 patients, 14
+        # findings (multi-label) + No Finding (https://github.com/bmariuszb/NIH-chestX-ray
+        # README.md); official train_val_list.txt (86,524) / test_list.txt (25,596)
+        # (https://github.com/gregorywmorris/radiology-chest README.md), split by patient. Labels
+        # "expected to be >90% accurate" (Kaggle page text in
+        # https://github.com/anshuak100/NIH-Chest-X-ray-Dataset README.md).
         "Wang et al., ChestX-ray8, CVPR 2017; NIH Clinical Center release README",
         "chest X-ray",
         (),
@@ -200,9 +231,14 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "brain_nickparvar",
         "Brain Tumor MRI Dataset (Kaggle masoudnickparvar/brain-tumor-mri-dataset)",
-        # Kaggle page: 7,023 images combining figshare, SARTAJ and Br35H; Training glioma 1321,
-        # meningioma 1339, notumor 1595, pituitary 1457; Testing 300, 306, 405, 300. The
-        # figshare part is 3,064 T1-CE slices of 233 patients (Cheng et al. 2017).
+        # Kaggle page: 7,023 images combining figshare, SARTAJ and Br35H, SARTAJ's glioma images
+        # replaced by figshare ones (page text in
+        # https://github.com/begumarici/BrainTumorDetection-DeepLearning dataset_description.md).
+        # Per class, the folder listing of a public copy of the download
+        # (https://github.com/KomalChaudhari8/BRAIN_TUMOR_APP at e21cbcb): Training glioma 1321,
+        # meningioma 1339, pituitary 1457; Testing 300, 306, 405, 300; its Training/notumor holds
+        # 1591 files numbered to Tr-no_1594 with four numbers missing, and 1595 is what the page's
+        # 7,023 leaves. The figshare part is 3,064 T1-CE slices of 233 patients (Cheng et al. 2015).
         "Kaggle masoudnickparvar/brain-tumor-mri-dataset; Cheng et al., PLoS ONE 2015 / figshare",
         "brain MRI",
         (("glioma",), ("meningioma",), ("notumor", "no_tumor"), ("pituitary",)),
@@ -217,16 +253,21 @@ KNOWN: tuple[KnownSet, ...] = (
         "patients) and no patient ids in the file names",
         names_group_patients=False,
         flaws=(
-            "near-duplicate images within and across Training/Testing (Saifullah et al., ICTAI "
-            "2025, de-duplicating public brain-tumour sets by perceptual hash)",
+            "217 of the 1,311 Testing images have a byte-identical copy in Training (meningioma "
+            "107, notumor 105, pituitary 5; same git blob in the public copy cited above); on "
+            "near-duplicates in public brain-tumour sets see Saifullah et al., ICTAI 2025 "
+            "(https://iris.unitn.it/handle/11572/488191)",
         ),
     ),
     KnownSet(
         "brain_bhuvaji",
         "Brain Tumor Classification (MRI) (Kaggle sartajbhuvaji/brain-tumor-classification-mri)",
-        # Kaggle page / folder counts: Training glioma_tumor 826, meningioma_tumor 822,
-        # no_tumor 395, pituitary_tumor 827 (2,870); Testing 100, 115, 105, 74 (394).
-        # Nickparvar's page reports its glioma images as wrongly categorised.
+        # Folder counts of the author's repository the Kaggle set was published from
+        # (https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet at 3ea9f4e): Training
+        # glioma_tumor 826, meningioma_tumor 822, no_tumor 395, pituitary_tumor 827 (2,870); Testing
+        # 100, 115, 105, 74 (394). Nickparvar's page reports its glioma images as wrongly
+        # categorised (page text in https://github.com/omar-adel1/Brain-Tumor-Classification
+        # README.md).
         "Kaggle sartajbhuvaji/brain-tumor-classification-mri; masoudnickparvar page (SARTAJ "
         "glioma labels)",
         "brain MRI",
@@ -248,20 +289,23 @@ KNOWN: tuple[KnownSet, ...] = (
         {"train": ("Training",), "test": ("Testing",)},
         markers=("braintumorclassificationmri",),
         class_match=3,
+        # several slices and planes per patient (unverified: from the dataset page as remembered)
         per_patient="several MRI slices per patient scan (axial/coronal/sagittal) and no patient "
         "ids",
         names_group_patients=False,
         flaws=(
             "glioma images reported wrongly categorised (masoudnickparvar dataset page)",
-            "duplicate and near-duplicate files within and across Training/Testing (Saifullah et "
-            "al., ICTAI 2025)",
+            "byte-identical files within and across Training/Testing: 88 of the 105 Testing "
+            "no_tumor images are also in Training (same git blob in the repository cited above)",
         ),
     ),
     KnownSet(
         "brain_figshare",
         "figshare brain tumour dataset (Cheng et al.)",
         # Cheng et al., PLoS ONE 10(10):e0140381, 2015; figshare 1512427: 3,064 T1-weighted
-        # contrast-enhanced slices of 233 patients: meningioma 708, glioma 1426, pituitary 930.
+        # contrast-enhanced slices of 233 patients: meningioma 708, glioma 1426, pituitary 930
+        # (README text in https://github.com/nanonane/RCS-YOLO dataset-brain-tumor/categorized/
+        # README.txt).
         "Cheng et al., PLoS ONE 2015; figshare dataset 1512427 (README)",
         "brain MRI",
         (("meningioma",), ("glioma",), ("pituitary",)),
@@ -274,7 +318,9 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "brain_br35h",
         "Br35H brain tumour detection (Kaggle ahmedhamada0/brain-tumor-detection)",
-        # Kaggle page: 3,000 images, yes 1500 / no 1500 (+ an unlabelled pred folder).
+        # Kaggle page: 3,000 images, yes 1500 / no 1500 ("1,500 healthy + 1,500 tumor images",
+        # https://github.com/gfnnnb/MM-NeuroOnco docs/data_sources.md); its other folders (an
+        # unlabelled pred folder) unverified: from the dataset page as remembered.
         "Kaggle ahmedhamada0/brain-tumor-detection (Br35H 2020)",
         "brain MRI",
         (("yes",), ("no",)),
@@ -285,8 +331,10 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "brain_navoneel",
         "Brain MRI Images for Brain Tumor Detection (Kaggle navoneel)",
-        # Kaggle page navoneel/brain-mri-images-for-brain-tumor-detection: 253 images,
-        # yes 155 / no 98, folder brain_tumor_dataset/{yes,no}.
+        # Kaggle page navoneel/brain-mri-images-for-brain-tumor-detection: 253 images, yes 155 / no
+        # 98 (https://github.com/Martina195/Neuronal-Network-for-MRI-Brain-Tumor-Detection
+        # README.md), folder brain_tumor_dataset/{yes,no} (155 / 98 files in the copy in
+        # https://github.com/kianpaya/Brain-tumor-cnn at f631020).
         "Kaggle navoneel/brain-mri-images-for-brain-tumor-detection",
         "brain MRI",
         (("yes",), ("no",)),
@@ -297,12 +345,17 @@ KNOWN: tuple[KnownSet, ...] = (
     ),
     KnownSet(
         "alzheimer_4class",
-        "Alzheimer MRI 4 classes (Kaggle; OASIS-derived axial slices)",
+        "Alzheimer MRI 4 classes (Kaggle; axial MRI slices, sources not documented)",
         # Kaggle "Alzheimer MRI Preprocessed Dataset (128 x 128)": 6,400 images, Mild Demented 896,
-        # Moderate Demented 64, Non Demented 3200, Very Mild Demented 2240; the tourist55
-        # "Alzheimer's Dataset (4 class of Images)" holds the same 6,400 in train 5121 / test 1279.
-        # Slices of whole-brain MRI volumes: several per subject, no subject ids published; slice-
-        # level splits inflate accuracy (Yagis et al., Sci Rep 11:22544, 2021).
+        # Moderate Demented 64, Non Demented 3200, Very Mild Demented 2240, "collected from several
+        # websites/hospitals/public repositories" (page text copied at
+        # https://www.scribd.com/document/789307185/About-dataset-dementia); the tourist55
+        # "Alzheimer's Dataset (4 class of Images)" holds the same 6,400 in train 5121
+        # (717/52/2560/1792) / test 1279 (179/12/640/448)
+        # (https://github.com/mMosiur/Magisterium-Informatyka Dataset/README.md). Slices of
+        # whole-brain MRI volumes, several per subject with no subject ids (unverified: from the
+        # dataset page as remembered); slice-level splits inflate accuracy (Yagis et al., Sci Rep
+        # 11:22544, 2021, https://www.nature.com/articles/s41598-021-01681-w).
         "Kaggle sachinkumar413/alzheimer-mri-dataset and tourist55/alzheimers-dataset-4-class-"
         "of-images (dataset pages); Yagis et al., Sci Rep 2021",
         "brain MRI",
@@ -331,9 +384,11 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "ham10000",
         "HAM10000 dermatoscopic images (Tschandl et al.)",
-        # Tschandl et al., Sci Data 5:180161, 2018: 10,015 images, akiec 327, bcc 514, bkl 1099,
-        # df 115, mel 1113, nv 6705, vasc 142; lesion_id in HAM10000_metadata: several images of
-        # one lesion.
+        # Tschandl et al., Sci Data 5:180161, 2018: 10,015 images, akiec 327, bcc 514, bkl 1099, df
+        # 115, mel 1113, nv 6705, vasc 142, of 7,470 lesion_ids (dx and lesion_id columns of
+        # HAM10000_metadata.csv as copied in
+        # https://github.com/patink/Skin-cancer-classification-using-CNN): several images of one
+        # lesion.
         "Tschandl et al., Sci Data 2018 (HAM10000, Harvard Dataverse)",
         "dermoscopy",
         (("akiec",), ("bcc",), ("bkl",), ("df",), ("mel",), ("nv",), ("vasc",)),
@@ -350,7 +405,7 @@ KNOWN: tuple[KnownSet, ...] = (
         },
         markers=("ham10000", "ham10000metadata", "skincancermnistham10000"),
         class_match=5,
-        per_patient="several images of one lesion (lesion_id in HAM10000_metadata.csv)",
+        per_patient="10,015 images of 7,470 lesions (lesion_id in HAM10000_metadata.csv)",
         names_group_patients=False,
         official_split="none",
         flaws=("nv is 67% of the images",),
@@ -358,8 +413,10 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "isic2019",
         "ISIC 2019 challenge training set",
-        # ISIC 2019 ground truth: 25,331 images, MEL 4522, NV 12875, BCC 3323, AK 867, BKL 2624,
-        # DF 239, VASC 253, SCC 628 (challenge page / ISIC_2019_Training_GroundTruth.csv).
+        # ISIC 2019 ground truth: 25,331 images, MEL 4522, NV 12875, BCC 3323, AK 867, BKL 2624, DF
+        # 239, VASC 253, SCC 628 (ISIC_2019_Training_GroundTruth.csv as copied in
+        # https://github.com/ToreGore/AI-Health; its metadata copy leaves lesion_id blank for 2,084
+        # images).
         "ISIC 2019 challenge (ISIC_2019_Training_GroundTruth.csv)",
         "dermoscopy",
         (("MEL",), ("NV",), ("BCC",), ("AK",), ("BKL",), ("DF",), ("VASC",), ("SCC",)),
@@ -384,7 +441,8 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "isic2020",
         "SIIM-ISIC Melanoma Classification (ISIC 2020)",
-        # Rotemberg et al., Sci Data 8:34, 2021: 33,126 images of 2,056 patients, 584 melanoma.
+        # Rotemberg et al., Sci Data 8:34, 2021: 33,126 images of 2,056 patients, 584 melanoma
+        # (https://pmc.ncbi.nlm.nih.gov/articles/PMC7843971).
         "Rotemberg et al., Sci Data 2021 (ISIC 2020 / Kaggle siim-isic-melanoma-classification)",
         "dermoscopy",
         (("benign",), ("malignant",)),
@@ -397,9 +455,12 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "malaria_nih",
         "Malaria cell images (NIH / LHNCBC, Rajaraman et al.)",
-        # Rajaraman et al., PeerJ 6:e4568, 2018 and the LHNCBC page: 27,558 cell crops from thin
-        # smears of 150 P. falciparum-infected and 50 healthy patients, Parasitized 13,779 /
-        # Uninfected 13,779; file names C<slide>P<patient>..._cell_<n>.png.
+        # Rajaraman et al., PeerJ 6:e4568, 2018: 27,558 cell images "with equal instances of
+        # parasitized and uninfected cells" (https://www.tensorflow.org/datasets/catalog/malaria),
+        # i.e. 13,779 / 13,779; from thin smears of "150 P. falciparum-infected and 50 healthy
+        # patients" (NIH page ceb.nlm.nih.gov/repositories/malaria-datasets, as quoted in public
+        # READMEs); file names C<slide>P<patient>..._cell_<n>.png (unverified: from the dataset page
+        # as remembered).
         "Rajaraman et al., PeerJ 2018; NIH LHNCBC malaria page; Kaggle iarunava/cell-images-for-"
         "detecting-malaria",
         "blood smear microscopy",
@@ -415,9 +476,12 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "blood_cells_kaggle",
         "Blood Cell Images (Kaggle paultimothymooney/blood-cells, from BCCD)",
-        # Kaggle page: ~12,500 augmented images of 4 cell types made from 410 original BCCD
-        # images; dataset2-master/images TRAIN: EOSINOPHIL 2497, LYMPHOCYTE 2483, MONOCYTE 2478,
-        # NEUTROPHIL 2499; TEST: 623, 620, 620, 624; TEST_SIMPLE 71 images.
+        # Kaggle page: 12,500 augmented images, about 3,000 per cell type, made from 410 original
+        # BCCD images (page text in
+        # https://github.com/Georgeliu1128/Blood-Cell-identification-by-TensorFlow README.md). Per
+        # class, dataset2-master/images TRAIN: EOSINOPHIL 2497, LYMPHOCYTE 2483, MONOCYTE 2478,
+        # NEUTROPHIL 2499; TEST: 623, 620, 620, 624; TEST_SIMPLE 71 images (unverified: from the
+        # dataset page as remembered).
         "Kaggle paultimothymooney/blood-cells (dataset page); BCCD (Shenggan/BCCD_Dataset)",
         "blood smear microscopy",
         (("EOSINOPHIL",), ("LYMPHOCYTE",), ("MONOCYTE",), ("NEUTROPHIL",)),
@@ -436,9 +500,10 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "pbc_blood",
         "PBC peripheral blood cell images (Acevedo et al.)",
-        # Acevedo et al., Data in Brief 30:105474, 2020: 17,092 images, neutrophil 3329,
-        # eosinophil 3117, basophil 1218, lymphocyte 1214, monocyte 1420, ig 2895,
-        # erythroblast 1551, platelet 2348.
+        # Acevedo et al., Data in Brief 30:105474, 2020: 17,092 images in eight groups
+        # (https://pmc.ncbi.nlm.nih.gov/articles/PMC7182702); per class neutrophil 3329, eosinophil
+        # 3117, basophil 1218, lymphocyte 1214, monocyte 1420, ig 2895, erythroblast 1551, platelet
+        # 2348 (unverified: from the dataset page as remembered).
         "Acevedo et al., Data in Brief 2020 (Mendeley snkd93bnjr)",
         "blood smear microscopy",
         (
@@ -471,8 +536,11 @@ KNOWN: tuple[KnownSet, ...] = (
         "kaggle_hcd",
         "Histopathologic Cancer Detection (Kaggle; from PCam)",
         # Kaggle competition data page: 220,025 labelled 96x96 .tif patches in train/ with
-        # train_labels.csv (label 0: 130,908, label 1: 89,117), 57,458 in test/; PCam patches
-        # with duplicates removed and no slide id.
+        # train_labels.csv (label 0: 130,908, label 1: 89,117), 57,458 in test/ (counts of the
+        # download in https://geeksrepos.com/friedunit/CNN-Cancer-Detection); PCam patches with its
+        # duplicates removed (page text in
+        # https://www.github.com/Axel-Bravo/19_kaggle_Histopathologic-Cancer-Detection); no slide id
+        # in the files.
         "Kaggle histopathologic-cancer-detection (data page); Veeling et al., MICCAI 2018",
         "histopathology",
         (("0",), ("1",)),
@@ -487,12 +555,13 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "pcam",
         "PatchCamelyon (PCam, Veeling et al.)",
-        # PCam README (basveeling/pcam): 327,680 patches, train 262,144 / valid 32,768 / test
-        # 32,768, 50/50 positive:negative in every split, no WSI shared between splits.
+        # PCam README (https://github.com/basveeling/pcam README.md): 327,680 patches, train 262,144
+        # / valid 32,768 / test 32,768, 50/50 positive:negative in every split, no WSI shared
+        # between splits, from the 400 WSIs of Camelyon16.
         "Veeling et al., MICCAI 2018; github.com/basveeling/pcam README",
         "histopathology",
         (),
-        markers=("pcam", "patchcamelyon", "patchcamelyon"),
+        markers=("pcam", "patchcamelyon"),
         per_patient="patches of 400 whole-slide images",
         official_split="patient-disjoint",
     ),
@@ -500,14 +569,16 @@ KNOWN: tuple[KnownSet, ...] = (
         "idc_breast",
         "Breast Histopathology Images, IDC (Kaggle paultimothymooney/breast-histopathology-images)",
         # Kaggle page: 277,524 50x50 patches from 162 whole-mount slides (IDC negative 198,738,
-        # positive 78,786), one folder per patient id, file names <id>_idx5_x.._y.._class<0|1>;
-        # Janowczyk & Madabhushi, J Pathol Inform 7:29, 2016; Cruz-Roa et al., SPIE 2014.
+        # positive 78,786), file names <id>_idx5_x.._y.._class<0|1>, <id> the patient (page text
+        # in https://github.com/Tokoka2024/INFO8665_IDC-Detection-Project README.md); 279 patient-id
+        # folders (https://github.com/xzong0619/Breast-Cancer-Detection README.md); Janowczyk &
+        # Madabhushi, J Pathol Inform 7:29, 2016; Cruz-Roa et al., SPIE 2014.
         "Kaggle paultimothymooney/breast-histopathology-images; Janowczyk & Madabhushi 2016",
         "histopathology",
         (("0",), ("1",)),
         {"all": {"0": 198738, "1": 78786}},
-        markers=("breasthistopathologyimages", "idcregularps50idx5", "idx5"),
-        per_patient="hundreds of patches per patient (patient id folders and file-name prefix)",
+        markers=("breasthistopathologyimages", "idcregularps50idx5"),
+        per_patient="277,524 patches of 279 patient ids (patient id folders and file-name prefix)",
         names_group_patients=True,
         official_split="none",
     ),
@@ -515,7 +586,9 @@ KNOWN: tuple[KnownSet, ...] = (
         "breakhis",
         "BreakHis breast histopathology (Spanhol et al.)",
         # Spanhol et al., IEEE TBME 63(7), 2016: 7,909 images of 82 patients, benign 2,480,
-        # malignant 5,429, at 40x/100x/200x/400x; the paper's protocol splits by patient.
+        # malignant 5,429, at 40x/100x/200x/400x (table of
+        # web.inf.ufpr.br/vri/databases-software/breast-cancer-histopathological-database-breakhis;
+        # the page's prose says 9,109); the paper's protocol splits by patient.
         "Spanhol et al., IEEE TBME 2016 (BreaKHis_v1)",
         "histopathology",
         (("benign",), ("malignant",)),
@@ -530,7 +603,8 @@ KNOWN: tuple[KnownSet, ...] = (
         "busi",
         "Breast Ultrasound Images (BUSI, Al-Dhabyani et al.)",
         # Al-Dhabyani et al., Data in Brief 28:104863, 2020: 780 images of 600 women, normal 133,
-        # benign 437, malignant 210; each image's segmentation mask sits beside it (_mask.png).
+        # benign 437, malignant 210 (https://huggingface.co/datasets/Angelou0516/BUSI README.md);
+        # each image's segmentation mask sits beside it (_mask.png, _mask_N.png).
         "Al-Dhabyani et al., Data in Brief 2020 (Dataset_BUSI_with_GT)",
         "breast ultrasound",
         (("normal",), ("benign",), ("malignant",)),
@@ -538,14 +612,24 @@ KNOWN: tuple[KnownSet, ...] = (
         markers=("datasetbusiwithgt", "busi"),
         per_patient="780 images of 600 women",
         official_split="none",
-        flaws=("the ground-truth masks (*_mask.png) lie in the class folders beside the images",),
+        flaws=(
+            "the ground-truth masks (*_mask.png) lie in the class folders beside the images",
+            "duplicated images, lesions in both the benign and malignant folders and axilla "
+            "images among the breast images (Pawłowska et al., Data in Brief 2023, "
+            "https://pmc.ncbi.nlm.nih.gov/articles/PMC10293973)",
+        ),
     ),
     KnownSet(
         "knee_oa_chen",
         "Knee Osteoarthritis Severity Grading (Chen, Mendeley 56rmx5bjcr; OAI)",
         # Chen P., Mendeley Data 56rmx5bjcr v1, 2018 (Kaggle shashwatwork/knee-osteoarthritis-
-        # dataset-with-severity): KL 0-4, train 2286/1046/1516/757/173, val 328/153/212/106/27,
-        # test 639/296/447/223/51; both knees of OAI participants.
+        # dataset-with-severity): train 5,778 and val 826 images (page text, quoted in public
+        # READMEs); 8,260 in all, KL 0-4 3253/1495/2175/1086/251
+        # (https://github.com/NicoleStrel/Deep-Learning-with-Differential-Privacy
+        # knee-data/README.md), which leaves 1,656 for test (the quoted page text says 1346, which
+        # does not add up). Per split train 2286/1046/1516/757/173, val 328/153/212/106/27, test
+        # 639/296/447/223/51 (they add up to those totals; the split breakdown itself unverified:
+        # from the dataset page as remembered); both knees of OAI participants.
         "Chen, Mendeley Data 56rmx5bjcr (2018); Kaggle shashwatwork/knee-osteoarthritis-"
         "dataset-with-severity",
         "knee X-ray",
@@ -562,8 +646,10 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "aptos2019",
         "APTOS 2019 Blindness Detection (Kaggle)",
-        # Kaggle aptos2019-blindness-detection train.csv: 3,662 fundus photos, diagnosis 0: 1805,
-        # 1: 370, 2: 999, 3: 193, 4: 295.
+        # Kaggle aptos2019-blindness-detection train.csv: 3,662 fundus photos, 1,928 in test
+        # (https://github.com/pinguinos/cnn-retinopathy-classifier documentation/
+        # data_acquisition.md); diagnosis 0: 1805, 1: 370, 2: 999, 3: 193, 4: 295 (unverified: from
+        # the dataset page as remembered).
         "Kaggle aptos2019-blindness-detection (train.csv)",
         "fundus photography",
         (("0",), ("1",), ("2",), ("3",), ("4",)),
@@ -574,8 +660,10 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "eyepacs",
         "Diabetic Retinopathy Detection (Kaggle 2015, EyePACS)",
-        # Kaggle diabetic-retinopathy-detection trainLabels.csv: 35,126 images, level 0: 25810,
-        # 1: 2443, 2: 5292, 3: 873, 4: 708; both eyes of each patient (<id>_left/_right.jpeg).
+        # Kaggle diabetic-retinopathy-detection trainLabels.csv: 35,126 images, level 0: 25810, 1:
+        # 2443, 2: 5292, 3: 873, 4: 708; "a left and right field is provided for every subject"
+        # (<id>_left/_right.jpeg)
+        # (https://academictorrents.com/details/08c244595c6cc4ec403b21023cf99c2b085cbc72).
         "Kaggle diabetic-retinopathy-detection (trainLabels.csv)",
         "fundus photography",
         (("0",), ("1",), ("2",), ("3",), ("4",)),
@@ -590,35 +678,45 @@ KNOWN: tuple[KnownSet, ...] = (
         "cnmc_leukemia",
         "C-NMC 2019 leukaemia cells (Kaggle andrewmvd/leukemia-classification)",
         # C-NMC 2019 (Gupta & Gupta, ISBI 2019 challenge; Kaggle andrewmvd/leukemia-
-        # classification): training folds fold_0..fold_2, ALL 7,272 / HEM 3,389 cell images,
-        # many cells per subject.
+        # classification): 15,135 cell images of 118 participants in all
+        # (https://github.com/edolior/Leukemia-Contrastive-Prediction README.md), many cells per
+        # subject; training folds fold_0..fold_2 with ALL 7,272 / HEM 3,389 (unverified: from the
+        # dataset page as remembered).
         "C-NMC 2019 challenge (TCIA); Kaggle andrewmvd/leukemia-classification",
         "blood smear microscopy",
         (("all",), ("hem",)),
         {"train": {"all": 7272, "hem": 3389}},
-        markers=("cnmc", "cnmc2019", "leukemiaclassification"),
+        markers=("cnmc", "cnmc2019"),
+        # the Kaggle slug's last part alone ("leukemia-classification") is a generic project name
+        signatures=(("andrewmvd", "leukemiaclassification"),),
         per_patient="many cells per subject",
         official_split="unknown",
     ),
     KnownSet(
         "all_aria",
         "Acute Lymphoblastic Leukemia images (Aria et al., Kaggle mehradaria/leukemia)",
-        # Aria et al., Data in Brief 2021 / Kaggle: 3,256 images of 89 patients, Benign 504,
-        # Early 985, Pre 963, Pro 804.
+        # Aria et al., Data in Brief 2021 / Kaggle: 3,256 images of 89 patients
+        # (https://github.com/arkodasgupta0412/LGLD-Net DATASET.md), Benign 504, Early 985, Pre 963,
+        # Pro 804 (https://github.com/divyanshupatel17/Leukemia-Diagnosis-EfficientNetV2-vs-CNNs
+        # docs/assets/tables/table_5.md). Kaggle mohammadamireshraghi/blood-cell-cancer- all-4class
+        # publishes 3,242 images of the same 89 patients (https://github.com/rajsweta/OncoType
+        # training_data.md).
         "Aria et al. 2021; Kaggle mehradaria/leukemia",
         "blood smear microscopy",
         (("Benign",), ("Early",), ("Pre",), ("Pro",)),
         {"all": {"Benign": 504, "Early": 985, "Pre": 963, "Pro": 804}},
         markers=("bloodcellcancerall",),
         class_match=4,
+        extra_totals=(3242,),
         per_patient="3,256 images of 89 patients",
         official_split="none",
     ),
     KnownSet(
         "lc25000",
         "LC25000 lung and colon histopathology (Borkowski et al.)",
-        # Borkowski et al., arXiv:1912.12142, 2019: 25,000 images, 5,000 per class, augmented
-        # from 750 lung and 500 colon originals.
+        # Borkowski et al., arXiv:1912.12142, 2019: 25,000 images, 5,000 per class
+        # (https://github.com/tampapath/lung_colon_image_set README), augmented from 750 lung and
+        # 500 colon originals (Kaggle page text, quoted in public notebooks).
         "Borkowski et al., arXiv:1912.12142 (2019)",
         "histopathology",
         (("lung_aca",), ("lung_n",), ("lung_scc",), ("colon_aca",), ("colon_n",)),
@@ -642,7 +740,10 @@ KNOWN: tuple[KnownSet, ...] = (
         "kidney_ct",
         "CT Kidney: Normal-Cyst-Tumor-Stone (Islam et al.)",
         # Islam et al., Sci Rep 12:11440, 2022 (Kaggle nazmul0087/ct-kidney-dataset-normal-cyst-
-        # tumor-and-stone): 12,446 CT slices, cyst 3,709, normal 5,077, stone 1,377, tumor 2,283.
+        # tumor-and-stone): 12,446 CT slices, coronal and axial cuts
+        # (https://www.nature.com/articles/s41598-022-15634-4); cyst 3,709, normal 5,077, stone
+        # 1,377, tumor 2,283 (Class column of the set's kidneyData.csv as copied in
+        # https://github.com/Echo2f13/kidney-tumor-detection).
         "Islam et al., Sci Rep 2022; Kaggle nazmul0087/ct-kidney-dataset-normal-cyst-tumor-and-"
         "stone",
         "CT",
@@ -657,21 +758,26 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "strip_ai",
         "Mayo Clinic STRIP AI (Kaggle competition)",
-        # Kaggle mayo-clinic-strip-ai train.csv: 754 whole-slide images, CE 547 / LAA 207, with
-        # patient_id and image_num columns (several slides per patient).
+        # Kaggle mayo-clinic-strip-ai train.csv: 754 whole-slide images of 632 patients, CE 547 /
+        # LAA 207, with patient_id and image_num columns (train.csv as copied in
+        # https://github.com/gunesevitan/mayo-clinic-strip-ai data/train.csv).
         "Kaggle mayo-clinic-strip-ai (data page, train.csv)",
         "histopathology",
         (("CE",), ("LAA",)),
         {"train": {"CE": 547, "LAA": 207}},
         markers=("mayoclinicstripai",),
-        per_patient="several slides per patient (patient_id, image_num in train.csv)",
+        per_patient="754 slides of 632 patients (patient_id, image_num in train.csv)",
         official_split="none",
     ),
     KnownSet(
         "pneumoniamnist",
         "PneumoniaMNIST (MedMNIST v2)",
-        # Yang et al., Sci Data 10:41, 2023: from Kermany's chest X-rays, train 4,708 (normal
-        # 1214, pneumonia 3494), val 524 (135 / 389), test 624 (234 / 390).
+        # Yang et al., Sci Data 10:41, 2023: from Kermany's chest X-rays, train 4,708 / val 524 /
+        # test 624 (MedMNIST INFO dict, n_samples, as copied in
+        # https://github.com/wz199903/AMLS_23-24_SN21185548 A/info.py); train normal 1214 /
+        # pneumonia 3494 (https://clinicalai.guide/labs/module-06/hw5_report.html); test is
+        # Kermany's test (234 / 390, "use its source validation set as the test set", INFO
+        # description); val 135 / 389 (unverified: from the dataset page as remembered).
         "Yang et al., MedMNIST v2, Sci Data 2023",
         "chest X-ray",
         (),
@@ -686,7 +792,8 @@ KNOWN: tuple[KnownSet, ...] = (
     KnownSet(
         "dermamnist",
         "DermaMNIST (MedMNIST v2)",
-        # Yang et al. 2023: HAM10000 resized, train 7,007 / val 1,003 / test 2,005.
+        # Yang et al. 2023: HAM10000 resized, train 7,007 / val 1,003 / test 2,005
+        # (https://github.com/haodongzhang0118/stable-datasets docs/source/datasets/medmnist.rst).
         "Yang et al., MedMNIST v2, Sci Data 2023",
         "dermoscopy",
         (),
