@@ -211,9 +211,9 @@ def run_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]
 def rediagnose(saved: dict[str, Any], work: Path) -> None:
     """Apply the current rules again to the kept runs (--work) and to the probe measurements
     saved in the --json file: no training, no probe passes. Updates `saved` in place."""
-    from medfit.diagnose.facts import read_run_facts
-    from medfit.diagnose.probes import ProbeResults
-    from medfit.diagnose.run import all_findings
+    from medfit.diagnose.own.facts import read_run_facts
+    from medfit.diagnose.own.probes import ProbeResults
+    from medfit.diagnose.own.run import all_findings
 
     cases = {c.name: c for c in CASES}
     for r in saved["results"]:

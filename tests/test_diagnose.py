@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from medfit.config import RunConfig
+from medfit.diagnose import check_rules as C
 from medfit.diagnose import diagnose_run
-from medfit.diagnose import probe_rules as P
-from medfit.diagnose import rules as R
 from medfit.diagnose.cli import DIAGNOSE_COMMANDS, add_diagnose_commands
-from medfit.diagnose.facts import RunFacts
 from medfit.diagnose.findings import Diagnosis, Finding, rank
-from medfit.diagnose.probes import AugProbe, BNProbe
+from medfit.diagnose.own import history_rules as R
+from medfit.diagnose.own import probe_rules as P
+from medfit.diagnose.own.facts import RunFacts
+from medfit.diagnose.own.probes import AugProbe, BNProbe
 from medfit.errors import MedfitError
 from medfit.model.backbones import Preprocess
 from medfit.rundir import EpochRow
@@ -240,10 +241,10 @@ def test_check_json_findings_and_hint() -> None:
         },
         {"severity": "info", "title": "train is imbalanced 9:1", "fix": "-", "key": "imbalance"},
     ]
-    found = R.check_findings(facts(check={"root": "D", "verdict": verdict}))
+    found = C.check_findings(facts(check={"root": "D", "verdict": verdict}))
     assert [(f.rule, f.severity) for f in found] == [("leakage", "high"), ("label_noise", "medium")]
-    assert R.check_missing(facts()) is None
-    hint = R.check_missing(facts(check=None))
+    assert C.check_missing(facts()) is None
+    hint = C.check_missing(facts(check=None))
     assert hint is not None and hint.severity == "low" and "medfit check" in hint.fix
 
 

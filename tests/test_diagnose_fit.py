@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from medfit.diagnose import diagnose_run
-from medfit.diagnose import fit_rules as F
-from medfit.diagnose import rules as R
-from medfit.diagnose.facts import ClassPredictions, RunFacts, _check_size, _header_size
 from medfit.diagnose.findings import Finding
-from medfit.diagnose.probes import AugProbe, BNProbe, FitProbe, ProbeResults
-from medfit.diagnose.run import all_findings
+from medfit.diagnose.own import fit_rules as F
+from medfit.diagnose.own import history_rules as R
+from medfit.diagnose.own.facts import ClassPredictions, RunFacts, _check_size, _header_size
+from medfit.diagnose.own.probes import AugProbe, BNProbe, FitProbe, ProbeResults
+from medfit.diagnose.own.run import all_findings
 from medfit.rundir import EpochRow
 from tests.deploy_helpers import copy_run
 from tests.test_diagnose import clean_history, epoch, facts
@@ -322,7 +322,7 @@ def test_diagnose_reads_evals_predictions_csv(run_copy: Path) -> None:
 
 def test_a_far_too_low_lr_outranks_the_balancing_cause() -> None:
     """3 epochs at 1e-5 with a weighted loss: the LR, 300x under the default, is the cause."""
-    from medfit.diagnose.fit_rules import _lr_cause
+    from medfit.diagnose.own.fit_rules import _lr_cause
 
     near = _lr_cause(fundus_facts(cfg={"train.lr": 9e-4}))
     far = _lr_cause(fundus_facts(cfg={"train.lr": 1e-5}))

@@ -18,11 +18,11 @@ from medfit.diagnose.foreign import diagnose_foreign
 from medfit.diagnose.foreign.datasets import (
     BY_KEY,
     KNOWN,
-    accuracy_misleads,
     mixes_patients,
     official_split_of,
     recognise,
 )
+from medfit.diagnose.foreign.known_set import accuracy_misleads
 from medfit.diagnose.foreign.read_text import found_totals
 
 # --- the table ---------------------------------------------------------------------------------

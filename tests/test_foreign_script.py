@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from medfit.diagnose.findings import Finding
-from medfit.diagnose.foreign.script import ScriptReport, medfit_command, read_script
+from medfit.diagnose.foreign.script import ScriptReport, medfit_command
+from medfit.diagnose.foreign.script_rules import read_script
 from medfit.errors import MedfitError
 
 KINDS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from medfit.diagnose.facts import read_run_facts
+from medfit.diagnose.own.facts import read_run_facts
 from medfit.errors import MedfitError
 from medfit.inference import RunInfo
 from medfit.report.rundata import read_report_data

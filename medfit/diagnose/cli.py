@@ -75,7 +75,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if _is_foreign(args):
         _diagnose_foreign(args)
         return
-    from medfit.diagnose.run import diagnose_run
+    from medfit.diagnose.own.run import diagnose_run
     from medfit.report.refresh import refresh_report
 
     run = args.run[0]

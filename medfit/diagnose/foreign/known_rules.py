@@ -29,16 +29,18 @@ from typing import Any
 
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.foreign.datasets import (
-    IMBALANCE_RATIO,
-    KnownSet,
     Match,
-    accuracy_misleads,
-    composition,
     mixes_patients,
     norm,
     official_split_of,
     recognise_run,
     tokens,
+)
+from medfit.diagnose.foreign.known_set import (
+    IMBALANCE_RATIO,
+    KnownSet,
+    accuracy_misleads,
+    composition,
 )
 from medfit.diagnose.foreign.read_text import found_totals
 from medfit.diagnose.foreign.script.facts import ScriptFacts, SplitFact

@@ -24,7 +24,7 @@ from medfit.diagnose.foreign.read import read_history
 from medfit.errors import MedfitError
 
 if TYPE_CHECKING:
-    from medfit.diagnose.foreign.script import ScriptReport
+    from medfit.diagnose.foreign.script.report import ScriptReport
 
 # At equal severity a cause read in the script outranks what the data check found, which outranks
 # the log's symptoms: the symptoms are what the causes produce.
@@ -96,7 +96,7 @@ def diagnose_foreign(
 
 
 def _read_script(script: str | Path, grayscale: bool | None) -> ScriptReport:
-    from medfit.diagnose.foreign.script import read_script
+    from medfit.diagnose.foreign.script_rules import read_script
 
     return read_script(script, grayscale)
 
@@ -227,7 +227,7 @@ def _check_data(data: str) -> list[Finding]:
     from medfit.check import CheckOptions, run_check
     from medfit.config import DataConfig
     from medfit.data.dataset import load_index
-    from medfit.diagnose.rules import check_findings_of
+    from medfit.diagnose.check_rules import check_findings_of
 
     report = run_check(load_index(DataConfig(root=data), 0), CheckOptions(features="thumbnail"))
     return [

@@ -6,15 +6,16 @@ by running `__init__`, and methods a framework calls by itself (`configure_optim
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
 from typing import Any
 
 from medfit.diagnose.foreign.script.arith import name_of
 from medfit.diagnose.foreign.script.exprs import Exprs
-from medfit.diagnose.foreign.script.registry import MAX_CALL_DEPTH, Env
+from medfit.diagnose.foreign.script.reader import Frame
+from medfit.diagnose.foreign.script.registry import MAX_CALL_DEPTH
 from medfit.diagnose.foreign.script.values import (
     Cls,
     Const,
+    Env,
     Func,
     Inst,
     Map,
@@ -23,16 +24,6 @@ from medfit.diagnose.foreign.script.values import (
     Val,
     taint_of,
 )
-
-
-@dataclass
-class Frame:
-    node: ast.AST
-    line: int  # the call site
-    name: str
-    cond: int
-    returns: list[Val] = field(default_factory=list)
-    env: Env | None = None
 
 
 class Calls(Exprs):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from medfit.diagnose.foreign.script.pylib import windows
 
 if TYPE_CHECKING:
-    from medfit.diagnose.foreign.script import ScriptReport
+    from medfit.diagnose.foreign.script.report import ScriptReport
 
 
 def _pure(path: str) -> PurePath:

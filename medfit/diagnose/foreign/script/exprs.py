@@ -24,13 +24,13 @@ from medfit.diagnose.foreign.script.registry import (
     MAX_EXPR_DEPTH,
     METHODS,
     Call,
-    Env,
     Handler,
 )
 from medfit.diagnose.foreign.script.values import (
     Bound,
     Cls,
     Const,
+    Env,
     Func,
     Inst,
     Map,

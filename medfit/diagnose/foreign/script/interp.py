@@ -5,23 +5,23 @@ into the script's own functions bind their parameters to the call's arguments an
 bodies, a class is instantiated by running its `__init__`, an `if` whose test is a constant takes
 its branch and one whose test is unknown runs both and keeps only what they agree on (inside a
 loop over layers it is a selection: `if "conv5" in layer.name`). Library calls go to the
-handlers registered by the *_lib modules, which build the values in `values.py` and record what
-the rules need in `World`. Everything is bounded: expression depth, call depth (and no recursion
-into a function already on the stack), loop unrolling, and a step budget for the whole read.
+handlers registered by the *_lib modules (the package's __init__ imports them), which build the
+values in `values.py` and record what the rules need in `World`. Everything is bounded:
+expression depth, call depth (and no recursion into a function already on the stack), loop
+unrolling, and a step budget for the whole read.
 """
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
 
 from medfit.diagnose.foreign.script.arith import name_of
-from medfit.diagnose.foreign.script.calls import Calls, Frame
+from medfit.diagnose.foreign.script.calls import Calls
+from medfit.diagnose.foreign.script.reader import Frame, Loop
 from medfit.diagnose.foreign.script.registry import (
     LIBRARIES,
     SETATTRS,
     Budget,
-    Env,
 )
 from medfit.diagnose.foreign.script.source import Source
 from medfit.diagnose.foreign.script.values import (
@@ -29,7 +29,7 @@ from medfit.diagnose.foreign.script.values import (
     Cls,
     Const,
     Data,
-    FitRec,
+    Env,
     Func,
     Inst,
     Map,
@@ -45,16 +45,6 @@ from medfit.diagnose.foreign.script.values import (
 MAX_STEPS = 60_000
 MAX_BLOCK_DEPTH = 40
 MAX_UNROLL = 4
-
-
-@dataclass
-class Loop:
-    line: int
-    epochs: int | None
-    is_epoch: bool
-    data: Data | None
-    fit: FitRec | None = None
-    loaders: list[Data] = field(default_factory=list)
 
 
 class Interp(Calls):
@@ -100,18 +90,6 @@ class Interp(Calls):
         return f"line {line} (in {f.name}(), called at line {f.line})"
 
     def run_module(self) -> None:
-        from medfit.diagnose.foreign.script import (  # noqa: F401  (they register handlers)
-            configs,
-            data_lib,
-            fit_lib,
-            keras_data,
-            keras_lib,
-            pylib,
-            torch_lib,
-            trainers_lib,
-            transforms_lib,
-        )
-
         try:
             self.run(self.src.body, self.module)
             if not self.world.fits:

@@ -28,7 +28,7 @@ from medfit.diagnose.foreign.script.values import (
 )
 
 if TYPE_CHECKING:
-    from medfit.diagnose.foreign.script.interp import Interp
+    from medfit.diagnose.foreign.script.reader import Reader
 
 State = tuple[str, bool, int, str, str]  # state, bn_frozen, unfrozen line, how, stage
 
@@ -37,7 +37,7 @@ def layer(kind: str, line: int, **attrs: object) -> Obj:
     return Obj("layer", line, {"cls": kind, **attrs})
 
 
-def apply_layer(it: Interp, lay: Val, x: Val, training: bool | None, line: int) -> Val | None:
+def apply_layer(it: Reader, lay: Val, x: Val, training: bool | None, line: int) -> Val | None:
     """The output of calling a Keras layer/model/backbone on `x`; None when `lay` is not one."""
     pix = x if isinstance(x, Pix) else Pix(start="unknown", taint=x.taint)
     if isinstance(lay, Backbone):
@@ -117,7 +117,7 @@ def apply_layer(it: Interp, lay: Val, x: Val, training: bool | None, line: int) 
     return new
 
 
-def trace(it: Interp, inst: Inst) -> Model | None:
+def trace(it: Reader, inst: Inst) -> Model | None:
     """A subclassed model: its `call`/`forward` run on a symbolic input, or its attributes."""
     key = (id(inst), "__model__")
     cached = it.cache.get(key)
@@ -146,7 +146,7 @@ def _attr_values(inst: Inst) -> list[Val]:
     return out
 
 
-def uses_of(it: Interp, v: Val | None) -> list[Use]:
+def uses_of(it: Reader, v: Val | None) -> list[Use]:
     if isinstance(v, Backbone):
         return [Use(v, (), None, v.line, "direct")]
     if isinstance(v, Inst):
@@ -172,7 +172,7 @@ def uses_of(it: Interp, v: Val | None) -> list[Use]:
     return v.uses
 
 
-def head_of(it: Interp, v: Val | None) -> tuple[object, object, int] | None:
+def head_of(it: Reader, v: Val | None) -> tuple[object, object, int] | None:
     if isinstance(v, Model):
         if v.kind == "sequential":
             out = apply_layer(it, v, Pix(start="input"), None, v.line)
@@ -184,7 +184,7 @@ def head_of(it: Interp, v: Val | None) -> tuple[object, object, int] | None:
     return None
 
 
-def model_augs(it: Interp, v: Val | None) -> tuple:
+def model_augs(it: Reader, v: Val | None) -> tuple:
     if isinstance(v, Model) and v.kind == "sequential":
         out = apply_layer(it, v, Pix(start="input"), None, v.line)
         return out.augs if isinstance(out, Pix) else ()
@@ -200,7 +200,7 @@ def effective(u: Use) -> str:
     return base.state
 
 
-def states(it: Interp, model: Val | None) -> dict[int, State]:
+def states(it: Reader, model: Val | None) -> dict[int, State]:
     uses = uses_of(it, model)
     if not uses:
         uses = [Use(b, (), None, b.line, "direct") for b in it.world.backbones]
@@ -217,7 +217,7 @@ def states(it: Interp, model: Val | None) -> dict[int, State]:
 
 
 def set_trainable(
-    it: Interp, base: Backbone, scope: str, value: Val, node: ast.AST, text: str
+    it: Reader, base: Backbone, scope: str, value: Val, node: ast.AST, text: str
 ) -> None:
     """`base.trainable = v` (scope container), a loop over all or some of its layers or
     parameters (all / part), inside a selection (`if "conv5" in layer.name`) or not."""
@@ -269,7 +269,7 @@ def set_trainable(
 
 
 def set_model_trainable(
-    it: Interp, model: Val, scope: str, value: Val, node: ast.AST, text: str
+    it: Reader, model: Val, scope: str, value: Val, node: ast.AST, text: str
 ) -> bool:
     uses = uses_of(it, model)
     for u in uses:
@@ -278,11 +278,11 @@ def set_model_trainable(
     return bool(uses)
 
 
-def params_of(it: Interp, owner: Val, scope: str, line: int, text: str) -> ParamSet:
+def params_of(it: Reader, owner: Val, scope: str, line: int, text: str) -> ParamSet:
     return ParamSet(owner, scope, line, text)
 
 
-def record_fit(it: Interp, rec: FitRec) -> FitRec:
+def record_fit(it: Reader, rec: FitRec) -> FitRec:
     """Snapshot the trainable state (Keras: as of the train function's build) and keep it."""
     model = rec.model
     if rec.api == "keras" and isinstance(model, Model):
@@ -306,7 +306,7 @@ def record_fit(it: Interp, rec: FitRec) -> FitRec:
     return rec
 
 
-def backbone_named(it: Interp, name: str) -> Backbone | None:
+def backbone_named(it: Reader, name: str) -> Backbone | None:
     low = name.lower().replace("_", "")
     for b in it.world.backbones:
         own = b.name.lower().replace("_", "")

@@ -1,4 +1,4 @@
-"""Scopes, calls as the library handlers see them, and the tables the handlers register in.
+"""Calls as the library handlers see them, and the tables the handlers register in.
 
 A handler takes a `Call` (the evaluated arguments, the node for its line and text) and returns
 the value of the call, or None to let the next handler (or the generic rule) answer. `FUNCS` is
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from medfit.diagnose.foreign.script.values import Val
 
 if TYPE_CHECKING:
-    from medfit.diagnose.foreign.script.interp import Interp
+    from medfit.diagnose.foreign.script.reader import Reader
 
 MAX_EXPR_DEPTH = 40
 MAX_CALL_DEPTH = 10
@@ -38,34 +38,11 @@ class Budget(Exception):
     """The step budget is spent: the rest of the script is not read."""
 
 
-class Env:
-    """One scope: a module, a function call, a class body or a comprehension."""
-
-    __slots__ = ("globals_", "module", "parent", "vars")
-
-    def __init__(self, parent: Env | None) -> None:
-        self.vars: dict[str, Val] = {}
-        self.parent = parent
-        self.globals_: set[str] = set()
-        self.module: Env = parent.module if parent is not None else self
-
-    def lookup(self, name: str) -> Val | None:
-        env: Env | None = self
-        while env is not None:
-            if name in env.vars:
-                return env.vars[name]
-            env = env.parent
-        return None
-
-    def bind(self, name: str, value: Val) -> None:
-        (self.module if name in self.globals_ else self).vars[name] = value
-
-
 @dataclass
 class Call:
     """A call as the handlers see it: evaluated arguments, and the node for lines and text."""
 
-    it: Interp
+    it: Reader
     node: ast.Call
     name: str
     dotted: str
@@ -101,8 +78,8 @@ class Call:
 
 
 Handler = Callable[[Call], "Val | None"]
-AttrHandler = Callable[["Interp", Val, str, ast.AST], "Val | None"]
-SetHandler = Callable[["Interp", Val, str, Val, ast.AST], bool]
+AttrHandler = Callable[["Reader", Val, str, ast.AST], "Val | None"]
+SetHandler = Callable[["Reader", Val, str, Val, ast.AST], bool]
 FUNCS: dict[str, list[Handler]] = {}
 METHODS: dict[str, list[Handler]] = {}
 CALLABLE: list[Handler] = []  # calling a value: a layer on a tensor, a transform on an image

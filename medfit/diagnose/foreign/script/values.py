@@ -6,16 +6,14 @@ every scaling step), a data pipeline (`Data`), a backbone and its trainable stat
 a Keras/PyTorch model (`Model`), an optimizer, a callback. What cannot be resolved is `Unknown`,
 which still carries its provenance (`taint`: the folders it was read from, oversampling before a
 split), so that later questions ("was this split made after augmentation?") can be answered.
+A script's functions and classes close over their scope (`Env`, kept here beside them).
 """
 
 from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from medfit.diagnose.foreign.script.registry import Env
+from typing import Any
 
 
 @dataclass(eq=False)
@@ -90,6 +88,29 @@ class Inst(Val):
 class Bound(Val):
     self_: Val
     func: Func
+
+
+class Env:
+    """One scope: a module, a function call, a class body or a comprehension."""
+
+    __slots__ = ("globals_", "module", "parent", "vars")
+
+    def __init__(self, parent: Env | None) -> None:
+        self.vars: dict[str, Val] = {}
+        self.parent = parent
+        self.globals_: set[str] = set()
+        self.module: Env = parent.module if parent is not None else self
+
+    def lookup(self, name: str) -> Val | None:
+        env: Env | None = self
+        while env is not None:
+            if name in env.vars:
+                return env.vars[name]
+            env = env.parent
+        return None
+
+    def bind(self, name: str, value: Val) -> None:
+        (self.module if name in self.globals_ else self).vars[name] = value
 
 
 @dataclass(frozen=True)

@@ -5,45 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfit.diagnose.findings import Finding
-from medfit.diagnose.foreign.script import ScriptReport
-from medfit.diagnose.foreign.script.facts import ScriptFacts, build
+from medfit.diagnose.foreign.script.facts import ScriptFacts
+from medfit.diagnose.foreign.script.gather import build, framework
 from medfit.diagnose.foreign.script.interp import Interp
+from medfit.diagnose.foreign.script.report import ScriptReport
 from medfit.diagnose.foreign.script.source import load
 from medfit.diagnose.foreign.script.values import World
+from medfit.diagnose.foreign.script_rules.rules import run_rules
 from medfit.files import read_text_file
 
 MAX_NOTES = 30
-IMPORT_FRAMEWORKS = (
-    ("ultralytics", "ultralytics"),
-    ("lightning", "lightning"),
-    ("transformers", "hf"),
-    ("fastai", "fastai"),
-    ("keras", "keras"),
-    ("tensorflow", "keras"),
-    ("timm", "timm"),
-    ("torch", "pytorch"),
-)
-
-
-def framework(it: Interp) -> str:
-    apis = [r.api for r in it.world.fits]
-    if apis:
-        api = apis[0]
-        if api == "torch":
-            libs = {b.lib for b in it.world.backbones}
-            return "timm" if "timm" in libs and "torchvision" not in libs else "pytorch"
-        return {"keras": "keras"}.get(api, api)
-    libs = {b.lib for b in it.world.backbones}
-    for lib, name in (("ultralytics", "ultralytics"), ("hf", "hf"), ("fastai", "fastai"),
-                      ("keras", "keras"), ("hub", "keras"), ("timm", "timm"),
-                      ("torchvision", "pytorch")):  # fmt: skip
-        if lib in libs:
-            return name
-    text = " ".join(it.src.lines[:400])
-    for word, name in IMPORT_FRAMEWORKS:
-        if f"import {word}" in text or f"from {word}" in text:
-            return name
-    return "unknown"
 
 
 def read(path: Path, grayscale: bool | None) -> ScriptReport:
@@ -59,8 +30,6 @@ def read(path: Path, grayscale: bool | None) -> ScriptReport:
         it.run_module()
         fw = framework(it)
         facts = build(it)
-        from medfit.diagnose.foreign.script.rules import run_rules
-
         findings = run_rules(it, facts, path, fw, grayscale)
         notes += it.world.notes
         undefined = [n for n in it.undefined if n not in it.defs]
@@ -74,3 +43,10 @@ def read(path: Path, grayscale: bool | None) -> ScriptReport:
     if len(notes) > MAX_NOTES:
         notes = [*notes[:MAX_NOTES], f"... and {len(notes) - MAX_NOTES} more notes"]
     return ScriptReport(path, fw, findings, notes, facts)
+
+
+def read_script(path: str | Path, grayscale: bool | None = None) -> ScriptReport:
+    """Findings and facts for a training script (never executed). `grayscale` (from the data,
+    when known) helps decide whether flips and rotations destroy labels. Raises MedfitError only
+    for a file that cannot be read as text (missing, a folder, binary, too large)."""
+    return read(Path(path).expanduser(), grayscale)

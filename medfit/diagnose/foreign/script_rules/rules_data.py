@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.foreign.datasets import mixes_patients, recognise
-from medfit.diagnose.foreign.script.facts import (
+from medfit.diagnose.foreign.script.fit_lib import val_of
+from medfit.diagnose.foreign.script.gather import (
     TEST_WORDS,
     TRAIN_WORDS,
     events,
@@ -16,10 +17,9 @@ from medfit.diagnose.foreign.script.facts import (
     val_source,
     words_of,
 )
-from medfit.diagnose.foreign.script.fit_lib import val_of
-from medfit.diagnose.foreign.script.rules import Ctx
 from medfit.diagnose.foreign.script.tables import SMALL_VAL
 from medfit.diagnose.foreign.script.values import Data, FitRec, Pix, SplitRec, Val
+from medfit.diagnose.foreign.script_rules.context import Ctx
 
 
 def _first_val_fit(ctx: Ctx) -> FitRec | None:

@@ -16,11 +16,11 @@ from typing import NamedTuple
 from medfit.config import DEFAULT_LR, TrainConfig
 from medfit.data.augment import PRESETS
 from medfit.data.task import resolve_task
-from medfit.diagnose.facts import ClassPredictions, RunFacts
 from medfit.diagnose.findings import Finding
-from medfit.diagnose.probe_rules import AUG_DROP
-from medfit.diagnose.probes import ProbeResults
-from medfit.diagnose.rules import CHANCE_LOSS_FRACTION, binomial_sigma
+from medfit.diagnose.own.facts import ClassPredictions, RunFacts
+from medfit.diagnose.own.history_rules import CHANCE_LOSS_FRACTION, binomial_sigma
+from medfit.diagnose.own.probe_rules import AUG_DROP
+from medfit.diagnose.own.probes import ProbeResults
 from medfit.rundir import EpochRow
 
 # --- underfitting ------------------------------------------------------------------------------

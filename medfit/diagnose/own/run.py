@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medfit.diagnose.facts import RunFacts, read_run_facts
 from medfit.diagnose.findings import Diagnosis, Finding, rank, render
-from medfit.diagnose.fit_rules import fit_findings
-from medfit.diagnose.probe_rules import aug_destroys_signal, bn_mismatch
-from medfit.diagnose.rules import run_rules
+from medfit.diagnose.own.facts import RunFacts, read_run_facts
+from medfit.diagnose.own.fit_rules import fit_findings
+from medfit.diagnose.own.history_rules import run_rules
+from medfit.diagnose.own.probe_rules import aug_destroys_signal, bn_mismatch
 from medfit.progress import Log
 from medfit.rundir import RunDir
 
 if TYPE_CHECKING:
-    from medfit.diagnose.probes import ProbeResults
+    from medfit.diagnose.own.probes import ProbeResults
 
 
 def diagnose_run(
@@ -30,7 +30,7 @@ def diagnose_run(
     probe_record: dict[str, object] = {"skipped": "--no-probes"}
     result = None
     if probes:
-        from medfit.diagnose.probes import run_probes
+        from medfit.diagnose.own.probes import run_probes
 
         result = run_probes(facts, log=_quiet(log), device=device)
         probe_record = result.to_dict()

@@ -1,11 +1,11 @@
-"""Rules over the probe records (`medfit.diagnose.probes`): pure functions -> Finding | None."""
+"""Rules over the probe records (`medfit.diagnose.own.probes`): pure functions -> Finding | None."""
 
 from __future__ import annotations
 
 from medfit.config import default_lr
 from medfit.diagnose.findings import Finding
-from medfit.diagnose.probes import AugProbe, BNProbe
-from medfit.diagnose.rules import binomial_sigma
+from medfit.diagnose.own.history_rules import binomial_sigma
+from medfit.diagnose.own.probes import AugProbe, BNProbe
 
 # BatchNorm: the two modes may differ by batch noise. An accuracy gap of 10 points (and 3 sigma of
 # the probe's binomial noise) means the running statistics no longer describe what the layers saw

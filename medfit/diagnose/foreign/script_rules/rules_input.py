@@ -7,8 +7,10 @@ from collections.abc import Callable
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.foreign.script.fit_lib import val_of
 from medfit.diagnose.foreign.script.models import model_augs
-from medfit.diagnose.foreign.script.pixels import fold, judge
-from medfit.diagnose.foreign.script.rules import (
+from medfit.diagnose.foreign.script.pixels import fold
+from medfit.diagnose.foreign.script.tables import MODES, ORIENTED_MAX_DEGREES
+from medfit.diagnose.foreign.script.values import Aug, Data, FitRec, Pix, Use
+from medfit.diagnose.foreign.script_rules.context import (
     Ctx,
     is_chest,
     lines_text,
@@ -16,8 +18,7 @@ from medfit.diagnose.foreign.script.rules import (
     train_pix,
     xray_only,
 )
-from medfit.diagnose.foreign.script.tables import MODES, ORIENTED_MAX_DEGREES
-from medfit.diagnose.foreign.script.values import Aug, Data, FitRec, Pix, Use
+from medfit.diagnose.foreign.script_rules.pixels import judge
 
 SKIP_APIS = ("hf", "ultralytics", "fastai")
 MEDFIT_NORMALIZE = (

@@ -8,9 +8,8 @@ import re
 from collections.abc import Callable
 
 from medfit.diagnose.findings import Finding
-from medfit.diagnose.foreign.script.facts import events
+from medfit.diagnose.foreign.script.gather import events
 from medfit.diagnose.foreign.script.models import head_of
-from medfit.diagnose.foreign.script.rules import Ctx
 from medfit.diagnose.foreign.script.tables import (
     ACCURACY_METRICS,
     ADAM_HIGH,
@@ -26,6 +25,7 @@ from medfit.diagnose.foreign.script.tables import (
     TORCH_STAGES,
 )
 from medfit.diagnose.foreign.script.values import Backbone, FitRec, Optimizer, Use
+from medfit.diagnose.foreign.script_rules.context import Ctx
 
 TRAINER_OWNED = ("hf", "ultralytics", "fastai")
 BN_FREE = ("vit",)  # LayerNorm, no BatchNorm
@@ -388,7 +388,7 @@ def one_sided_selection(ctx: Ctx) -> list[Finding]:
 
 
 def metric_mismatch(ctx: Ctx) -> list[Finding]:
-    from medfit.diagnose.foreign.script.facts import compiled_for
+    from medfit.diagnose.foreign.script.gather import compiled_for
 
     for rec in ctx.fits:
         comp = compiled_for(ctx.it, rec) if rec.api == "keras" else None

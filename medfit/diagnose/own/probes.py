@@ -31,7 +31,7 @@ from torch import nn
 from medfit.data.augment import build_train_augment
 from medfit.data.dataset import cache_splits
 from medfit.data.sources import DatasetIndex, Sample
-from medfit.diagnose.facts import RunFacts
+from medfit.diagnose.own.facts import RunFacts
 from medfit.errors import MedfitError
 from medfit.model.policy import BN_TYPES
 from medfit.progress import Log, duration

@@ -3,7 +3,8 @@
 Every threshold is a named constant with the reason for its value. Thresholds that compare
 accuracies are stated in units of the binomial noise of the validation set,
 sigma = sqrt(p(1-p)/n_val): on 400 val images at p = 0.7 that is 0.023, so a 3-point change is
-barely above noise while on 5,000 images it is far above it.
+barely above noise while on 5,000 images it is far above it. `run_rules` applies them all and
+adds check.json's findings (diagnose/check_rules.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 
 from medfit.config import default_lr
 from medfit.data.augment import PRESETS
-from medfit.diagnose.facts import RunFacts
+from medfit.diagnose.check_rules import check_findings, check_missing
 from medfit.diagnose.findings import Finding
+from medfit.diagnose.own.facts import RunFacts
 from medfit.rundir import EpochRow
 
 Rule = Callable[[RunFacts], Finding | None]
@@ -537,68 +539,6 @@ def class_imbalance(facts: RunFacts) -> Finding | None:
 def _modality_preset(facts: RunFacts) -> str:
     """medfit's auto choice: oriented-scan preset for grayscale, any-rotation for colour."""
     return "xray" if facts.grayscale else "microscopy"
-
-
-# --- check.json --------------------------------------------------------------------------------
-
-CHECK_SEVERITY = {"critical": "high", "warning": "medium", "info": "low"}
-LEAKAGE_KEYS = ("exact_cross_split", "group_leak", "group_same_id", "near_hash", "near_embedding")
-LABEL_KEYS = ("label_issues", "exact_conflicting")
-# The class_imbalance rule judges imbalance by its effect on the metrics; check's count of it
-# would only repeat that.
-SKIPPED_CHECK_KEYS = ("imbalance",)
-
-
-def check_findings(facts: RunFacts) -> list[Finding]:
-    """`medfit check`'s verdict (leakage, duplicates, label noise, shortcuts) as findings."""
-    if facts.check is None:
-        return []
-    return check_findings_of(facts.check, facts.history[-1].val_acc if facts.history else None)
-
-
-def check_findings_of(check: dict[str, Any], val_acc: float | None = None) -> list[Finding]:
-    """The findings of one check.json document; `val_acc` (the run's last) states what leakage
-    does to it."""
-    out = []
-    for entry in check.get("verdict", []):
-        key = str(entry.get("key", ""))
-        if key in SKIPPED_CHECK_KEYS:
-            continue
-        rule = "leakage" if key in LEAKAGE_KEYS else "label_noise" if key in LABEL_KEYS else "data"
-        severity = CHECK_SEVERITY.get(str(entry.get("severity")), "info")
-        evidence = f"check.json (medfit check {check.get('root', 'DATA')}): {entry.get('title')}"
-        if rule == "leakage" and val_acc is not None and math.isfinite(val_acc):
-            evidence += (
-                f"; this run's val accuracy ({val_acc:.3f}) partly scores "
-                "images the model trained on, so it overstates accuracy on new patients"
-            )
-        out.append(
-            Finding(
-                rule=rule,
-                severity=severity,
-                title=str(entry.get("title", key)),
-                evidence=evidence,
-                fix=str(entry.get("fix", "")),
-                numbers={"check_key": key},
-                strength=2.0 if rule == "leakage" else 1.0,
-            )
-        )
-    return out
-
-
-def check_missing(facts: RunFacts) -> Finding | None:
-    """Without check.json nothing rules out leakage, duplicates or label noise."""
-    if facts.check is not None:
-        return None
-    root = facts.config.data.root or "DATA"
-    return Finding(
-        rule="check_missing",
-        severity="low",
-        title="the data was not checked for leakage, duplicates or label noise",
-        evidence=f"no check.json in {facts.path}",
-        fix=f"`medfit check {root} --out {facts.path}`, then diagnose again",
-        numbers={},
-    )
 
 
 HISTORY_RULES: tuple[Rule, ...] = (
