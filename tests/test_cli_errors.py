@@ -24,11 +24,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     import medfit.training.fit as fit_module
+    import medfit.training.setup as setup_module
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the error path reached decoding/training")
 
-    monkeypatch.setattr(fit_module, "cache_splits", forbidden)
+    monkeypatch.setattr(setup_module, "cache_splits", forbidden)
     monkeypatch.setattr(fit_module, "_train", forbidden)
 
 

@@ -19,7 +19,7 @@ from medfit.data.dataset import load_index
 from medfit.data.manifest import index_manifest
 from medfit.data.sources import DatasetIndex, index_folder
 from medfit.errors import ConfigError, DataError
-from medfit.training.fit import _ignored_note, _links_note, _val_note
+from medfit.training.setup import _ignored_note, _links_note, _val_note
 from tests.test_sources import make_tree, write_png
 
 TRAIN = ["--model", "test_efficientnet", "--weights", "none", "--img-size", "32"]

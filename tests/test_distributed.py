@@ -29,7 +29,7 @@ from medfit.config import RunConfig
 from medfit.data.loader import BatchLoader
 from medfit.errors import ConfigError, DataError
 from medfit.training import distributed
-from medfit.training.fit import _check_distributed, _check_global_batch
+from medfit.training.setup import _check_global_batch, check_distributed
 from tests.test_train import make_dataset
 
 PER_RANK_BATCH = 8
@@ -129,11 +129,11 @@ def test_options_a_ddp_run_cannot_honour_are_refused_up_front() -> None:
     cfg = RunConfig()
     cfg.train.lr = "auto"
     with pytest.raises(ConfigError, match="medfit lr-find"):
-        _check_distributed(cfg, torch.device("cpu"))
+        check_distributed(cfg, torch.device("cpu"))
     cfg = RunConfig()
     cfg.train.sync_bn = True
     with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):
-        _check_distributed(cfg, torch.device("cpu"))
+        check_distributed(cfg, torch.device("cpu"))
     cfg.train.batch_size = 8
     with pytest.raises(DataError, match="global batch of 8 x 4 ranks = 32"):
         _check_global_batch(cfg, 31, distributed.DistContext(0, 4, 0))

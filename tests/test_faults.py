@@ -121,15 +121,15 @@ elif point == "between-epochs":  # right after the n-th last.pt is complete
             die()
     fit.save_checkpoint = hooked_save
 elif point == "hold-setup":  # after the run dir name is picked: wait for a release file
-    from medfit.training import fit
-    cache_splits = fit.cache_splits
+    from medfit.training import setup
+    cache_splits = setup.cache_splits
     def held_cache_splits(*args, **kwargs):
         if due():
             open(os.environ["MEDFIT_FAULT_READY"], "w").close()
             while not os.path.exists(os.environ["MEDFIT_FAULT_RELEASE"]):
                 time.sleep(0.05)
         return cache_splits(*args, **kwargs)
-    fit.cache_splits = held_cache_splits
+    setup.cache_splits = held_cache_splits
 elif point:
     raise SystemExit(f"unknown MEDFIT_FAULT point {point!r}")
 sys.argv = ["medfit", *sys.argv[1:]]

@@ -8,8 +8,8 @@ from torch import nn
 
 from medfit.config import RunConfig
 from medfit.errors import ConfigError
-from medfit.training.fit import _resolve_loss
 from medfit.training.losses import SoftOrdinalLoss, soft_ordinal_targets
+from medfit.training.setup import _resolve_loss
 
 
 def test_targets_are_distributions_peaked_at_the_label_and_fall_with_grade_distance() -> None:

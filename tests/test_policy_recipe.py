@@ -388,7 +388,7 @@ def test_auto_values_resolve_from_the_data_and_batch(
     batch: int, lr: float | None, expected_bn: str, expected_lr: float
 ) -> None:
     from medfit.config import RunConfig
-    from medfit.training.fit import _resolve_auto
+    from medfit.training.setup import _resolve_auto
 
     given = RunConfig()
     given.train.batch_size, given.train.lr = batch, lr

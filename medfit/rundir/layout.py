@@ -219,6 +219,14 @@ class RunDir:
             writer.writerow([*cells, *[f"{r.probs[c]:.6f}" for c in classes]])
         self.write_text(self.predictions(split), buffer.getvalue())
 
+    def write_split_rows(self, rows: Sequence[SplitRow]) -> None:
+        """split.csv: path, label, split, status ("ok" or "skipped: why")."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "label", "split", "status"])
+        writer.writerows([r.path, r.label, r.split, r.status] for r in rows)
+        self.write_text(self.split, buffer.getvalue())
+
     def write_history(self, history: Sequence[EpochRow | dict[str, Any]]) -> None:
         rows = [row.to_dict() if isinstance(row, EpochRow) else row for row in history]
         self.write_text(self.metrics_jsonl, "".join(json.dumps(row) + "\n" for row in rows))

@@ -10,8 +10,9 @@ from medfit.config import RunConfig
 from medfit.errors import ConfigError
 from medfit.progress import StepClock
 from medfit.training import distributed, recipe
-from medfit.training.fit import EpochKit, plan_stages, setup, start_stage, train_epoch
+from medfit.training.fit import EpochKit, plan_stages, start_stage, train_epoch
 from medfit.training.outdir import claim_fresh
+from medfit.training.setup import setup_job
 
 
 def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = print) -> float:
@@ -21,7 +22,7 @@ def run_lr_find(cfg: RunConfig, stage_name: str, log: Callable[[str], None] = pr
         raise ConfigError("medfit lr-find runs in one process: run it without torchrun")
     cfg = _with_auto_lr(cfg, stage_name)
     run = claim_fresh(cfg.out)  # a usable --out before any image is decoded
-    job = setup(cfg, run, log)
+    job = setup_job(cfg, run, log)
     try:
         head = plan_stages(job)[0]
         if stage_name == "head":
