@@ -292,7 +292,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     for run in runs:
         refresh_report(run, gradcam=False)  # Grad-CAM picks from eval's predictions
     if args.mlflow:
-        from medfit.training.tracking import log_run_to_mlflow
+        from medfit.training.mlflow_export import log_run_to_mlflow
 
         run_id = log_run_to_mlflow(out, args.mlflow, args.mlflow_experiment)
         print(f"MLflow: run {run_id} in experiment {args.mlflow_experiment!r} at {args.mlflow}")

@@ -22,7 +22,7 @@ from medfit.errors import WeightsError
 from medfit.model import backbones
 from medfit.model.backbones import create_model
 from medfit.rundir import EpochRow
-from medfit.training.tracker import BestTracker
+from medfit.training.selection import BestTracker
 from tests.test_train import make_dataset
 
 TRAIN = [

@@ -11,7 +11,7 @@ evaluates, writes the run directory and decides early stopping, and the others f
 Where to change what:
   the epoch loop: train -> evaluate -> select -> log -> checkpoint    `_train`
   one training epoch / the row it produces      `train_epoch` (engine.train_one_epoch) / `_evaluate`
-  model selection, --select-metric direction, early stopping          tracker.BestTracker
+  model selection, --select-metric direction, early stopping          selection.BestTracker
   console line, metrics.jsonl|csv, TensorBoard                        epoch_log.EpochLog
   a stage's start: AdaBN, freezing, --lr auto (LR range test)         `start_stage`
   optimizer, LR schedule, EMA, the stage plan                         recipe (StageState)

@@ -32,7 +32,7 @@ from medfit.rundir import EpochRow, RunDir, SplitRow, existing_run_dir
 from medfit.training import distributed, recipe, resume
 from medfit.training.distributed import DistContext
 from medfit.training.outdir import check_writable, claim_fresh
-from medfit.training.tracker import BestTracker
+from medfit.training.selection import BestTracker
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Model selection and early stopping (medfit.training.tracker), in both metric directions."""
+"""Model selection and early stopping (medfit.training.selection), in both metric directions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import medfit
 from medfit.cli import _config_from_args, build_parser
 from medfit.rundir import EpochRow
-from medfit.training.tracker import BestTracker
+from medfit.training.selection import BestTracker
 from tests.test_train import make_dataset
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from medfit.errors import MedfitError
+from medfit.training.mlflow_export import log_run_to_mlflow
 from medfit.training.seeds import seed_row, summarize, write_seeds_json
-from medfit.training.tracking import log_run_to_mlflow
 from tests.deploy_helpers import copy_run
 
 EXPERIMENT = "medfit-test"
