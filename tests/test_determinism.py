@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import medfit
-from medfit.cli import _config_from_args, build_parser
+from medfit.cli import build_parser
 from medfit.errors import MedfitError
+from medfit.training.cli import config_from_args
 from medfit.training.engine import deterministic_mode
 from tests.test_train import make_dataset
 
@@ -80,7 +81,7 @@ def test_deterministic_mode_restores_settings_and_names_the_problem() -> None:
 
 def test_cli_flags_reach_the_config() -> None:
     args = build_parser().parse_args(["train", "DATA", "--deterministic", "--sync-bn"])
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     assert cfg.train.deterministic is True and cfg.train.sync_bn is True
-    plain = _config_from_args(build_parser().parse_args(["train", "DATA"]))
+    plain = config_from_args(build_parser().parse_args(["train", "DATA"]))
     assert plain.train.deterministic is False and plain.train.sync_bn is False

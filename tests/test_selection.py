@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import medfit
-from medfit.cli import _config_from_args, build_parser
+from medfit.cli import build_parser
 from medfit.rundir import EpochRow
+from medfit.training.cli import config_from_args
 from medfit.training.selection import BestTracker
 from tests.test_train import make_dataset
 
@@ -83,9 +84,7 @@ def test_state_dict_round_trips_and_old_checkpoints_resume() -> None:
 
 
 def test_val_loss_is_a_select_metric_choice() -> None:
-    cfg = _config_from_args(
-        build_parser().parse_args(["train", "D", "--select-metric", "val_loss"])
-    )
+    cfg = config_from_args(build_parser().parse_args(["train", "D", "--select-metric", "val_loss"]))
     cfg.validate()
     assert cfg.train.select_metric == "val_loss"
 
