@@ -255,6 +255,12 @@ class TrainConfig:
         help="ce, or sord: soft ordinal targets; auto: sord for grades, else ce",
         choices=LOSSES,
     )
+    # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) through timm's Mixup: the alpha of
+    # each Beta(alpha, alpha) mixing weight; 0 turns it off. They mix the loss's own soft
+    # targets (smoothed one-hot, or SORD rows). Off until the suite shows they earn a place
+    # (bench/README.md, suite.py).
+    mixup: float = opt(0.0, help="mixup alpha (0 = off)", bound=Bound(0))
+    cutmix: float = opt(0.0, help="CutMix alpha (0 = off)", bound=Bound(0))
     # An exponential moving average of the weights smooths the epoch-to-epoch val swings.
     ema: bool = opt(True, help="no weight EMA")
     ema_decay: float = opt(0.998, help="weight EMA decay", bound=Bound(0, 1, high_open=True))

@@ -531,15 +531,15 @@ def test_nan_run_through_the_cli_is_one_line_and_resumable(
     monkeypatch.setattr(engine, "MAX_BAD_STEPS", 3)  # an epoch has 4 steps
     real_loss_fn = fit_module._loss_fn
 
-    def poisoned(job: Any) -> torch.nn.Module:  # finite in epoch 1, NaN from epoch 2 on
-        inner, calls = real_loss_fn(job), [0]
+    def poisoned(job: Any) -> tuple[Any, Any]:  # finite in epoch 1, NaN from epoch 2 on
+        (inner, mix), calls = real_loss_fn(job), [0]
 
         def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             calls[0] += 1
             value = inner(logits, labels)
             return value * float("nan") if calls[0] > STEPS_PER_EPOCH else value
 
-        return loss  # type: ignore[return-value]
+        return loss, mix
 
     monkeypatch.setattr(fit_module, "_loss_fn", poisoned)
     run = tmp_path / "run"

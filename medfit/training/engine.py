@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,9 +119,11 @@ def train_one_epoch(
     agree: Callable[[bool], bool] | None = None,
     show_progress: bool = True,
     after_step: Callable[[], None] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]] | None = None,
 ) -> EpochStats:
     """Train over `batches` once. `on_step` runs after each optimizer step (LR schedule, EMA);
-    `after_step` after each step is timed (progress and the expected time).
+    `after_step` after each step is timed (progress and the expected time); `mix` (mixup/CutMix,
+    medfit.training.losses.Mixer) turns a batch and its labels into mixed inputs and targets.
 
     `agree` turns this process's "loss is finite" into the verdict of all processes (DDP: every
     rank must skip the same steps, or their gradient all-reduces would no longer pair up).
@@ -136,12 +139,15 @@ def train_one_epoch(
         stats.data_s += started - tick
         labels = labels.to(device, non_blocking=True)
         inputs = to_input(pixels)
+        targets = labels
+        if mix is not None:
+            inputs, targets = mix(inputs, labels)
         _sync(device)
         augmented = time.perf_counter()
         stats.augment_s += augmented - started
         with autocast_for(device, amp):
             logits = model(inputs)
-            loss = loss_fn(logits.float(), labels)
+            loss = loss_fn(logits.float(), targets)
         finite = bool(torch.isfinite(loss))
         if not (agree(finite) if agree is not None else finite):
             stats.skipped_steps += 1

@@ -51,7 +51,12 @@ from medfit.training.engine import (
     train_one_epoch,
 )
 from medfit.training.epoch_log import EpochLog
-from medfit.training.losses import SoftOrdinalLoss
+from medfit.training.losses import (
+    Mixer,
+    SoftTargetLoss,
+    smoothed_targets,
+    soft_ordinal_targets,
+)
 from medfit.training.lr_find import lr_range_test, plot_lr_find
 from medfit.training.recipe import StageState
 from medfit.training.setup import (
@@ -322,28 +327,39 @@ class EpochKit:
     eval_input: Callable[[torch.Tensor], torch.Tensor]
     train_input: Callable[[torch.Tensor], torch.Tensor]
     loss_fn: nn.Module
+    mix: Mixer | None = None  # mixup/CutMix of each training batch, when on
 
     @classmethod
     def build(cls, job: Job) -> EpochKit:
         val = job.data["val"]
+        loss_fn, mix = _loss_fn(job)
         return cls(
             BatchLoader(val.pixels, val.labels, job.cfg.train.batch_size * 2),
             input_fn(job, train=False),
             input_fn(job, train=True),
-            _loss_fn(job),
+            loss_fn,
+            mix,
         )
 
 
-def _loss_fn(job: Job) -> nn.Module:
+def _loss_fn(job: Job) -> tuple[nn.Module, Mixer | None]:
+    """The loss, and the batch mixer when mixup/CutMix is on (it mixes the loss's own rows)."""
     cfg = job.cfg.train
     weight = None
     if cfg.balance in ("loss", "sqrt"):
         power = 0.5 if cfg.balance == "sqrt" else 1.0
         w = recipe.class_weights(job.data["train"].labels, len(job.index.classes), power)
         weight = torch.tensor(w, dtype=torch.float32, device=job.device)
+    k = len(job.index.classes)
     if cfg.loss == "sord":
-        return SoftOrdinalLoss(grade_ranks(job.index.classes), weight).to(job.device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        rows = soft_ordinal_targets(grade_ranks(job.index.classes))
+    elif cfg.mixup or cfg.cutmix:
+        rows = smoothed_targets(k, cfg.label_smoothing)
+    else:  # plain CE: PyTorch's own weighted, smoothed cross-entropy (the default)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing), None
+    rows = rows.to(job.device)
+    mix = Mixer(cfg.mixup, cfg.cutmix, rows, weight) if cfg.mixup or cfg.cutmix else None
+    return SoftTargetLoss(rows, weight).to(job.device), mix
 
 
 def _stage_for_epoch(
@@ -419,6 +435,7 @@ def train_epoch(
         agree=distributed.all_true if ctx.enabled else None,
         show_progress=ctx.is_main,
         after_step=clock.step if clock is not None else None,
+        mix=kit.mix,
     )
     return _summed_over_ranks(stats)
 

@@ -1,10 +1,18 @@
-"""Training losses beyond plain cross-entropy."""
+"""Training losses beyond plain cross-entropy: soft targets, and the batches mixup/CutMix mix.
+
+Every target medfit trains towards is a row of a (K, K) matrix `rows` (row y: what label y means):
+SORD's soft ordinal rows for graded classes, or the smoothed one-hot rows of cross-entropy with
+label smoothing. Mixup and CutMix (timm's `Mixup`) mix two images of a batch with weight lam, and
+the target becomes the same mix of their rows: lam * rows[y1] + (1 - lam) * rows[y2].
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from timm.data import Mixup
 from torch import nn
 
 
@@ -18,19 +26,69 @@ def soft_ordinal_targets(ranks: Sequence[int], scale: float = 1.0) -> torch.Tens
     return torch.softmax(-scale * (r[None, :] - r[:, None]) ** 2, dim=1)
 
 
-class SoftOrdinalLoss(nn.Module):
-    """Cross-entropy against `soft_ordinal_targets`, optionally class-weighted per image label."""
+def smoothed_targets(num_classes: int, smoothing: float) -> torch.Tensor:
+    """(K, K) rows of one-hot targets with label smoothing: 1 - s + s/K on the label, s/K off it
+    (what nn.CrossEntropyLoss(label_smoothing=s) trains towards)."""
+    return torch.full((num_classes, num_classes), smoothing / num_classes) + (
+        1.0 - smoothing
+    ) * torch.eye(num_classes)
 
-    def __init__(self, ranks: Sequence[int], weight: torch.Tensor | None = None) -> None:
+
+@dataclass
+class SoftTargets:
+    """A mixed batch's targets: one distribution per image, and its loss weight (None: equal)."""
+
+    probs: torch.Tensor  # (B, K)
+    weight: torch.Tensor | None  # (B,)
+
+
+class SoftTargetLoss(nn.Module):
+    """Cross-entropy against soft targets: `rows[label]` for a label batch, or a mixed batch's
+    own distributions; class weights average as nn.CrossEntropyLoss(weight=...) does."""
+
+    def __init__(self, rows: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.targets: torch.Tensor
-        self.register_buffer("targets", soft_ordinal_targets(ranks))
+        self.rows: torch.Tensor
+        self.register_buffer("rows", rows)
         self.weight = weight
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # logits (B, K), labels (B,) -> per-image CE against the label's soft row -> mean.
-        per_image = -(self.targets[labels] * torch.log_softmax(logits, dim=1)).sum(1)
-        if self.weight is None:
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor | SoftTargets) -> torch.Tensor:
+        # logits (B, K); targets (B,) labels or SoftTargets -> per-image CE -> (weighted) mean.
+        if isinstance(targets, SoftTargets):
+            probs, w = targets.probs, targets.weight
+        else:
+            probs = self.rows[targets]
+            w = None if self.weight is None else self.weight[targets]
+        per_image = -(probs * torch.log_softmax(logits, dim=1)).sum(1)
+        if w is None:
             return per_image.mean()
-        w = self.weight[labels]
-        return (per_image * w).sum() / w.sum()  # as nn.CrossEntropyLoss(weight=...) averages
+        return (per_image * w).sum() / w.sum()
+
+
+class Mixer:
+    """Mixup and/or CutMix of a normalised batch through timm's `Mixup` (one lam per batch, each
+    image mixed with the batch's reverse; both on: each batch is one or the other, 50/50). The
+    targets mix the loss's own rows and per-class weights with the same lam."""
+
+    def __init__(
+        self,
+        mixup: float,
+        cutmix: float,
+        rows: torch.Tensor,
+        weight: torch.Tensor | None = None,
+    ) -> None:
+        self.rows = rows
+        self.weight = weight
+        self.mix = Mixup(
+            mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=0.0, num_classes=len(rows)
+        )
+
+    def __call__(
+        self, x: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | SoftTargets]:
+        if len(x) % 2:  # timm pairs image i with image B-1-i: an odd batch trains unmixed
+            return x, labels
+        x, onehot = self.mix(x, labels)  # (B, K) = lam * onehot(y) + (1 - lam) * onehot(y[::-1])
+        probs = onehot @ self.rows.to(onehot)
+        weight = None if self.weight is None else onehot @ self.weight.to(onehot)
+        return x, SoftTargets(probs, weight)
