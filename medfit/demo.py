@@ -43,11 +43,11 @@ MODEL = "tf_efficientnet_lite0"
 
 # The up-front estimate: a few training steps of the demo's model on random input are timed on
 # this machine, and the demo's measured wall time on a reference machine is scaled by the ratio.
-# Reference: 2-core AMD EPYC CPU, torch 2.14.1, no other training running; the demo (unpack
-# excluded: cache, 1 head + 3 full epochs, eval on 624 test images, report) took REF_DEMO_S
-# when one probe step took REF_STEP_S. Rough by design: it says "about".
-REF_STEP_S = 0.36
-REF_DEMO_S = 240.0
+# Reference: 2-core AMD EPYC CPU, torch 2.14.1, nothing else running (2026-12-07, c90f2e9): the
+# demo (unpack excluded: cache, 1 head + 3 full epochs, eval on 624 test images, report) took
+# REF_DEMO_S when one probe step took REF_STEP_S. Rough by design: it says "about".
+REF_STEP_S = 0.27  # the fastest probe step, two probes: 0.272, 0.264
+REF_DEMO_S = 165.0  # offline demo on a fresh clone: 2 min 44 s
 HEAD_EPOCH_COST = 0.3  # a head epoch's time over a full one's (measured: 13 s vs 39 s)
 PROBE_WARMUP, PROBE_STEPS = 2, 4
 
@@ -139,7 +139,8 @@ def _write_split(images: np.ndarray, labels: np.ndarray, folder: Path) -> None:
 
 def probe_step_s() -> float:
     """Seconds per training step of the demo's model (batch 32, 64 px, channels_last) on this
-    machine's CPU: the median of PROBE_STEPS after PROBE_WARMUP, on random input."""
+    machine's CPU: the fastest of PROBE_STEPS after PROBE_WARMUP (other load only slows a
+    step, so the fastest is the closest to this machine's own speed), on random input."""
     import timm
     import torch
 
@@ -156,7 +157,7 @@ def probe_step_s() -> float:
         optimizer.step()
         if i >= PROBE_WARMUP:
             times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(min(times))
 
 
 def estimate(epochs: int) -> tuple[float | None, str]:

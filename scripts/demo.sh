@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 # Measured on the 2-core reference machine (README, "Set up and run").
-ref_setup="about 3 min"
-ref_demo="about 4 min"
+ref_setup="about 1.5 min"
+ref_demo="about 3 min"
 echo "medfit demo on this machine ($(nproc 2>/dev/null || echo '?') CPU cores):"
 echo "  1. set-up: ./.venv with PyTorch and medfit; first run only ($ref_setup on the 2-core"
 echo "     reference machine from a local package index; longer over a slow network)"
