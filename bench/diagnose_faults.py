@@ -10,9 +10,9 @@ Data (read-only, from <repo>/../shared/data): blood_cells_bccd (colour microscop
 pneumoniamnist_28 (grayscale chest X-ray: the oriented set and the leaky copy) and the npz of
 pneumoniamnist_28_imbalanced (9:1 train). Leaky/imbalanced copies are built in a temp dir.
 
-    .venv/bin/python bench/diagnose_faults.py --json bench/results_diagnose_faults.json
+    .venv/bin/python bench/diagnose_faults.py --json bench/results/diagnose_faults.json
     .venv/bin/python bench/diagnose_faults.py --only clean,lr_high      # a subset
-    .venv/bin/python bench/diagnose_faults.py --render bench/results_diagnose_faults.json
+    .venv/bin/python bench/diagnose_faults.py --render bench/results/diagnose_faults.json
 
 Sizes (defaults, chosen so the nine cases fit a heavily shared 2-core CPU): 32 px, 200 train /
 200 val images (stratified), 1 head + 3 full epochs; the overfitting case trains 8 full epochs on

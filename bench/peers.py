@@ -24,7 +24,7 @@ out as symlinks in a temp dir (a stratified, seeded subset where sizes are cappe
     .venv/bin/python bench/peers.py --only medfit_mobilenet --dataset pneumonia \
         --train-size 2000 --tag 2000-train                   # an extra, separately named row
     .venv/bin/python bench/peers.py --only fastai --dataset blood            # rerun one cell
-    .venv/bin/python bench/peers.py --render bench/results_peers.json        # tables only
+    .venv/bin/python bench/peers.py --render bench/results/peers.json        # tables only
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from sklearn.model_selection import train_test_split
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parent.parent / "shared" / "data"
-DEFAULT_JSON = BENCH / "results_peers.json"
+DEFAULT_JSON = BENCH / "results" / "peers.json"
 METHODS = ("keras", "fastai", "medfit_mobilenet", "medfit_lite0")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 

@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keras_mobilenet import KERAS_H5, MOBILENET, TIMM_FILE
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-
-# The Keras MobileNet(alpha=0.25) ImageNet weights: the original .h5 for Keras and its timm
-# conversion for fastai/medfit (../shared/weights/README.md). Kept here, not in peers_models.py,
-# because that module imports torch, and torch + TensorFlow in one process crash on import.
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights" / "keras_mobilenet_v1_025"
-KERAS_H5 = WEIGHTS_DIR / "mobilenet_v1_0.25_224.h5"
-TIMM_FILE = WEIGHTS_DIR / "keras_mobilenet_v1_025.timm.safetensors"
-MOBILENET = "mobilenetv1_025_keras"  # its timm name, registered by peers_models.py
 
 # The Keras user's "first layers frozen": everything up to the end of the third depthwise-separable
 # block (stride 4), the same depth bench/train_blood.py freezes in EfficientNet-Lite0.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from peers_methods import MOBILENET as NAME
-from peers_methods import TIMM_FILE
+from keras_mobilenet import MOBILENET as NAME
+from keras_mobilenet import TIMM_FILE
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models.efficientnet import EfficientNet, _gen_mobilenet_v1

@@ -313,7 +313,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=1000)
     parser.add_argument("--val-size", type=int, default=500)
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "medfit-suite"))
-    parser.add_argument("--json", default=str(REPO / "bench" / "results_suite.json"))
+    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "suite.json"))
     parser.add_argument("--src", default=str(REPO), help="checkout whose medfit runs the recipe")
     parser.add_argument("--table", action="store_true", help="print the table and exit")
     args = parser.parse_args()

@@ -35,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from peers import DATA, append_result, children_cpu_seconds, count_images, machine, make_subset  # noqa: E402
 
-DEFAULT_JSON = BENCH / "results_time_to_accuracy.json"
+DEFAULT_JSON = BENCH / "results" / "time_to_accuracy.json"
 METHODS = (
     "keras", "fastai", "timm", "medfit", "medfit_lite0", "medfit_lite0_compile",
     "medfit_lite0_contiguous", "medfit_lite0_freeze_stem", "medfit_lite0_contiguous_freeze_stem",

@@ -2,7 +2,7 @@
 
 Every method gets the same folder (`root/{train,val,test}/<class>/`), image size, batch size (32),
 backbone and ImageNet weights (Keras MobileNet(alpha=0.25), for the torch methods its timm
-conversion, see bench/peers_methods.py), seed, target val accuracy, epoch budget and time cap. It
+conversion, see bench/keras_mobilenet.py), seed, target val accuracy, epoch budget and time cap. It
 stops at the end of the first epoch whose val accuracy reaches the target (or at the budget/cap)
 and returns one row per epoch with the wall and CPU seconds since its process started (imports,
 data loading and caching included: the time a user waits), plus test accuracy of the model it
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keras_mobilenet import MOBILENET, TIMM_FILE
 from peers import cpu_seconds
-from peers_methods import MOBILENET, TIMM_FILE, KerasRecipe, fastai_loaders, log
+from peers_methods import KerasRecipe, fastai_loaders, log
 from sklearn.metrics import balanced_accuracy_score
 
 WALL0, CPU0 = time.perf_counter(), cpu_seconds()  # this process's start: what a user waits from
