@@ -12,7 +12,8 @@ import yaml
 
 from medfit.config import RunConfig, flat_to_dotted
 from medfit.errors import ConfigError, MedfitError
-from medfit.training.seeds import resume_seeds, seeds_section, summarize, train_seeds
+from medfit.rundir.jobs import seeds_section
+from medfit.training.seeds import resume_seeds, summarize, train_seeds
 from tests.test_train import FAST, make_dataset
 
 # Two full epochs so that a run can be interrupted after the first and resumed.

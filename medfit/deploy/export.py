@@ -122,6 +122,7 @@ def export_metadata(predictor: Predictor, fmt: str, dynamic_batch: bool) -> dict
         "medfit_version": __version__,
         "model_name": predictor.info.model_name,
         "classes": predictor.classes,
+        "fold_members": [p.name for p in predictor.members],  # [] unless a k-fold ensemble
         "img_size": size,
         "cache_size": cache_size_for(size),
         "mean": list(pre.mean),
@@ -136,7 +137,8 @@ def export_metadata(predictor: Predictor, fmt: str, dynamic_batch: bool) -> dict
             "values": "normalised: (pixel / 255 - mean) / std",
         },
         "outputs": {
-            "logits": "float32 (batch, num_classes)",
+            "logits": "float32 (batch, num_classes); of a fold ensemble, the log of the "
+            "members' mean probability (one graph runs every member)",
             "probabilities": "softmax(logits), in the order of 'classes'",
         },
         "temperature": predictor.info.temperature,
@@ -315,7 +317,8 @@ def verify(
 def verification_inputs(predictor: Predictor, n: int = VERIFY_IMAGES) -> tuple[torch.Tensor, str]:
     """Up to n of the run's val images, preprocessed by medfit; seeded noise if none decode."""
     squares = []
-    split_csv = predictor.info.path / "split.csv"
+    # A fold ensemble has no split.csv of its own: its first member's val images will do.
+    split_csv = (predictor.members[0] if predictor.members else predictor.info.path) / "split.csv"
     paths = _val_paths(split_csv, n)
     for path in paths:
         with contextlib.suppress(DecodeError):

@@ -85,17 +85,29 @@ def run_eval(
         )
     task = run_task(run, classes)
     ranks = grade_ranks(classes) if task == "ordinal" else None
-    items, source = _split_items(run, data, split, classes)
-    val_items = _split_csv_items(run, "val", classes)
-    target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
-    val = (
-        target
-        if split == "val" and data is None
-        else collect_logits(predictor, val_items, tta, batch_size, ("eval val (calibration)", log))
-    )
+    oof = read_oof_logits(run, classes)  # a k-fold run: its honest "val" (training/folds.py)
+    if split == "oof":
+        if oof is None or data is not None:
+            raise MedfitError(
+                f"--split oof reads the out-of-fold predictions of a k-fold run (medfit train "
+                f"DATA --folds K), without --data; {run.path} has no {run.oof_logits.name}"
+            )
+        target, source, tta = oof, str(run.oof_logits), False
+    else:
+        items, source = _split_items(run, data, split, classes)
+        target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
+    if oof is not None:
+        val, listed = oof, len(oof.labels)
+    elif split == "val" and data is None:
+        val, listed = target, len(target.labels) + len(target.skipped)
+    else:
+        val_items = _split_csv_items(run, "val", classes)
+        progress = ("eval val (calibration)", log)
+        val = collect_logits(predictor, val_items, tta, batch_size, progress)
+        listed = len(val_items)
     if len(target.labels) == 0:
         raise DataError(f"no readable images in the {split} split of {source}")
-    calibration = _calibration(run, val, len(val_items), tta)
+    calibration = _calibration(run, val, listed, tta, "val" if oof is None else "oof")
     t = calibration["temperature"] or 1.0
     probs = probabilities(target.values, t)
     result: dict[str, Any] = {
@@ -103,7 +115,7 @@ def run_eval(
         "data": source,
         "split": split,
         "tta": tta,
-        "views": list(predictor.views(tta)),
+        "views": ["identity"] if split == "oof" else list(predictor.views(tta)),
         "classes": classes,
         "task": task,
         "n_images": len(target.labels),
@@ -116,22 +128,70 @@ def run_eval(
     }
     if len(classes) == 2:
         result["operating_point"] = _operating_point(
-            val, target, probs, t, classes, threshold, n_boot, split == "val" and data is None
+            val, target, probs, t, classes, threshold, n_boot, target is val
         )
+    if predictor.members and split != "oof":
+        result["members"] = member_metrics(predictor, items, batch_size, device, ranks)
     run.write_predictions(split, classes, prediction_rows(target, probs, classes))
     run.write_json(run.eval_json(split), json_safe(result))
     for line in summary_lines(result):
         log(line)
     for line in operating_lines(result.get("operating_point")):
         log(line)
+    for line in member_lines(result):
+        log(line)
     return result
 
 
-def _calibration(run: RunDir, val: Logits, listed: int, tta: bool) -> dict[str, Any]:
+# Point metrics shown for each fold member beside the ensemble (eval_<split>.json "members").
+MEMBER_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def member_metrics(
+    ensemble: Predictor,
+    items: Sequence[tuple[str, int]],
+    batch_size: int,
+    device: str,
+    ranks: list[int] | None,
+) -> list[dict[str, Any]]:
+    """Each fold member alone on the evaluated images (uncalibrated, no TTA): what bagging adds
+    is the ensemble's row minus these."""
+    rows = []
+    for path in ensemble.members:
+        member = Predictor(path, device=device)
+        logits = collect_logits(member, items, False, batch_size)
+        report = classification_report(
+            logits.labels, probabilities(logits.values, 1.0), member.classes, 0, ranks=ranks
+        )
+        rows.append({"dir": path.name, **{k: report[k] for k in MEMBER_METRICS}})
+    return rows
+
+
+def member_lines(result: dict[str, Any]) -> list[str]:
+    """The console lines comparing the members with the ensemble (none for other runs)."""
+    members = result.get("members")
+    if not members:
+        return []
+    m = result["metrics"]
+    cells = "  ".join(f"{r['dir']} {r['accuracy']:.3f}" for r in members)
+    mean = float(np.mean([r["accuracy"] for r in members]))
+    return [
+        f"  fold members alone: accuracy {cells} (mean {mean:.3f}); ensemble {m['accuracy']:.3f}"
+    ]
+
+
+def _calibration(
+    run: RunDir, val: Logits, listed: int, tta: bool, fitted_on: str
+) -> dict[str, Any]:
     """Fit T on the readable val images and write calibration.json; with too few, fit nothing,
     write nothing, and return temperature None with the reason."""
     try:
-        calibration = {**calibrate(val.values, val.labels), "fitted": True, "tta": tta}
+        calibration = {
+            **calibrate(val.values, val.labels),
+            "fitted": True,
+            "fitted_on": fitted_on,
+            "tta": tta,
+        }
     except TooFewToCalibrate as exc:
         reason = f"{exc}; {listed} val image(s) listed in {run.split}"
         if val.skipped:
@@ -141,7 +201,7 @@ def _calibration(run: RunDir, val: Logits, listed: int, tta: bool) -> dict[str, 
         return {
             "temperature": None,
             "fitted": False,
-            "fitted_on": "val",
+            "fitted_on": fitted_on,
             "n_images": len(val.labels),
             "reason": reason,
             "tta": tta,
@@ -228,6 +288,25 @@ def _split_items(
             f"add {root}/{split}/<class>/ images, pass --data, or use --split val"
         )
     return [(s.path, _class_index(index.classes[s.label], classes, root)) for s in samples], root
+
+
+def read_oof_logits(run: RunDir, classes: list[str]) -> Logits | None:
+    """The out-of-fold logits of a k-fold run (one view: each image scored by the member that
+    held it out); None for any other run."""
+    if not run.oof_logits.is_file():
+        return None
+    try:
+        with np.load(run.oof_logits, allow_pickle=False) as saved:
+            if [str(c) for c in saved["classes"]] != classes:
+                raise MedfitError(f"{run.oof_logits}: classes differ from the members'")
+            logits, labels = saved["logits"][None], saved["labels"].astype(int)
+            paths = [str(p) for p in saved["paths"]]
+    except (OSError, KeyError, ValueError) as exc:
+        raise MedfitError(
+            f"{run.oof_logits} is unreadable ({exc}); write it again: medfit train --resume "
+            f"{run.path} --folds K"
+        ) from None
+    return Logits(logits, labels, paths, [])
 
 
 def _split_csv_items(run: RunDir, split: str, classes: list[str]) -> list[tuple[str, int]]:

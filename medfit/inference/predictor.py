@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 from tqdm import tqdm
 
@@ -33,6 +32,7 @@ from medfit.inference.tta import FLIP_DIMS, allowed_flips
 from medfit.model.backbones import Preprocess
 from medfit.model.checkpoint import load_checkpoint
 from medfit.model.device import pick_device
+from medfit.model.ensemble import FoldEnsemble, model_from_state
 from medfit.rundir import RunDir, existing_run_dir
 
 
@@ -112,14 +112,15 @@ class Predictor:
         self.run = existing_run_dir(str(run_dir))
         if read_info:
             _ = self.info
-        state = load_checkpoint(self.run.best if checkpoint == "best" else self.run.last)
-        self.classes: list[str] = list(state["classes"])
-        self.preprocess = Preprocess.from_dict(state["preprocess"])
+        # A k-fold run (RUN/folds.json) is its members as one model; any other run is itself.
+        self.members = self.run.fold_members()
+        states = [_checkpoint(RunDir(p), checkpoint) for p in self.members or [self.run.path]]
+        self.classes: list[str] = list(states[0]["classes"])
+        self.preprocess = Preprocess.from_dict(states[0]["preprocess"])
+        _check_members_agree(self.members, states)
         self.device = pick_device(device)
-        self.model = timm.create_model(
-            state["model_name"], pretrained=False, num_classes=len(self.classes)
-        )
-        self.model.load_state_dict(state["model"])
+        models = [model_from_state(state) for state in states]
+        self.model = FoldEnsemble(models) if self.members else models[0]
         self.model.to(self.device).eval()
         self._input = self.preprocess.input_fn(self.device)
 
@@ -255,6 +256,21 @@ class Predictor:
         return PredictionTable(
             self.classes, list(paths), probs, errors, self.views(tta), temperature
         )
+
+
+def _checkpoint(run: RunDir, which: str) -> dict[str, Any]:
+    return load_checkpoint(run.best if which == "best" else run.last)
+
+
+def _check_members_agree(members: list[Path], states: list[dict[str, Any]]) -> None:
+    """The members of an ensemble must share classes and preprocessing to be averaged."""
+    for path, state in zip(members[1:], states[1:], strict=True):
+        for key in ("classes", "preprocess"):
+            if state[key] != states[0][key]:
+                raise MedfitError(
+                    f"{path} differs from {members[0]} in its {key}; the fold members cannot "
+                    "be averaged (retrain the odd one: medfit train --resume RUN --folds K)"
+                )
 
 
 def load(run_dir: str | Path, device: str = "auto", checkpoint: str = "best") -> Predictor:

@@ -43,6 +43,8 @@ class RunData:
     @property
     def no_history(self) -> str:
         """What sections that plot epochs say when there are none."""
+        if self.run.folds_json.is_file():
+            return "a fold ensemble trains no epochs itself: see each member's report (fold<k>/)"
         return f"no {self.run.metrics_jsonl.name} rows: the run has not finished an epoch yet"
 
     @property

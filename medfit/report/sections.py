@@ -17,7 +17,8 @@ from medfit.data.task import describe_task, resolve_task
 from medfit.report import plots
 from medfit.report.images import thumbnail
 from medfit.report.rundata import RunData
-from medfit.rundir import PredictionRow
+from medfit.rundir import PredictionRow, RunDir
+from medfit.rundir.jobs import folds_section, seeds_section
 
 Section = dict[str, Any]
 HEADLINE = (
@@ -172,8 +173,6 @@ SEED_COLUMNS = (
 
 def seeds(data: RunData) -> Section:
     """The seeds this run belongs to (`medfit train --seeds N`): per-seed rows, mean ± sd."""
-    from medfit.training.seeds import seeds_section
-
     found = seeds_section(data.path)
     if found is None:
         return {
@@ -191,6 +190,53 @@ def seeds(data: RunData) -> Section:
         "sd": [_seed_cell(found.sd.get(k), _summary_format(k)) for k in keys[1:]],
         "note": found.note,
     }
+
+
+def folds(data: RunData) -> Section:
+    """The members of a k-fold run beside the ensemble: each on its held-out fold and, once
+    `medfit eval RUN` ran, alone on the evaluated split."""
+    found = folds_section(data.path)
+    if found is None:  # only k-fold runs and their members have this section
+        return {"not_applicable": True}
+    evaluation = RunDir(found.run).read_json(RunDir(found.run).eval_json(data.split or "test"))
+    alone = {r["dir"]: r for r in (evaluation or {}).get("members", [])}
+    split = data.split or "test"
+
+    def cell(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    rows = [
+        (
+            [
+                m["dir"],
+                m["status"],
+                str(m.get("val_images", "")),
+                cell(m.get("val_acc")),
+                cell(m.get("val_balanced_accuracy")),
+                cell(alone.get(m["dir"], {}).get("accuracy")),
+                cell(alone.get(m["dir"], {}).get("balanced_accuracy")),
+            ],
+            m["dir"] == found.this_member,
+        )
+        for m in found.members
+    ]
+    ensemble = (evaluation or {}).get("metrics", {})
+    rows.append(
+        (
+            [
+                "ensemble (OOF: all folds)",
+                "",
+                str(found.oof.get("n_images", "")),
+                cell(found.oof.get("acc")),
+                cell(found.oof.get("balanced_accuracy")),
+                cell(ensemble.get("accuracy")),
+                cell(ensemble.get("balanced_accuracy")),
+            ],
+            found.this_member is None,
+        )
+    )
+    titles = ["member", "status", "held-out n", "held-out acc", "held-out bal. acc"]
+    return {"titles": [*titles, f"{split} acc", f"{split} bal. acc"], "rows": rows}
 
 
 def _summary_format(key: str) -> str:
@@ -378,6 +424,11 @@ def gradcam(data: RunData, enabled: bool) -> Section:
         return {"absent": "skipped (--no-gradcam)"}
     if not data.evaluation or not data.predictions:
         return {"absent": eval_missing(data)}
+    if data.run.folds_json.is_file():
+        return {
+            "absent": "a fold ensemble: Grad-CAM is drawn for one member at a time, e.g. "
+            f"`medfit eval {data.path / 'fold0'}` then `medfit report {data.path / 'fold0'}`"
+        }
     if not data.checkpoint.is_file():
         return {"absent": f"no {data.checkpoint}: the run has no selected weights yet"}
     try:

@@ -48,6 +48,24 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     seeds = property(lambda self: self.path / "seeds.json")  # in the OUT of `--seeds N`
     seeds_config = property(lambda self: self.path / "seeds_config.yaml")  # likewise
+    # A k-fold run (`--folds K`): RUN/fold<k>/ are ordinary runs, these are RUN's own files.
+    folds_csv = property(lambda self: self.path / "folds.csv")  # path,label,group,fold
+    folds_json = property(lambda self: self.path / "folds.json")  # members, OOF metrics
+    folds_config = property(lambda self: self.path / "folds_config.yaml")  # as requested
+    oof_logits = property(lambda self: self.path / "oof_logits.npz")  # paths, labels, logits
+    manifests = property(lambda self: self.path / "manifests")  # fold<k>.csv per member
+
+    def member(self, fold: int) -> Path:
+        return self.path / f"fold{fold}"
+
+    def fold_members(self) -> list[Path]:
+        """The finished members of a k-fold run, in fold order; [] for any other run."""
+        data = self.read_json(self.folds_json) if self.folds_json.is_file() else None
+        if not data:
+            return []
+        return [
+            self.path / m["dir"] for m in data.get("members", []) if m.get("status") != "failed"
+        ]
 
     def eval_json(self, split: str) -> Path:
         return self.path / f"eval_{split}.json"

@@ -1,8 +1,8 @@
 """The `train` and `lr-find` verbs: their parsers (recipe flags generated from the config,
 medfit/options.py) and handlers. Torch-free at import: torch loads once the options are checked.
 
-    medfit train DATA [--epochs 10 ...] [--out RUN] [--seeds N] [--mlflow URI]
-    medfit train --resume RUN [--epochs N]
+    medfit train DATA [--epochs 10 ...] [--out RUN] [--seeds N | --folds K] [--mlflow URI]
+    medfit train --resume RUN [--epochs N] [--seeds N | --folds K]
     medfit lr-find DATA [--stage full|head]
 """
 
@@ -36,6 +36,13 @@ def add_train_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument(
         "--seeds", type=int, metavar="N", help="N runs with seeds seed..seed+N-1: mean ± sd"
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="K members on grouped, stratified folds of train+val: out-of-fold metrics with CIs, "
+        "and the members as one model for eval/predict/export/serve",
     )
     p.add_argument("--mlflow", metavar="URI", help="log the run(s) to this MLflow tracking URI")
     p.add_argument("--mlflow-experiment", default="medfit", help="MLflow experiment name")
@@ -100,7 +107,14 @@ def _same_path(a: str, b: str) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    out, runs = _train_seeds(args) if args.seeds is not None else _train_one(args)
+    if args.seeds is not None and args.folds is not None:
+        raise ConfigError("--seeds and --folds are two kinds of multi-run job: pick one")
+    if args.folds is not None:
+        out, runs = _train_folds(args)
+    elif args.seeds is not None:
+        out, runs = _train_seeds(args)
+    else:
+        out, runs = _train_one(args)
     from medfit.training import distributed
 
     if not distributed.launched().is_main:  # torchrun: rank 0 reports for the job
@@ -159,6 +173,31 @@ def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
         result = train_seeds(cfg, args.seeds)
     return result.dir, [result.dir / row["dir"] for row in result.rows]
+
+
+def _train_folds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """Train or continue K fold members, then evaluate the out-of-fold predictions (bootstrap
+    CIs, and the ensemble's temperature fitted on them): (RUN, the members)."""
+    if args.resume:
+        extra = [*given_options(args)] + [f for f in ("data", "config", "out") if vars(args)[f]]
+        if extra:
+            raise ConfigError(
+                f"--resume with --folds continues the folds' own config; drop {', '.join(extra)}"
+            )
+        from medfit.training.folds import resume_folds
+
+        result = resume_folds(args.resume, args.folds)
+    else:
+        cfg = preflight(config_from_args(args))
+        from medfit.training.folds import train_folds
+
+        result = train_folds(cfg, args.folds)
+    from medfit.evaluate.runner import run_eval
+
+    print(f"out-of-fold evaluation (medfit eval {result.dir} --split oof):")
+    run_eval(result.dir, split="oof")
+    members = [result.dir / m["dir"] for m in result.members if m["status"] != "failed"]
+    return result.dir, members
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:

@@ -17,7 +17,6 @@ includes split variance: each seed's `split.csv` says which images it used.
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from medfit.errors import ConfigError, MedfitError
 from medfit.progress import Log
 from medfit.rundir import RunDir
 from medfit.training import distributed
-from medfit.training.fit import fit
+from medfit.training.members import check_same_request, finish_member
 
 # Metrics aggregated over seeds, in table order. best_* are the val metrics of the selected
 # checkpoint (best.pt, at best_epoch), not the maximum over epochs: that maximum picks noise.
@@ -76,7 +75,7 @@ def train_seeds(cfg: RunConfig, n: int, log: Log = print) -> SeedsResult:
     main = distributed.launched().is_main
     say = log if main else _quiet
     out = Path(cfg.out).expanduser()
-    _check_same_request(out, cfg, write=main)
+    check_same_request(cfg, RunDir(out).seeds_config, "seed", write=main)
     rows = []
     for i in range(n):
         seed = cfg.train.seed + i
@@ -105,72 +104,11 @@ def resume_seeds(out: str | Path, n: int, log: Log = print) -> SeedsResult:
     return train_seeds(cfg, n, log)
 
 
-# Options that change where or how fast a run goes, not its result: a set may be continued with
-# other values (another machine, another cache folder).
-_OPERATIONAL = (("data", "cache_dir"), ("train", "workers"), ("train", "device"))
-
-
-def _comparable(cfg: RunConfig) -> dict[str, Any]:
-    raw = cfg.to_dict()
-    raw.pop("out")
-    for section, name in _OPERATIONAL:
-        raw[section].pop(name)
-    return raw
-
-
-def _check_same_request(out: Path, cfg: RunConfig, write: bool) -> None:
-    """Refuse to add seeds of one config to seed dirs of another (their spread would be wrong)."""
-    request = copy.deepcopy(cfg)
-    request.out = str(out)
-    path = RunDir(out).seeds_config
-    if path.is_file():
-        if _comparable(RunConfig.load(path)) != _comparable(request):
-            raise ConfigError(
-                f"{out} holds seed runs of a different config ({path}); "
-                "use another --out, or the same options to continue those runs"
-            )
-        return
-    if write:
-        RunDir(out).write_text(path, _yaml(request))
-
-
-def _yaml(cfg: RunConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
 def _run_one_seed(cfg: RunConfig, seed: int, path: Path, log: Log, main: bool) -> str:
     """Bring OUT/seed<k> to a finished run; return what it took: reused, resumed or trained."""
-    run = RunDir(path)
-    if run.summary.is_file():
-        if main:
-            log(f"  reusing the finished run {path}")
-        return "reused"
-    if run.last.is_file():
-        fit(RunConfig.load(run.config), resume_dir=str(path), log=log)
-        return "resumed"
-    if path.exists() and main:  # the other ranks wait for rank 0 inside fit's process-group start
-        _discard_unstarted(run)
     seed_cfg = copy.deepcopy(cfg)
     seed_cfg.train.seed = seed
-    seed_cfg.out = str(path)
-    fit(seed_cfg, log=log)
-    return "trained"
-
-
-def _discard_unstarted(run: RunDir) -> None:
-    """Remove a seed dir that holds no checkpoint: only set-up files that fit writes again."""
-    names = {p.name for p in run.path.iterdir()}
-    setup = (run.config, run.classes, run.preprocess, run.split, run.tensorboard, run.lock)
-    known = {p.name for p in (*setup, run.checkpoints, run.metrics_jsonl, run.metrics_csv)}
-    if not names <= known:
-        raise MedfitError(
-            f"{run.path} is not a medfit run directory ({', '.join(sorted(names - known))}); "
-            "move it away or use another --out"
-        )
-    run.acquire()  # raises if a live run holds it
-    shutil.rmtree(run.path)
+    return finish_member(seed_cfg, path, log, main)
 
 
 def seed_row(path: Path, seed: int, status: str) -> dict[str, Any]:
@@ -291,30 +229,3 @@ def table_lines(result: SeedsResult) -> list[str]:
     if result.note:
         lines.append(result.note)
     return lines
-
-
-@dataclass
-class SeedsSection:
-    """What a report shows about the seeds a run belongs to."""
-
-    rows: list[dict[str, Any]]
-    mean: dict[str, float | None]
-    sd: dict[str, float | None]
-    note: str | None
-    this_seed: int | None  # the seed of the run the report is about, None for the OUT dir
-
-
-def seeds_section(run_dir: str | Path) -> SeedsSection | None:
-    """The seeds table of RUN (an OUT of train_seeds) or of the OUT holding RUN; None if neither."""
-    path = Path(run_dir)
-    for folder, this in ((path, None), (path.parent, path.name)):
-        run = RunDir(folder)
-        data = run.read_json(run.seeds)
-        if data is None:
-            continue
-        rows = data["seeds"]
-        if this is not None and all(r["dir"] != this for r in rows):
-            continue
-        seed = next((r["seed"] for r in rows if r["dir"] == this), None)
-        return SeedsSection(rows, data["mean"], data["sd"], data["note"], seed)
-    return None

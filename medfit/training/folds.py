@@ -1,0 +1,329 @@
+"""`medfit train DATA --folds K`: K members on grouped, stratified folds of the labelled pool,
+their out-of-fold (OOF) predictions, and the members as one model.
+
+On a small set one val split of 100-500 images can neither select a model nor say how good it
+is; k-fold gives every labelled image one honest prediction (from the member that never trained
+on it) and bags K models, as AUCMEDI and MONAI's k-fold recipes do. The pool is exactly what a
+single run sees: train + val (after --max-train/--max-val); the test split is never touched.
+
+RUN/folds_config.yaml      the config as requested (continuing needs the same)
+RUN/folds.csv              path,label,group,fold of every pool image (from pool, K and the seed)
+RUN/manifests/fold<k>.csv  member k's data: fold k as val, the other folds as train, and test
+RUN/fold<k>/               member k, an ordinary run (eval, predict, report work on it alone)
+RUN/oof_logits.npz         each pool image's logits from the member that held it out
+RUN/predictions_oof.csv    the same as probabilities (uncalibrated), one row per image
+RUN/folds.json             the members table, OOF point metrics, failed members
+RUN/config.yaml            the ensemble's config: member 0's resolved recipe on the original data
+
+Calling `train_folds` again on the same OUT continues (`medfit train --resume RUN --folds K`):
+each member is reused, resumed or trained as `finish_member` decides. A member that fails is
+recorded and the others still train; the job then ends with an error naming it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from medfit.config import RunConfig
+from medfit.data.dataset import load_index
+from medfit.data.folds import assign_folds
+from medfit.data.sources import DatasetIndex, Sample, stratified_subset
+from medfit.errors import ConfigError, DataError, MedfitError
+from medfit.files import atomic_write_bytes
+from medfit.inference import Predictor
+from medfit.progress import Log, duration
+from medfit.rundir import RunDir
+from medfit.training import distributed
+from medfit.training.members import check_same_request, finish_member
+from medfit.training.setup import absolute_data_paths
+
+
+@dataclass
+class FoldsResult:
+    dir: Path
+    members: list[dict[str, Any]]  # one per fold: fold, dir, status, val_images, val metrics
+    oof: dict[str, Any]  # n_images and the OOF point metrics of the finished members
+
+
+def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
+    """Train (or reuse, or resume) the K members of `cfg` under cfg.out; write the OOF files."""
+    if k < 2:
+        raise ConfigError(f"--folds must be >= 2, got {k}")
+    if distributed.launched().world_size > 1:
+        raise ConfigError(
+            "--folds runs its members one after another in one process; under torchrun, train "
+            "each fold's manifest (RUN/manifests/fold<k>.csv) as its own run instead"
+        )
+    cfg.validate()
+    cfg = replace(cfg, data=absolute_data_paths(cfg.data))
+    out = RunDir(Path(cfg.out).expanduser())
+    check_same_request(cfg, out.folds_config, "fold", write=True)
+    index = load_index(cfg.data, cfg.train.seed)
+    pool = labelled_pool(index, cfg)
+    folds = assign_folds(pool, len(index.classes), k, cfg.train.seed)
+    write_folds_csv(out, pool, folds, index.classes)
+    log(describe_folds(pool, folds, index, k))
+    members: list[dict[str, Any]] = []
+    oof = np.full((len(pool), len(index.classes)), np.nan, dtype=np.float32)
+    started = time.perf_counter()
+    for fold in range(k):
+        log(
+            f"medfit folds: fold {fold + 1}/{k} -> {out.member(fold)}{_time_left(started, fold, k)}"
+        )
+        members.append(_run_member(cfg, out, fold, pool, folds, index, oof, log))
+    result = _finish(cfg, out, members, pool, oof, index.classes)
+    for line in table_lines(result):
+        log(line)
+    failed = [m for m in members if m["status"] == "failed"]
+    if failed:
+        names = ", ".join(f"{m['dir']} ({m['error']})" for m in failed)
+        raise MedfitError(
+            f"{len(failed)} of {k} folds failed: {names}; the others are kept. Fix the cause, "
+            f"then continue with: medfit train --resume {out.path} --folds {k}"
+        )
+    return result
+
+
+def resume_folds(out: str | Path, k: int, log: Log = print) -> FoldsResult:
+    """Continue `train_folds` in OUT with the config it was started with."""
+    path = RunDir(Path(out).expanduser()).folds_config
+    if not path.is_file():
+        raise MedfitError(f"{path.parent} holds no fold runs (no {path.name})")
+    cfg = RunConfig.load(path)
+    cfg.out = str(path.parent)
+    return train_folds(cfg, k, log)
+
+
+def labelled_pool(index: DatasetIndex, cfg: RunConfig) -> list[Sample]:
+    """train + val, each subset as a single run subsets it (--max-train, --max-val)."""
+    seed = cfg.train.seed
+    train = stratified_subset(index.split("train"), cfg.data.max_train, seed)
+    val = stratified_subset(index.split("val"), cfg.data.max_val, seed)
+    if not train:
+        raise DataError(f"{index.root}: no training images")
+    return train + val
+
+
+def describe_folds(pool: list[Sample], folds: np.ndarray, index: DatasetIndex, k: int) -> str:
+    grouped = sum(s.group is not None for s in pool)
+    sizes = np.bincount(folds, minlength=k).tolist()
+    how = (
+        f"{grouped} images carry a group id; a group never spans folds"
+        if grouped
+        else ("no group ids: image by image")
+    )
+    return (
+        f"medfit folds: {k} grouped, stratified folds of {len(pool)} train+val images "
+        f"(fold sizes {sizes}; {how}); test untouched ({len(index.split('test'))} images)"
+    )
+
+
+def _time_left(started: float, done: int, k: int) -> str:
+    if done == 0:
+        return ""
+    per_member = (time.perf_counter() - started) / done
+    return f" (about {duration(per_member * (k - done))} left)"
+
+
+def write_folds_csv(out: RunDir, pool: list[Sample], folds: np.ndarray, classes: list[str]) -> None:
+    """folds.csv; an existing one must agree (same pool, K and seed give the same folds)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "group", "fold"])
+    for sample, fold in zip(pool, folds, strict=True):
+        writer.writerow([sample.path, classes[sample.label], sample.group or "", int(fold)])
+    text = buffer.getvalue()
+    if out.folds_csv.is_file():
+        if out.folds_csv.read_text(encoding="utf-8", errors="surrogateescape") != text:
+            raise DataError(
+                f"{out.folds_csv} no longer matches the data (images or labels changed since "
+                "the folds were drawn); use another --out"
+            )
+        return
+    out.write_text(out.folds_csv, text)
+
+
+def member_manifest(
+    out: RunDir, fold: int, pool: list[Sample], folds: np.ndarray, index: DatasetIndex
+) -> Path:
+    """RUN/manifests/fold<k>.csv: path,label,split,group with fold k as val, others as train."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "split", "group"])
+    for sample, f in zip(pool, folds, strict=True):
+        split = "val" if f == fold else "train"
+        writer.writerow([sample.path, index.classes[sample.label], split, sample.group or ""])
+    for sample in index.split("test"):
+        writer.writerow([sample.path, index.classes[sample.label], "test", sample.group or ""])
+    path = out.manifests / f"fold{fold}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(path, buffer.getvalue())
+    return path
+
+
+def member_config(cfg: RunConfig, manifest: Path) -> RunConfig:
+    """The request, on the member's manifest (which already holds the subset and the groups)."""
+    member = copy.deepcopy(cfg)
+    member.data.root = str(manifest)
+    member.data.max_train = None
+    member.data.max_val = None
+    member.data.group_pattern = None
+    return member
+
+
+def _run_member(
+    cfg: RunConfig,
+    out: RunDir,
+    fold: int,
+    pool: list[Sample],
+    folds: np.ndarray,
+    index: DatasetIndex,
+    oof: np.ndarray,
+    log: Log,
+) -> dict[str, Any]:
+    """Finish member `fold`, then fill its rows of `oof` with its logits; a failure is a row."""
+    path = out.member(fold)
+    row: dict[str, Any] = {"fold": fold, "dir": path.name, "val_images": int((folds == fold).sum())}
+    try:
+        manifest = member_manifest(out, fold, pool, folds, index)
+        row["status"] = finish_member(member_config(cfg, manifest), path, log)
+        rows = np.flatnonzero(folds == fold)
+        oof[rows] = member_logits(path, [pool[i].path for i in rows], index.classes, cfg)
+    except Exception as exc:  # one member's failure must not lose the others
+        log(f"  fold {fold} failed: {type(exc).__name__}: {exc}")
+        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    summary = RunDir(path).read_summary()
+    row["best_epoch"] = summary.best_epoch if summary else None
+    row["wall_s"] = summary.wall_s if summary else None
+    return row
+
+
+def member_logits(path: Path, files: list[str], classes: list[str], cfg: RunConfig) -> np.ndarray:
+    """(N, C) logits of the member's best checkpoint on FILES; NaN rows for unreadable files."""
+    predictor = Predictor(path, device=cfg.train.device)
+    if predictor.classes != classes:
+        raise MedfitError(
+            f"{path} learned classes {predictor.classes}, the data has {classes}: "
+            "a fold lost a class; use fewer folds"
+        )
+    logits = np.full((len(files), len(classes)), np.nan, dtype=np.float32)
+    batch = cfg.train.batch_size
+    for start in range(0, len(files), batch):
+        squares, rows = [], []
+        for i in range(start, min(start + batch, len(files))):
+            try:
+                squares.append(predictor.load_square(files[i]))
+                rows.append(i)
+            except MedfitError:  # DecodeError: training skipped this file as well
+                continue
+        if squares:
+            x = predictor.model_input(np.stack(squares))
+            logits[rows] = predictor.view_logits(x, tta=False)[0]
+    return logits
+
+
+def _finish(
+    cfg: RunConfig,
+    out: RunDir,
+    members: list[dict[str, Any]],
+    pool: list[Sample],
+    oof: np.ndarray,
+    classes: list[str],
+) -> FoldsResult:
+    """Write the OOF files, folds.json and (once a member finished) the ensemble's config.yaml."""
+    seen = np.isfinite(oof).all(axis=1)
+    labels = np.array([s.label for s in pool])
+    for m in members:
+        if m["status"] != "failed":
+            m.update(_member_oof_metrics(out.member(m["fold"]), pool, labels, oof))
+    metrics = _point_metrics(labels[seen], oof[seen].argmax(1)) if seen.any() else {}
+    result = FoldsResult(out.path, members, {"n_images": int(seen.sum()), **metrics})
+    _write_oof(out, pool, labels, oof, seen, classes)
+    out.write_json(
+        out.folds_json,
+        {"k": len(members), "members": members, "oof": result.oof, "classes": classes},
+    )
+    finished = [m for m in members if m["status"] != "failed"]
+    if finished:
+        _write_ensemble_config(cfg, out, out.member(finished[0]["fold"]))
+    return result
+
+
+def _member_oof_metrics(
+    path: Path, pool: list[Sample], labels: np.ndarray, oof: np.ndarray
+) -> dict[str, Any]:
+    held_out = {r.path for r in RunDir(path).read_split_rows() if r.split == "val"}
+    rows = np.array([s.path in held_out for s in pool]) & np.isfinite(oof).all(axis=1)
+    return {f"val_{k}": v for k, v in _point_metrics(labels[rows], oof[rows].argmax(1)).items()}
+
+
+def _point_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    if len(labels) == 0:
+        return {}
+    return {
+        "acc": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, average="macro")),
+    }
+
+
+def _write_oof(
+    out: RunDir,
+    pool: list[Sample],
+    labels: np.ndarray,
+    oof: np.ndarray,
+    seen: np.ndarray,
+    classes: list[str],
+) -> None:
+    """oof_logits.npz (what eval fits the ensemble's temperature on) for the images a finished
+    member predicted."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        paths=np.array([s.path for s, ok in zip(pool, seen, strict=True) if ok], dtype=str),
+        labels=labels[seen],
+        logits=oof[seen],
+        classes=np.array(classes, dtype=str),
+    )
+    atomic_write_bytes(out.oof_logits, lambda f: f.write(buffer.getvalue()))
+
+
+def _write_ensemble_config(cfg: RunConfig, out: RunDir, member: Path) -> None:
+    """config.yaml of RUN: a finished member's resolved recipe, on the original data, so that
+    eval/predict/export/serve read RUN as one model (the members are in folds.json)."""
+    import yaml
+
+    resolved = RunConfig.load(RunDir(member).config)
+    resolved.data = replace(
+        cfg.data, img_size=resolved.data.img_size, aug=resolved.data.aug, task=resolved.data.task
+    )
+    resolved.out = str(out.path)
+    out.write_text(out.config, yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+
+
+def table_lines(result: FoldsResult) -> list[str]:
+    lines = [f"medfit folds: {len(result.members)} members in {result.dir}"]
+    lines.append(f"  {'fold':>4} {'status':>8} {'val n':>6} {'acc':>6} {'bal':>6} {'F1':>6}")
+    for m in result.members:
+        cells = " ".join(
+            f"{m[key]:>6.3f}" if m.get(key) is not None else f"{'n/a':>6}"
+            for key in ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+        )
+        lines.append(f"  {m['fold']:>4} {m['status']:>8} {m['val_images']:>6} {cells}")
+    oof = result.oof
+    if oof.get("acc") is not None:
+        lines.append(
+            f"  out-of-fold on {oof['n_images']} images: acc {oof['acc']:.3f}, balanced "
+            f"{oof['balanced_accuracy']:.3f}, macro F1 {oof['macro_f1']:.3f} (CIs, calibration: "
+            f"medfit eval {result.dir} --split oof)"
+        )
+    return lines
