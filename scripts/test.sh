@@ -7,4 +7,5 @@ export HF_HUB_OFFLINE=1  # tests never download weights
 .venv/bin/ruff check medfit tests bench
 .venv/bin/ruff format --check medfit tests bench
 .venv/bin/mypy medfit
+.venv/bin/lint-imports  # the layer contracts in pyproject.toml
 .venv/bin/pytest -q "$@"
