@@ -201,9 +201,11 @@ def one_run(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict:
         w, c = timed([*medfit, "eval", str(run), "--split", split, "--bootstrap", "0"], log)
         wall, cpu = wall + w, cpu + c
         evals[split] = json.loads((run / f"eval_{split}.json").read_text())
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((run / "summary.json").read_text())
-    config = (run / "config.yaml").read_text()
+    # A --folds K run trains no epochs itself: its first member stands for the curve and sizes.
+    member = run / "fold0" if (run / "folds.json").is_file() else run
+    history = [json.loads(line) for line in (member / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((member / "summary.json").read_text())
+    config = (member / "config.yaml").read_text()
     test = evals["test"]["metrics"]
     return {
         "recipe": args.recipe,
@@ -229,7 +231,20 @@ def one_run(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict:
         "cpu_s": cpu,
         "resolved": _resolved(config),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu": cpu_description(),
     }
+
+
+def cpu_description() -> str:
+    """The CPU model, core count and vector flags: CPU kernels' speed and numerics follow them."""
+    path = Path("/proc/cpuinfo")
+    lines = path.read_text().splitlines() if path.exists() else []
+    # One block per core, all alike: the last block's values stand for them.
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in lines if ":" in ln)}
+    model = fields.get("model name", "")
+    flags = fields.get("flags", "").split()
+    vector = sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4")))
+    return f"{model or 'unknown CPU'}, {os.cpu_count()} cores, {' '.join(vector)}"
 
 
 def _commit(src: str) -> str:
