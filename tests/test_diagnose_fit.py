@@ -137,6 +137,34 @@ def test_underfitting_falls_back_to_the_history_and_says_so() -> None:
     assert F.underfitting(facts(above)) is None  # a 2-point gap on augmented batches is a gap
 
 
+def knee_history(last_losses: tuple[float, float, float]) -> list[EpochRow]:
+    """Knee grades at 128 px (bench/results/knee.json): 1 head + 6 full epochs, the val metric
+    best at the last epoch, the train loss still falling at 0.7 ln 5."""
+    rows = [epoch(1, "head", train_loss=1.50, train_acc=0.36, val_loss=1.38, val_acc=0.37)]
+    losses = (1.39, 1.29, 1.23, *last_losses)
+    vals = (0.46, 0.57, 0.60, 0.61, 0.61, 0.60)
+    for i, (loss, val) in enumerate(zip(losses, vals, strict=True), 2):
+        rows.append(epoch(i, train_loss=loss, train_acc=0.6, val_loss=1.0, val_acc=val))
+    return rows
+
+
+def knee_facts(last_losses: tuple[float, float, float], best_epoch: int = 7) -> RunFacts:
+    val = dict(zip(GRADES, [327, 153, 212, 106, 28], strict=True))  # knee's 826 val images
+    return fundus_facts(history=knee_history(last_losses), best_epoch=best_epoch, val_counts=val)
+
+
+def test_a_run_still_learning_when_it_stopped_is_told_longer_or_larger() -> None:
+    knee = probes(fit=fit_probe(0.695))
+    f = F.underfitting(knee_facts((1.19, 1.155, 1.132)), knee)
+    assert f is not None and f.numbers["signs"] == ["still_learning"] and f.severity == "medium"
+    assert "still learning when training stopped" in f.title
+    assert f.fix.startswith("`--epochs 12` (best epoch 7 was the last")
+    assert "`--model tf_efficientnet_lite1`" in f.fix
+    # The same curve levelled off (loss flat), or its best epoch earlier: no finding.
+    assert F.underfitting(knee_facts((1.14, 1.135, 1.132)), knee) is None
+    assert F.underfitting(knee_facts((1.19, 1.155, 1.132), best_epoch=6), knee) is None
+
+
 def test_underfitting_needs_three_full_epochs() -> None:
     short = underfit_history()[:3]  # head + 2 full
     assert F.underfitting(fundus_facts(history=short), probes()) is None

@@ -78,6 +78,22 @@ W_SMOOTHING = 1.0
 W_DROPOUT = 0.5
 MAX_FIXES = 4  # the fix line names the strongest causes; `numbers["causes"]` has them all
 
+# "Still learning when it stopped": the selected epoch is the last full one and the train loss
+# fell by at least this fraction over the last two epochs. Then the fit is held back by the
+# budget, not the config. Seen on knee grades at 128 px: Lite0, 6 full epochs, best epoch the
+# last, train loss 1.19 -> 1.13, clean train accuracy 0.686 (bench/results/knee.json).
+STILL_FALLING = 0.03
+# ... and the train loss is still at least half the chance loss (ln k): a model that far from
+# its training labels has room to fit them (knee: 0.70 ln 5). A low loss with a gap to val is
+# fitting, not underfitting, and a larger model would widen the gap.
+STILL_HIGH_LOSS = 0.5
+W_STILL_LEARNING = 2.5  # unmeasured alone: the budget ended before the curve levelled off
+W_CAPACITY = 2.0  # knee: 0.550 (Lite0, 1,500 images) -> 0.635 with all 5,778 (bench/README.md)
+LARGER_BACKBONE = {  # the offline next sizes (../shared/weights/README.md)
+    "tf_efficientnet_lite0": "tf_efficientnet_lite1",
+    "tf_efficientnet_lite1": "tf_efficientnet_lite2",
+}
+
 # --- classes never predicted -------------------------------------------------------------------
 # "Almost never": under 2% of the predictions, for a class that is at least 5% of the images (and
 # 5 images): a class that small cannot be judged, and one that size should get a share near 5%.
@@ -141,11 +157,12 @@ def underfitting(facts: RunFacts, probes: ProbeResults | None = None) -> Finding
         "no_gap": gap <= gap_needed,
         "chance_accuracy": fit.acc < majority + margin,
         "chance_loss": loss_ratio >= CHANCE_LOSS_FRACTION,
+        "still_learning": loss_ratio >= STILL_HIGH_LOSS and still_learning(facts),
     }
     fired = [k for k, v in signs.items() if v]
     if not fired:
         return None
-    causes = underfit_causes(facts, fit, majority, probes)
+    causes = underfit_causes(facts, fit, majority, probes, signs["still_learning"])
     near_chance = signs["chance_accuracy"] or signs["chance_loss"]
     return Finding(
         rule="underfitting",
@@ -154,6 +171,8 @@ def underfitting(facts: RunFacts, probes: ProbeResults | None = None) -> Finding
             "underfitting: the model has barely learned its training images"
             if near_chance
             else "underfitting: no gap between training and validation accuracy"
+            if signs["no_gap"]
+            else "underfitting: still learning when training stopped (longer, or a larger model)"
         ),
         evidence=_underfit_evidence(facts, fit, val, gap, gap_needed, majority, loss_ratio),
         fix=_fix_line(causes),
@@ -201,16 +220,30 @@ def _underfit_evidence(
     )
 
 
+def still_learning(facts: RunFacts) -> bool:
+    """The selected weights are the last full epoch's and the train loss was still falling."""
+    full = facts.full
+    if len(full) < MIN_FIT_EPOCHS or facts.best_epoch != full[-1].epoch:
+        return False
+    before, last = full[-3].train_loss, full[-1].train_loss
+    return math.isfinite(before) and last <= (1 - STILL_FALLING) * before
+
+
 def underfit_causes(
-    facts: RunFacts, fit: TrainFit, majority: float, probes: ProbeResults | None = None
+    facts: RunFacts,
+    fit: TrainFit,
+    majority: float,
+    probes: ProbeResults | None = None,
+    learning: bool = False,
 ) -> list[Cause]:
-    """What in this run's config holds the fit back, strongest first."""
+    """What in this run's config (or its budget, when it was still learning) holds the fit
+    back, strongest first."""
     found = [
         _bn_cause(facts),
         _lr_cause(facts),
         _balancing_cause(facts, fit, majority),
         _aug_cause(facts, probes),
-        _epochs_cause(facts),
+        *(_budget_causes(facts) if learning else [_epochs_cause(facts)]),
         _layer_decay_cause(facts),
         _normalize_cause(facts),
         _smoothing_cause(facts),
@@ -314,6 +347,18 @@ def _epochs_cause(facts: RunFacts) -> Cause | None:
         return None
     epochs = max(2 * n, TrainConfig().epochs)
     return Cause(W_FEW_EPOCHS, "few_epochs", f"only {n} full epochs", f"--epochs {epochs}")
+
+
+def _budget_causes(facts: RunFacts) -> list[Cause]:
+    """Longer training and a larger backbone, for a run stopped while still learning."""
+    n, last = len(facts.full), facts.full[-1]
+    loss = f"best epoch {last.epoch} was the last; train loss still falling ({last.train_loss:.3f})"
+    causes = [Cause(W_STILL_LEARNING, "still_learning", loss, f"--epochs {2 * n}")]
+    name = facts.config.model.name
+    larger = LARGER_BACKBONE.get(name)
+    fix = f"--model {larger}" if larger else "--model <a larger backbone>"
+    causes.append(Cause(W_CAPACITY, "capacity", f"{name} has not fit its training images", fix))
+    return causes
 
 
 def _layer_decay_cause(facts: RunFacts) -> Cause | None:
