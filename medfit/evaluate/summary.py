@@ -68,15 +68,21 @@ def _calibration_lines(result: dict[str, Any]) -> list[str]:
             f"  {result['split']} ECE {_num(m['ece'])}, NLL {_num(m['nll'])} (uncalibrated)",
         ]
     lines = [
-        f"  calibration: T = {cal['temperature']:.3f} fitted on val ({cal['n_images']} images); "
+        f"  calibration: T = {cal['temperature']:.3f} fitted on {_fitted_on(cal)} "
+        f"({cal['n_images']} images); "
         f"{result['split']} ECE {_num(result['uncalibrated']['ece'])} -> {_num(m['ece'])}, "
         f"NLL {_num(result['uncalibrated']['nll'])} -> {_num(m['nll'])}"
     ]
     if not T_BOUNDS[0] * 1.01 < cal["temperature"] < T_BOUNDS[1] * 0.99:
         lines.append("  note: T hit its search bound: the model is near chance or val is too small")
-    if result["split"] == "val":
-        lines.append("  note: T was fitted on these same val images, so calibration is optimistic")
+    if result["split"] in ("val", "oof") and result["split"] == cal.get("fitted_on", "val"):
+        lines.append("  note: T was fitted on these same images, so calibration is optimistic")
     return lines
+
+
+def _fitted_on(cal: dict[str, Any]) -> str:
+    """val, or for a k-fold ensemble its out-of-fold predictions."""
+    return "out-of-fold predictions" if cal.get("fitted_on") == "oof" else "val"
 
 
 def _skipped(result: dict[str, Any]) -> list[str]:
