@@ -11,9 +11,10 @@ RUN/folds.csv              path,label,group,fold of every pool image (from pool,
 RUN/manifests/fold<k>.csv  member k's data: fold k as val, the other folds as train, and test
 RUN/fold<k>/               member k, an ordinary run (eval, predict, report work on it alone)
 RUN/oof_logits.npz         each pool image's logits from the member that held it out
-RUN/predictions_oof.csv    the same as probabilities (uncalibrated), one row per image
 RUN/folds.json             the members table, OOF point metrics, failed members
 RUN/config.yaml            the ensemble's config: member 0's resolved recipe on the original data
+RUN/eval_oof.json          `medfit eval RUN --split oof` (run at the end of training): OOF metrics
+                           with bootstrap CIs; calibration.json, the temperature fitted on them
 
 Calling `train_folds` again on the same OUT continues (`medfit train --resume RUN --folds K`):
 each member is reused, resumed or trained as `finish_member` decides. A member that fails is
