@@ -16,6 +16,7 @@ from torch import nn
 
 from medfit.data.folds import assign_folds
 from medfit.data.sources import Sample
+from medfit.diagnose import diagnose_run
 from medfit.errors import ConfigError, DataError, MedfitError
 from medfit.evaluate.runner import run_eval
 from medfit.inference import Predictor
@@ -127,6 +128,8 @@ def test_folds_train_members_write_oof_and_act_as_one_model(tmp_path: Path) -> N
     section = section[: section.index("</section>")]
     assert all(f"<td>fold{f}</td>" in section for f in range(3))
     assert "ensemble (OOF: all folds)" in section
+    with pytest.raises(MedfitError, match="k-fold ensemble, which trains no epochs itself"):
+        diagnose_run(out, probes=False, log=lambda _: None)
 
 
 class Interrupt(BaseException):

@@ -144,6 +144,12 @@ def _required(run: RunDir, path: Path, value: T | None) -> T:
 
 def _history(run: RunDir) -> list[EpochRow]:
     history = run.read_history()
+    if not history and run.fold_members():
+        members = " ".join(str(p) for p in run.fold_members())
+        raise MedfitError(
+            f"{run.path} is a k-fold ensemble, which trains no epochs itself: diagnose its "
+            f"members, e.g. medfit diagnose {members.split()[0]} (all: {members})"
+        )
     if not history:
         raise MedfitError(
             f"{run.metrics_jsonl} has no epoch rows: the run has not finished one yet"
