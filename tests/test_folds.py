@@ -204,3 +204,5 @@ def test_seeds_and_folds_together_are_refused(
     data = _data_with_test(tmp_path)
     assert cli.main(["train", str(data), "--seeds", "2", "--folds", "2"]) != 0
     assert "--seeds and --folds are two kinds of multi-run job" in capsys.readouterr().err
+    assert cli.main(["train", str(data), "--folds", "2", "--mlflow", "sqlite:///m.db"]) != 0
+    assert "with --folds drop --mlflow" in capsys.readouterr().err

@@ -109,6 +109,8 @@ def _same_path(a: str, b: str) -> bool:
 def cmd_train(args: argparse.Namespace) -> None:
     if args.seeds is not None and args.folds is not None:
         raise ConfigError("--seeds and --folds are two kinds of multi-run job: pick one")
+    if args.folds is not None and args.mlflow:
+        raise ConfigError("--mlflow logs single and --seeds runs; with --folds drop --mlflow")
     if args.folds is not None:
         out, runs = _train_folds(args)
     elif args.seeds is not None:
