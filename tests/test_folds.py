@@ -159,6 +159,8 @@ def test_an_interrupted_fold_job_continues(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="different config"):
         train_folds(make_config(tmp_path, epochs=3), 2, log=lambda _: None)
+    with pytest.raises(DataError, match="--folds K or --seed differ"):
+        resume_folds(out, 3, log=lambda _: None)
 
 
 def test_a_failed_member_does_not_lose_the_others(

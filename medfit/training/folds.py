@@ -146,8 +146,8 @@ def write_folds_csv(out: RunDir, pool: list[Sample], folds: np.ndarray, classes:
     if out.folds_csv.is_file():
         if out.folds_csv.read_text(encoding="utf-8", errors="surrogateescape") != text:
             raise DataError(
-                f"{out.folds_csv} no longer matches the data (images or labels changed since "
-                "the folds were drawn); use another --out"
+                f"{out.folds_csv} does not match this request: the images, labels, --folds K "
+                "or --seed differ from when the folds were drawn; use the same K, or another --out"
             )
         return
     out.write_text(out.folds_csv, text)
