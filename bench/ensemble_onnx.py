@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from suite import cpu_description
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +84,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    print(f"# {args.run} ({len(members)} members, {size} px), commit {commit}, {cpu()}")
+    print(f"# {args.run} ({len(members)} members, {size} px), commit {commit}, {cpu_description()}")
     print(f"# onnxruntime CPU, {args.threads} threads, median of >= {args.seconds:g} s per cell")
     print("| batch | one graph img/s | members + average img/s | ratio | max abs diff p |")
     print("|--:|--:|--:|--:|--:|")
@@ -101,12 +102,6 @@ def main() -> None:
             f"| {batch} | {batch / t_one:.1f} | {batch / t_parts:.1f} | "
             f"{t_parts / t_one:.2f} | {diff:.1e} |"
         )
-
-
-def cpu() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
-    return f"{model}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from medfit.config import RunConfig, apply_resume_options
 from medfit.errors import ConfigError, DataError, MedfitError
 from medfit.options import add_config_options, given_options
 from medfit.report.refresh import refresh_report
-from medfit.rundir import existing_run_dir
+from medfit.rundir import RunDir, existing_run_dir
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -161,11 +161,7 @@ def done_line(s: dict[str, Any]) -> str:
 def _train_seeds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     """Train or continue N seeds: (the OUT folder, one run directory per seed)."""
     if args.resume:
-        extra = [*given_options(args)] + [f for f in ("data", "config", "out") if vars(args)[f]]
-        if extra:
-            raise ConfigError(
-                f"--resume with --seeds continues each seed's own config; drop {', '.join(extra)}"
-            )
+        _refuse_beside_resume(args, "--seeds", "each seed's own config")
         from medfit.training.seeds import resume_seeds
 
         result = resume_seeds(args.resume, args.seeds)
@@ -181,11 +177,7 @@ def _train_folds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     """Train or continue K fold members, then evaluate the out-of-fold predictions (bootstrap
     CIs, and the ensemble's temperature fitted on them): (RUN, the members)."""
     if args.resume:
-        extra = [*given_options(args)] + [f for f in ("data", "config", "out") if vars(args)[f]]
-        if extra:
-            raise ConfigError(
-                f"--resume with --folds continues the folds' own config; drop {', '.join(extra)}"
-            )
+        _refuse_beside_resume(args, "--folds", "the folds' own config")
         from medfit.training.folds import resume_folds
 
         result = resume_folds(args.resume, args.folds)
@@ -198,8 +190,15 @@ def _train_folds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
     print(f"out-of-fold evaluation (medfit eval {result.dir} --split oof):")
     run_eval(result.dir, split="oof")
-    members = [result.dir / m["dir"] for m in result.members if m["status"] != "failed"]
-    return result.dir, members
+    return result.dir, RunDir(result.dir).fold_members()
+
+
+def _refuse_beside_resume(args: argparse.Namespace, job: str, keeps: str) -> None:
+    """A multi-run job continued with --resume keeps its own config: any option, DATA, --config
+    or --out beside it is refused in one line, never silently ignored."""
+    extra = [*given_options(args)] + [f for f in ("data", "config", "out") if vars(args)[f]]
+    if extra:
+        raise ConfigError(f"--resume with {job} continues {keeps}; drop {', '.join(extra)}")
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
