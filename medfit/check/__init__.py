@@ -6,7 +6,9 @@
 
 One pass decodes every image once (in parallel, memory-bounded) and keeps small facts per image;
 the sections are computed from those facts: inventory, exact and near duplicates (within and
-across splits), group (patient) leakage, shortcuts, label issues, and a verdict on top.
+across splits), group (patient) leakage, shortcuts, label issues, and a verdict on top. For
+multi-label data (a manifest with several labels per image) `medfit.check.multilabel` adds label
+frequency per split, rare labels and co-occurrence, and makes the label-issue probe one-vs-rest.
 `medfit split` (see `medfit.check.split`) writes leakage-free splits as a manifest.
 
 The names below are loaded on first use, so that `medfit --help` (which imports

@@ -1,7 +1,7 @@
 """The `check` and `split` subcommands, for `medfit.cli` to mount:
 
     medfit check DATA [--group-pattern REGEX|PRESET] [--ids-per-split] [--strict] [--json PATH]
-                 [--out RUN_DIR]
+                 [--out RUN_DIR] [--label-sep SEP] [--none-label NAME]
     medfit split DATA --by group|stratified --out MANIFEST.csv [--val-fraction F]
                  [--test-fraction F] [--seed N] [--group-pattern REGEX|PRESET]
 
@@ -34,6 +34,7 @@ def add_check_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", help="folder with train/<class>/ (and val/, test/) or a manifest")
     _add_group_pattern(p)
+    _add_label_format(p)
     p.add_argument(
         "--ids-per-split",
         action="store_true",
@@ -90,6 +91,7 @@ def add_check_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing manifest")
     _add_group_pattern(p)
+    _add_label_format(p)
 
 
 def _add_group_pattern(p: argparse.ArgumentParser) -> None:
@@ -101,12 +103,34 @@ def _add_group_pattern(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _index(data: str, val_fraction: float, seed: int, group_pattern: str | None) -> DatasetIndex:
-    """The index `medfit train` would see: its val split off train is grouped by the pattern."""
+def _add_label_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--label-sep",
+        default="|",
+        help="separator between the labels of a multi-label manifest cell (default |)",
+    )
+    p.add_argument(
+        "--none-label",
+        default="No Finding",
+        help="multi-label cell meaning no finding (default 'No Finding')",
+    )
+
+
+def _index(
+    args: argparse.Namespace, val_fraction: float, seed: int, group_pattern: str | None
+) -> DatasetIndex:
+    """The index `medfit train` would see: its val split off train is grouped by the pattern;
+    a manifest whose label cells join labels (or with 0/1 label columns) is multi-label."""
     from medfit.config import DataConfig
     from medfit.data.dataset import load_index
 
-    cfg = DataConfig(root=data, val_fraction=val_fraction, group_pattern=group_pattern)
+    cfg = DataConfig(
+        root=args.data,
+        val_fraction=val_fraction,
+        group_pattern=group_pattern,
+        label_sep=args.label_sep,
+        none_label=args.none_label,
+    )
     return load_index(cfg, seed)
 
 
@@ -129,7 +153,7 @@ def cmd_check(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     options.validate()  # before any image is decoded
-    index = _index(args.data, args.val_fraction, args.seed, args.group_pattern)
+    index = _index(args, args.val_fraction, args.seed, args.group_pattern)
     report = run_check(index, options)
     print(render_text(report))
     written = []
@@ -146,7 +170,7 @@ def cmd_check(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from medfit.check.split import make_split
 
-    index = _index(args.data, 0.15, args.seed, None)
+    index = _index(args, 0.15, args.seed, group_pattern=None)
     result = make_split(
         index,
         args.out,

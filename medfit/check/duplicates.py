@@ -2,7 +2,8 @@
 
 - Exact: identical decoded pixels (see `hashing.pixel_hash`), within and across splits; a copy
   whose labels disagree is called out (one of the two labels is wrong, and the model is scored on
-  it both ways).
+  it both ways). For multi-label data a label is the set of an image's labels: copies whose sets
+  differ conflict.
 - Near, by hash: for every val/test image, the closest image of each earlier split by the dHash
   of its 8 dihedral transforms; listed at <= `near_bits` of 256 (see options.NEAR_DHASH_BITS for
   the calibration). Near pairs inside one split are listed apart (`within_split_near_duplicates`):
@@ -11,8 +12,9 @@
   on the user's own data each run: 64 images get a synthetic augmented copy (rotated by any angle,
   flipped, shifted, brightened); the threshold is the similarity that 90% of those copies reach.
   The check only lists pairs when that threshold lies above 99.9% of similarities between random
-  different images of the same class: otherwise the backbone cannot tell an augmented copy from
-  a mere look-alike in this data and the section says so ("inconclusive"), instead of crying wolf.
+  different images of the same class (multi-label: the same set of labels): otherwise the
+  backbone cannot tell an augmented copy from a mere look-alike in this data and the section says
+  so ("inconclusive"), instead of crying wolf.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def exact_duplicates(ctx: Context) -> dict[str, Any]:
         if len(rows) < 2:
             continue
         splits = sorted({ctx.samples[r].split for r in rows})
-        labels = sorted({ctx.classes[ctx.samples[r].label] for r in rows})
+        labels = sorted({ctx.label_name(r) for r in rows})  # multi-label: the label sets
         clusters.append(
             {
                 "hash": digest,
@@ -258,7 +260,7 @@ def _null_similarities(ctx: Context, emb: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.float32)
     i = ok[rng.integers(len(ok), size=NULL_PAIRS)]
     j = ok[rng.integers(len(ok), size=NULL_PAIRS)]
-    labels = ctx.labels
+    labels = ctx.label_keys  # the class; for multi-label the set of labels
     keep = (i != j) & (labels[i] == labels[j])
     keep &= np.array([ctx.scan.hashes[a] != ctx.scan.hashes[b] for a, b in zip(i, j, strict=True)])
     a, b = emb[i[keep]].astype(np.float32), emb[j[keep]].astype(np.float32)

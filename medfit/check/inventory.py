@@ -14,10 +14,17 @@ MAX_LISTED = 200  # unreadable / ignored paths listed in full (the counts are al
 
 
 def inventory(ctx: Context, index: DatasetIndex) -> dict[str, Any]:
+    """Counts per split and class (multi-label: positives per label), sizes, modes, formats,
+    what could not be read and what was ignored."""
     infos = ctx.scan.infos
     ok = [i for i in infos if i.ok]
+    # Multi-label: `counts` are positives per label (an image counts under each of its labels),
+    # the split totals are images, and "imbalance" is left to the label frequency section.
     counts = {split: index.counts(split) for split in ctx.present_splits()}
-    train = [n for n in counts.get("train", {}).values() if n]
+    train = [] if ctx.multilabel else [n for n in counts.get("train", {}).values() if n]
+    totals = {split: sum(c.values()) for split, c in counts.items()}
+    if ctx.multilabel:
+        totals = {split: int(np.sum(ctx.splits == split)) for split in counts}
     widths = np.array([i.width for i in ok]) if ok else np.zeros(1)
     heights = np.array([i.height for i in ok]) if ok else np.zeros(1)
     unreadable = [
@@ -25,12 +32,12 @@ def inventory(ctx: Context, index: DatasetIndex) -> dict[str, Any]:
         for s, i in zip(ctx.samples, infos, strict=True)
         if not i.ok
     ]
-    return {
+    result: dict[str, Any] = {
         "root": index.root,
         "classes": index.classes,
         "images": len(ctx.samples),
         "counts": counts,
-        "split_totals": {split: sum(c.values()) for split, c in counts.items()},
+        "split_totals": totals,
         "imbalance_ratio": round(max(train) / min(train), 2) if train else None,
         "val_from_train": index.val_from_train,
         "sizes": {
@@ -52,6 +59,9 @@ def inventory(ctx: Context, index: DatasetIndex) -> dict[str, Any]:
         "ignored_files": index.ignored_files[:MAX_LISTED],
         "ignored_folders": index.ignored_folders,
     }
+    if ctx.multilabel:
+        result["multilabel"] = True
+    return result
 
 
 def _spread(values: np.ndarray) -> dict[str, float]:

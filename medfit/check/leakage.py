@@ -2,10 +2,11 @@
 
 An id that recurs across splits is only *shown* to leak when its images in two splits are more
 alike than images of different patients are. The null distribution comes from the data itself:
-cross-split pairs of same-class images of *different* ids, measured two ways: the dihedral dHash
-distance and the cosine similarity of the features (backbone embeddings, else standardised
-thumbnail features). It holds every such pair when they are no more than the level tested needs
-(at least `NULL_MIN`, at most `NULL_MAX`), else the pairs between random subsets of the images.
+cross-split pairs of same-class images (multi-label: the same set of labels) of *different* ids,
+measured two ways: the dihedral dHash distance and the cosine similarity of the features
+(backbone embeddings, else standardised thumbnail features). It holds every such pair when they
+are no more than the level tested needs (at least `NULL_MIN`, at most `NULL_MAX`), else the pairs
+between random subsets of the images.
 
 The test of one shared id takes its most alike cross-split pair by each measure. The empirical
 p-value of a pair is (1 + null pairs at least as alike) / (1 + null pairs); the id's p-value is
@@ -241,9 +242,10 @@ def _id_codes(groups: list[str | None]) -> np.ndarray:
 
 
 def _blocks(ctx: Context) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(rows of a later split, rows of an earlier one) per class: where the null's pairs lie."""
+    """(rows of a later split, rows of an earlier one) per class (multi-label: per set of
+    labels): where the null's pairs lie."""
     ok = ctx.readable()
-    labels, splits = ctx.labels[ok], ctx.splits[ok]
+    labels, splits = ctx.label_keys[ok], ctx.splits[ok]
     present = ctx.present_splits()
     blocks = []
     for label in np.unique(labels):

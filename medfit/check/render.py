@@ -9,6 +9,7 @@ from medfit.data.sources import ignored_folders_hint
 
 MARK = {"critical": "!!", "warning": " !", "info": " i"}
 SHOWN = 5  # pairs / images listed per section on the terminal (the JSON has them all)
+TOP_PAIRS = 10  # co-occurring label pairs listed for multi-label data
 
 
 def render_text(report: CheckReport, shown: int = SHOWN) -> str:
@@ -16,6 +17,8 @@ def render_text(report: CheckReport, shown: int = SHOWN) -> str:
     lines = [f"medfit check: {r['root']}", ""]
     lines += _verdict(r["verdict"])
     lines += _inventory(r["inventory"])
+    if r.get("multilabel"):
+        lines += _multilabel(r["multilabel"], TOP_PAIRS)
     lines += _exact(r["exact_duplicates"], shown)
     lines += _near(r["near_duplicates"], shown)
     lines += _groups(r["groups"], shown)
@@ -32,6 +35,8 @@ def render_text(report: CheckReport, shown: int = SHOWN) -> str:
 
 
 def _name(ref: dict[str, Any]) -> str:
+    if "labels" in ref:  # multi-label: the label set after the file name
+        return f"{ref['split']}/{ref['path'].rsplit('/', 1)[-1]} [{ref['label']}]"
     return f"{ref['split']}/{ref['label']}/{ref['path'].rsplit('/', 1)[-1]}"
 
 
@@ -47,11 +52,15 @@ def _verdict(findings: list[dict[str, str]]) -> list[str]:
 
 def _inventory(inv: dict[str, Any]) -> list[str]:
     lines = ["INVENTORY"]
-    header = f"  {'':<10}" + "".join(f"{c[:14]:>15}" for c in inv["classes"]) + f"{'total':>9}"
-    lines.append(header)
-    for split, counts in inv["counts"].items():
-        row = "".join(f"{counts.get(c, 0):>15}" for c in inv["classes"])
-        lines.append(f"  {split:<10}{row}{inv['split_totals'][split]:>9}")
+    if inv.get("multilabel"):  # positives per label: a table of their own (LABELS, below)
+        totals = ", ".join(f"{split} {n}" for split, n in inv["split_totals"].items())
+        lines.append(f"  multi-label, {len(inv['classes'])} labels; images: {totals}")
+    else:
+        header = f"  {'':<10}" + "".join(f"{c[:14]:>15}" for c in inv["classes"])
+        lines.append(header + f"{'total':>9}")
+        for split, counts in inv["counts"].items():
+            row = "".join(f"{counts.get(c, 0):>15}" for c in inv["classes"])
+            lines.append(f"  {split:<10}{row}{inv['split_totals'][split]:>9}")
     if inv["val_from_train"]:
         lines.append("  (val is split off train by medfit: no val folder/rows given)")
     if inv["imbalance_ratio"] is not None:
@@ -71,6 +80,47 @@ def _inventory(inv: dict[str, Any]) -> list[str]:
         )
     if inv.get("ignored_folders"):
         lines.append(f"  {ignored_folders_hint(inv['ignored_folders'])}")
+    return [*lines, ""]
+
+
+def _multilabel(ml: dict[str, Any], top: int) -> list[str]:
+    """Positives per label and split, rare labels, the most frequent co-occurring pairs."""
+    freq = ml["frequency"]
+    splits = list(freq)
+    width = min(24, max(len(c) for c in [*ml["labels"], "images with 2+ labels"]))
+    rare = {(f["label"], f["split"]) for f in ml["rare"]}
+    lines = [
+        f"LABELS (positives per split; * fewer than {ml['min_eval_positives']} in val/test: "
+        "its AUC there is noise)",
+        f"  {'':<{width}}" + "".join(f"{s:>8}" for s in splits),
+    ]
+    for label in ml["labels"]:
+        cells = "".join(
+            f"{freq[s]['positives'][label]:>7}{'*' if (label, s) in rare else ' '}" for s in splits
+        )
+        lines.append(f"  {label[:width]:<{width}}{cells}")
+    for name, key in (("no finding", "no_finding"), ("images with 2+ labels", "two_or_more")):
+        lines.append(f"  {name:<{width}}" + "".join(f"{freq[s][key]:>7} " for s in splits))
+    lines.append(f"  {'images':<{width}}" + "".join(f"{freq[s]['images']:>7} " for s in splits))
+    flagged: dict[str, list[str]] = {}
+    for f in ml["rare"]:
+        flagged.setdefault(f["label"], []).append(f"{f['split']} {f['positives']}")
+    if flagged:
+        parts = [f"{label} ({', '.join(where)})" for label, where in flagged.items()]
+        lines.append(f"  too few positives to measure: {'; '.join(parts)}")
+    absent = [f"{f['label']} ({f['split']})" for f in ml["rare"] if f["problem"] == "absent"]
+    if absent:
+        lines.append(f"  absent, no AUC at all: {', '.join(absent)}")
+    pairs = ml["cooccurrence"]["pairs"]
+    if pairs:
+        lines.append(
+            f"  co-occurring (images with both, all splits; train in brackets; "
+            f"{min(top, len(pairs))} of {len(pairs)} pairs):"
+        )
+        for p in pairs[:top]:
+            lines.append(f"    {p['a']} + {p['b']}: {p['images']} ({p['train']})")
+    else:
+        lines.append("  no image carries two labels")
     return [*lines, ""]
 
 
@@ -182,9 +232,10 @@ def _groups(groups: dict[str, Any], shown: int) -> list[str]:
 def _shortcuts(shortcuts: dict[str, Any]) -> list[str]:
     if not shortcuts.get("checked"):
         return [f"SHORTCUTS: not checked ({shortcuts.get('reason', '')})", ""]
+    target = f" at predicting {shortcuts['target']}" if "target" in shortcuts else ""
     lines = [
-        f"SHORTCUTS (balanced accuracy of one property alone; chance {shortcuts['chance']:.2f}, "
-        f"flagged at +{shortcuts['margin']:.2f})"
+        f"SHORTCUTS (balanced accuracy of one property alone{target}; chance "
+        f"{shortcuts['chance']:.2f}, flagged at +{shortcuts['margin']:.2f})"
     ]
     for prop in shortcuts["properties"]:
         flag = "  <- FLAGGED" if prop["flagged"] else ""
@@ -198,6 +249,8 @@ def _shortcuts(shortcuts: dict[str, Any]) -> list[str]:
 def _labels(labels: dict[str, Any], shown: int) -> list[str]:
     if not labels.get("checked"):
         return [f"LABEL ISSUES: not checked ({labels.get('reason', '')})"]
+    if labels.get("multilabel"):
+        return _multilabel_issues(labels, shown)
     lines = [
         f"LABEL ISSUES ({labels['method']} on out-of-fold probabilities from {labels['features']}; "
         f"probe balanced accuracy {labels['probe_balanced_accuracy']:.2f}): "
@@ -208,4 +261,19 @@ def _labels(labels: dict[str, Any], shown: int) -> list[str]:
             f"  {_name(issue)}: given {issue['label']} (p {issue['p_given']:.2f}), "
             f"looks like {issue['suggested']} (p {issue['p_suggested']:.2f})"
         )
+    return lines
+
+
+def _multilabel_issues(labels: dict[str, Any], shown: int) -> list[str]:
+    judged = ", ".join(f"{e['label']} {e['auc']:.2f}" for e in labels["per_label"] if e["judged"])
+    lines = [
+        f"LABEL ISSUES ({labels['method']} on out-of-fold one-vs-rest probabilities from "
+        f"{labels['features']}; probe macro AUC {labels['probe_macro_auc']:.2f}; judged on the "
+        f"labels whose AUC 95% CI lies above {labels['min_auc_lower']:.2f}: {judged}): "
+        f"{labels['issues_total']} likely mislabeled"
+    ]
+    for issue in labels["issues"][:shown]:
+        changes = [f"add {n} (p {issue['p'][n]:.2f})" for n in issue["add"]]
+        changes += [f"remove {n} (p {issue['p'][n]:.2f})" for n in issue["remove"]]
+        lines.append(f"  {_name(issue)}: {'; '.join(changes)}")
     return lines

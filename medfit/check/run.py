@@ -9,10 +9,12 @@ removing or changing the meaning of one bumps `SCHEMA_VERSION`. Lists of pairs/i
 
 An image reference ("ref") is `{path, split, label, group}`: `path` as indexed (absolute for a
 folder, as written in a manifest otherwise), `label` the class name, `group` the patient id or
-null. A pair is `{kind, a, b, conflicting_labels, ...}` with `a` the later-split image (val/test;
-within a split, the one that was queried) and `b` its match; `kind` is "exact" / "dhash" (with
-`distance` in bits and `transform`, one of `hashing.TRANSFORMS`, applied to `a`) / "embedding"
-(with `similarity`, a cosine).
+null. For multi-label data `label` is the image's labels joined by "|" ("No Finding" for none;
+two refs have the same labels exactly when their `label` strings are equal) and a ref adds
+`labels` [str]. A pair is `{kind, a, b, conflicting_labels, ...}` with `a` the later-split image
+(val/test; within a split, the one that was queried) and `b` its match; `kind` is "exact" /
+"dhash" (with `distance` in bits and `transform`, one of `hashing.TRANSFORMS`, applied to `a`) /
+"embedding" (with `similarity`, a cosine).
 
 - `schema_version` int; `root` str (the data folder or manifest)
 - `summary`: `findings` {critical, warning, info: int}, `strict_fails` bool
@@ -58,6 +60,24 @@ within a split, the one that was queried) and `b` its match; `kind` is "exact" /
   suggested, p_given, p_suggested] (most likely wrong first)
 - `timing`: `images`, `seconds` {step: s}, `total_seconds`, `scan_images_per_second`,
   `images_per_second`, `embedding` (model and size, "" when none)
+
+Multi-label data (each image a set of labels, `DatasetIndex.multilabel`) change these sections:
+- `inventory`: `multilabel` true; `counts` {split: {label: positives}}; `split_totals` images;
+  `imbalance_ratio` null (see `multilabel.frequency`)
+- `exact_duplicates` / near pairs: `conflicting_labels` when the two label sets differ;
+  `cluster_list[].labels` are label sets
+- `groups`: the null pairs are of images with the same label set
+- `shortcuts`: `target` "any finding vs no finding" (what each property is tested to predict);
+  `by_class` and `images_with_marks_by_class` are keyed "no finding"/"any finding"
+- `label_issues`: `multilabel` true; `probe_macro_auc`, `min_auc_lower`, `per_label` [{label,
+  positives, auc, auc_ci95, judged}], `judged_labels`, `too_few_labels` (under
+  labels.MIN_PER_CLASS images on or off), `judged_macro_auc` when judged; each issue is a ref +
+  `suggested` (label set), `add` [str], `remove` [str], `p` {label: p}, `p_given`
+and add a section, present only for them:
+- `multilabel`: `labels` [str], `min_eval_positives`, `frequency` {split: {images, positives
+  {label: n}, no_finding, two_or_more, labels_per_image}}, `rare` [{label, split (val|test),
+  positives, problem ("absent"|"rare")}], `cooccurrence` {labels, `all` and `train` (K x K
+  images with both; diagonal: positives), `pairs` [{a, b, images, train}] most frequent first}
 """
 
 from __future__ import annotations
@@ -83,6 +103,7 @@ from medfit.check.groups import resolve_groups
 from medfit.check.inventory import inventory
 from medfit.check.labels import label_issues
 from medfit.check.leakage import group_leakage
+from medfit.check.multilabel import multilabel_label_issues, multilabel_summary
 from medfit.check.options import CheckOptions
 from medfit.check.shortcuts import find_shortcuts
 from medfit.check.verdict import SEVERITIES, make_verdict, strict_failures
@@ -115,9 +136,13 @@ class CheckReport:
     shortcuts: dict[str, Any]
     label_issues: dict[str, Any]
     timing: dict[str, Any]
+    multilabel: dict[str, Any] | None = None  # multi-label data only (absent from the JSON else)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["multilabel"] is None:
+            del out["multilabel"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False, default=_plain)
@@ -155,7 +180,7 @@ def run_check(index: DatasetIndex, options: CheckOptions | None = None) -> Check
     samples = list(index.samples)
     groups = resolve_groups(samples, index.root, options.group_pattern)
     scan = scan_dataset(samples, options)
-    ctx = Context(samples, index.classes, groups.ids, scan, options)
+    ctx = Context(samples, index.classes, groups.ids, scan, options, index.multilabel)
     seconds: dict[str, float] = {"scan": round(scan.seconds, 2)}
 
     def timed(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -178,8 +203,13 @@ def run_check(index: DatasetIndex, options: CheckOptions | None = None) -> Check
         },
         "groups": timed("groups", lambda: group_leakage(ctx, groups.source)),
         "shortcuts": timed("shortcuts", lambda: find_shortcuts(ctx)),
-        "label_issues": timed("label_issues", lambda: label_issues(ctx)),
+        "label_issues": timed(
+            "label_issues",
+            lambda: multilabel_label_issues(ctx) if ctx.multilabel else label_issues(ctx),
+        ),
     }
+    if ctx.multilabel:
+        parts["multilabel"] = timed("multilabel", lambda: multilabel_summary(ctx))
     total = time.perf_counter() - start
     parts["timing"] = {
         "images": len(samples),

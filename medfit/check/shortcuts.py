@@ -11,6 +11,9 @@ how the data was collected):
 - numeric (width/height/aspect, corner and border brightness, burned-in text/markers in the
   corners — see `markers` —, JPEG quality): a depth-3 decision tree with balanced class weights.
 
+Multi-label data have no one class per image: there the target is "any finding" vs "no finding"
+(is an image abnormal at all?), the split a second hospital or scanner most often follows.
+
 Balanced accuracy is 1/K for a majority-class or constant predictor whatever the imbalance, so
 "chance" is 1/K. A property is flagged when it beats chance by MIN_MARGIN and by 3 standard errors
 of a chance-level score on n images (sqrt(c(1-c)/n)); 32 images need +0.23 over 0.25, 1,000 binary
@@ -31,6 +34,8 @@ MARKERS = "burned-in text/markers"
 EXAMPLES = 3  # images per class shown for a flagged marker property (most stroke pixels first)
 MIN_MARGIN = 0.10
 FOLDS = 5
+MULTILABEL_TARGET = "any finding vs no finding"
+MULTILABEL_NAMES = ["no finding", "any finding"]
 
 
 def _properties(ctx: Context, rows: np.ndarray) -> dict[str, tuple[str, np.ndarray]]:
@@ -59,24 +64,37 @@ def _properties(ctx: Context, rows: np.ndarray) -> dict[str, tuple[str, np.ndarr
     return props
 
 
+def _target(ctx: Context, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """What a property should not predict, per row, and the names of its values: the class, or
+    for multi-label data whether the image has any finding (MULTILABEL_NAMES)."""
+    if ctx.multilabel:
+        return ctx.targets[rows].any(axis=1).astype(np.int64), MULTILABEL_NAMES
+    return ctx.labels[rows], ctx.classes
+
+
 def find_shortcuts(ctx: Context) -> dict[str, Any]:
     """Balanced accuracy of each single-property classifier, flagged when clearly above chance."""
     rows = ctx.readable()
-    labels = ctx.labels[rows]
+    labels, names = _target(ctx, rows)
     n_classes = len(np.unique(labels))
     if n_classes < 2 or len(rows) < 2 * FOLDS:
-        return {"checked": False, "reason": "too few readable images or classes", "properties": []}
+        reason = "too few readable images or classes"
+        if ctx.multilabel:
+            reason = "too few readable images, or not both images with and without a finding"
+        return {"checked": False, "reason": reason, "properties": []}
     chance = 1.0 / n_classes
     margin = max(MIN_MARGIN, 3.0 * float(np.sqrt(chance * (1 - chance) / len(rows))))
     results = []
     for name, (kind, values) in _properties(ctx, rows).items():
-        result = _score(name, kind, values, labels, ctx, chance, margin)
+        result = _score(name, kind, values, labels, names, ctx.options.seed, chance, margin)
         if name == MARKERS:
-            result.update(_marker_details(ctx, rows, values, labels, result["flagged"]))
+            result.update(_marker_details(ctx, rows, values, labels, names, result["flagged"]))
         results.append(result)
     results.sort(key=lambda r: -r["balanced_accuracy"])
+    target = {"target": MULTILABEL_TARGET} if ctx.multilabel else {}
     return {
         "checked": True,
+        **target,
         "images": len(rows),
         "chance": round(chance, 4),
         "margin": round(margin, 4),
@@ -90,7 +108,8 @@ def _score(
     kind: str,
     values: np.ndarray,
     labels: np.ndarray,
-    ctx: Context,
+    names: list[str],
+    seed: int,
     chance: float,
     margin: float,
 ) -> dict[str, Any]:
@@ -102,7 +121,7 @@ def _score(
     if distinct < 2:
         accuracy = chance  # a constant property predicts nothing
     else:
-        pred = _cv_predict(kind, values, labels, ctx.options.seed)
+        pred = _cv_predict(kind, values, labels, seed)
         accuracy = _balanced_accuracy(labels, pred)
     result: dict[str, Any] = {
         "property": name,
@@ -112,17 +131,22 @@ def _score(
         "distinct_values": distinct,
     }
     if kind == "categorical":
-        result["by_class"] = _value_table(values, labels, ctx.classes)
+        result["by_class"] = _value_table(values, labels, names)
     return result
 
 
 def _marker_details(
-    ctx: Context, rows: np.ndarray, values: np.ndarray, labels: np.ndarray, flagged: bool
+    ctx: Context,
+    rows: np.ndarray,
+    values: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    flagged: bool,
 ) -> dict[str, Any]:
     """How many images per class carry strokes, and (when flagged) the most marked ones, so
     that a report can show what the letters look like."""
     marked = values[:, -1] > 0  # at least one stroke component
-    counts = {name: int(np.sum(marked[labels == c])) for c, name in enumerate(ctx.classes)}
+    counts = {name: int(np.sum(marked[labels == c])) for c, name in enumerate(names)}
     details: dict[str, Any] = {"images_with_marks_by_class": counts}
     if flagged:
         score = values[:, :-1].sum(axis=1)

@@ -8,12 +8,18 @@ What is re-split: train and val together (val too when medfit made it at random)
 test split is kept as it is, unless `--test-fraction` asks for a new one, in which case every
 image is re-split. The manifest (`path,label,split,group`, paths relative to the manifest's
 folder) is what `medfit train MANIFEST.csv` and `medfit check MANIFEST.csv` read.
+
+Multi-label data (several labels per image) are stratified by each image's rarest label (the
+index's `Sample.label` key), image by image as groups of one under `--by stratified`, and written
+as one 0/1 column per label (`path,split,group,<label>...`): unambiguous to read back, whatever
+the labels are called and however many an image has.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +41,12 @@ class SplitResult:
     fractions: dict[str, float]  # split -> share of all images
     groups: int  # distinct ids used (0 for --by stratified)
     notes: list[str] = field(default_factory=list)
+    # Images per split; multi-label `counts` are positives per label, so they cannot be summed.
+    images: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = ", ".join(
-            f"{split} {sum(c.values())} ({self.fractions[split]:.1%})"
+            f"{split} {self.images.get(split, sum(c.values()))} ({self.fractions[split]:.1%})"
             for split, c in self.counts.items()
         )
         lines = [f"wrote {self.manifest}: {parts}"]
@@ -64,7 +72,10 @@ def _holdout(
                 f"{folds}); lower --{what}-fraction, or use --by stratified"
             )
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-        _, held = next(splitter.split(np.zeros(n), labels, groups))
+        with warnings.catch_warnings():
+            # "The least populated class in y has only n members": a rare multi-label key
+            warnings.simplefilter("ignore", UserWarning)
+            _, held = next(splitter.split(np.zeros(n), labels, groups))
     else:
         try:
             splitter_s = StratifiedShuffleSplit(1, test_size=fraction, random_state=seed)
@@ -102,10 +113,14 @@ def make_split(
         if missing:
             notes.append(f"{missing} image(s) without a group id are each their own group")
         notes.append(f"group ids from {resolved.source}")
-    labels = np.array([s.label for s in samples])
+    labels = np.array([s.label for s in samples])  # multi-label: the stratification key
     group_arr = np.array(
         [g if g is not None else f"\0{s.path}" for s, g in zip(samples, ids, strict=True)]
     )
+    # Multi-label keys can be held by one image (StratifiedShuffleSplit refuses those): split
+    # image by image as groups of one, which StratifiedGroupKFold stratifies as well as it can.
+    one_each = np.array([f"\0{s.path}" for s in samples]) if index.multilabel else None
+    grouping = group_arr if by == "group" else one_each
     keep_test = test_fraction == 0.0
     splits = np.array(["train"] * len(samples), dtype=object)
     pool = np.ones(len(samples), dtype=bool)
@@ -113,26 +128,39 @@ def make_split(
         is_test = np.array([s.split == "test" for s in samples])
         splits[is_test], pool = "test", ~is_test
     else:
-        sub = _holdout(labels, group_arr if by == "group" else None, test_fraction, seed, "test")
+        sub = _holdout(labels, grouping, test_fraction, seed, "test")
         splits[sub] = "test"
         pool = ~sub
     rows = np.flatnonzero(pool)
     share = val_fraction * len(samples) / max(1, len(rows))  # val as a share of all images
     sub = _holdout(
-        labels[rows], group_arr[rows] if by == "group" else None, min(share, 0.5), seed + 1, "val"
+        labels[rows],
+        grouping[rows] if grouping is not None else None,
+        min(share, 0.5),
+        seed + 1,
+        "val",
     )
     splits[rows[sub]] = "val"
     if by == "group" and keep_test:
         notes += _test_overlap(group_arr, splits)
     _write(out, index, splits.tolist(), ids)
     counts = {
-        split: dict(Counter(index.classes[labels[i]] for i in np.flatnonzero(splits == split)))
+        split: _counts(index, np.flatnonzero(splits == split))
         for split in SPLITS
         if np.any(splits == split)
     }
     fractions = {split: float(np.mean(splits == split)) for split in counts}
+    images = {split: int(np.sum(splits == split)) for split in counts}
     n_groups = len(np.unique(group_arr)) if by == "group" else 0
-    return SplitResult(out, counts, fractions, n_groups, notes)
+    return SplitResult(out, counts, fractions, n_groups, notes, images)
+
+
+def _counts(index: DatasetIndex, rows: np.ndarray) -> dict[str, int]:
+    """Images per class of these rows; multi-label: positives per label."""
+    if index.multilabel:
+        totals = np.sum([index.samples[i].targets for i in rows], axis=0)
+        return {c: int(n) for c, n in zip(index.classes, totals, strict=True)}
+    return dict(Counter(index.classes[index.samples[i].label] for i in rows))
 
 
 def _check_args(
@@ -171,11 +199,16 @@ def _write(out: Path, index: DatasetIndex, splits: list[str], ids: list[str | No
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f, delimiter=delimiter)
-        writer.writerow(["path", "label", "split", "group"])
+        if index.multilabel:  # one 0/1 column per label (see the module docstring)
+            writer.writerow(["path", "split", "group", *index.classes])
+        else:
+            writer.writerow(["path", "label", "split", "group"])
         for sample, split, group in zip(index.samples, splits, ids, strict=True):
-            writer.writerow(
-                [_manifest_path(sample.path, out), index.classes[sample.label], split, group or ""]
-            )
+            path = _manifest_path(sample.path, out)
+            if index.multilabel:
+                writer.writerow([path, split, group or "", *(sample.targets or ())])
+            else:
+                writer.writerow([path, index.classes[sample.label], split, group or ""])
     os.replace(tmp, out)
 
 

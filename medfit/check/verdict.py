@@ -7,6 +7,9 @@ warning   likely to mislead or hurt training (near duplicates across splits, sho
           unreadable files, labels that look wrong, ids shared across splits whose images are
           not alike or too few to judge, near copies inside a split whose labels disagree)
 info      worth knowing (imbalance, near copies inside a split, checks that could not decide)
+
+Multi-label data add one warning: labels with too few positives in val or test to measure (or
+none at all); a copy whose label sets differ is a conflict like a copy whose class differs.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ DETAILS = {
     "imbalance": "inventory.counts",
     "no_groups": "groups",
     "ids_per_split": "groups",
+    "rare_labels": "multilabel.rare",
 }
 
 
@@ -65,6 +69,7 @@ def make_verdict(report: dict[str, Any]) -> list[dict[str, str]]:
     findings += _unreadable(report["inventory"])
     findings += _shortcuts(report["shortcuts"])
     findings += _labels(report["label_issues"])
+    findings += _rare_labels(report.get("multilabel"))
     findings += _info(report)
     findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))
     return findings
@@ -254,8 +259,9 @@ def _shortcuts(shortcuts: dict[str, Any]) -> list[dict[str, str]]:
     for prop in shortcuts["properties"]:
         if not prop["flagged"]:
             continue
+        target = shortcuts.get("target", "the class")
         title = (
-            f"shortcut: {prop['property']} alone predicts the class (balanced accuracy "
+            f"shortcut: {prop['property']} alone predicts {target} (balanced accuracy "
             f"{prop['balanced_accuracy']:.2f} vs chance {shortcuts['chance']:.2f}; flagged above "
             f"+{shortcuts['margin']:.2f})"
         )
@@ -276,6 +282,8 @@ def _labels(labels: dict[str, Any]) -> list[dict[str, str]]:
         ]
     if not labels.get("checked") or not labels["issues_total"]:
         return []
+    if labels.get("multilabel"):
+        return [_multilabel_issues(labels)]
     # A probe that gets at most halfway from chance to perfect, or that flags more than a quarter
     # of the images, says more about the features than about the labels.
     chance = labels["chance"]
@@ -298,6 +306,54 @@ def _labels(labels: dict[str, Any]) -> list[dict[str, str]]:
             "label_issues",
         )
     ]
+
+
+def _multilabel_issues(labels: dict[str, Any]) -> dict[str, str]:
+    """Label issues of multi-label data: judged only on the labels the probe can see."""
+    judged = labels["judged_labels"]
+    shown = ", ".join(judged[:4]) + (f" and {len(judged) - 4} more" if len(judged) > 4 else "")
+    title = (
+        f"{labels['issues_total']} image(s) may carry a wrong label set "
+        f"({labels['issue_rate']:.1%}; one-vs-rest frozen-feature probe, judged on "
+        f"{len(judged)} of {len(labels['per_label']) + len(labels['too_few_labels'])} labels "
+        f"whose out-of-fold AUC clears {labels['min_auc_lower']:.2f}: {shown})"
+    )
+    # As for one label per image: a probe at most halfway from chance (0.5) to a perfect AUC on
+    # the labels it judges, or one that flags over a quarter of the images, says more about the
+    # features than about the labels.
+    weak = labels["judged_macro_auc"] < 0.75 or labels["issue_rate"] > 0.25
+    if weak:
+        title += " — the probe is weak here, so treat the list as a hint"
+    return _finding(
+        "info" if weak else "warning",
+        title,
+        "review the listed images (most likely first): add or remove the named labels",
+        "label_issues",
+    )
+
+
+def _rare_labels(multilabel: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Multi-label: labels whose val/test positives are too few to measure, or none."""
+    if not multilabel or not multilabel["rare"]:
+        return []
+    by_label: dict[str, list[str]] = {}
+    for flag in multilabel["rare"]:
+        by_label.setdefault(flag["label"], []).append(f"{flag['split']} {flag['positives']}")
+    parts = [f"{label} ({', '.join(where)})" for label, where in by_label.items()]
+    shown = "; ".join(parts[:6]) + (f"; {len(parts) - 6} more" if len(parts) > 6 else "")
+    absent = sum(f["problem"] == "absent" for f in multilabel["rare"])
+    title = (
+        f"{len(by_label)} label(s) have fewer than {multilabel['min_eval_positives']} positives "
+        f"in val or test, so their AUC there is noise"
+        + (f" ({absent} (label, split) with none: no AUC at all)" if absent else "")
+        + f": {shown}"
+    )
+    fix = (
+        "say so instead of reporting their AUC (average over the labels that have enough); to "
+        f"measure them, re-split whole patients so that val and test hold at least "
+        f"{multilabel['min_eval_positives']} positives of each, or gather more images with them"
+    )
+    return [_finding("warning", title, fix, "rare_labels")]
 
 
 def _info(report: dict[str, Any]) -> list[dict[str, str]]:
