@@ -28,11 +28,11 @@ MODALITIES = (
     "ultrasound",
 )  # fmt: skip
 AUG_PRESETS = (*MODALITIES, "none", "light", "rotate90")
-TASKS = ("auto", "multiclass", "ordinal")
+TASKS = ("auto", "multiclass", "ordinal", "multilabel")
 BN_POLICIES = ("auto", "train", "frozen")
 BALANCE_MODES = ("auto", "none", "loss", "sqrt", "sampler")
-LOSSES = ("auto", "ce", "sord")
-SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "val_loss")
+LOSSES = ("auto", "ce", "sord", "bce")
+SELECT_METRICS = ("auto", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "val_loss")
 NORMALIZE_MODES = ("weights", "unit")
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -169,8 +169,21 @@ class DataConfig:
     )
     # auto: ordinal when every class name is a grade number (grade0..grade4); ordinal adds
     # quadratic weighted kappa and the mean grade error to eval (medfit/data/task.py).
+    # multilabel: several findings per image (a manifest's label cell "A|B", or one 0/1 column
+    # per label); auto detects it from the manifest (medfit/data/manifest.py).
     task: str = opt(
-        "auto", help="ordinal: disease grades (default auto: from class names)", choices=TASKS
+        "auto",
+        help="ordinal: disease grades; multilabel: several labels per image "
+        "(default auto: from the labels)",
+        choices=TASKS,
+    )
+    # How a multi-label manifest cell joins its labels: NIH ChestX-ray14 and most CSV exports
+    # write "Effusion|Infiltration".
+    label_sep: str = opt("|", help="separator between labels in a multi-label manifest cell")
+    # The label that means "none of the findings" (the all-zero target, not a label of its own):
+    # NIH ChestX-ray14 and CheXpert call it "No Finding". Matched in any case.
+    none_label: str = opt(
+        "No Finding", help="multi-label cell meaning no finding (the all-zero target)"
     )
 
 
@@ -250,9 +263,10 @@ class TrainConfig:
     # ce: cross-entropy (with label_smoothing). sord: soft ordinal targets for graded labels
     # (Díaz & Marathe 2019), which replace label smoothing. auto = sord for ordinal grades (on the
     # suite's knee grades, 3 seeds: QWK 0.645 vs 0.571, same accuracy; bench/README.md), else ce.
+    # bce: binary cross-entropy per label, the multi-label loss (auto picks it for such data).
     loss: str = opt(
         "auto",
-        help="ce, or sord: soft ordinal targets; auto: sord for grades, else ce",
+        help="ce, sord (soft ordinal targets) or bce (multi-label); auto: from the task",
         choices=LOSSES,
     )
     # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) through timm's Mixup: the alpha of

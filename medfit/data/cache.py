@@ -91,7 +91,7 @@ def resize_square(pixels: np.ndarray, size: int, interpolation: str = "bicubic")
 @dataclass(frozen=True)
 class CachedSplit:
     pixels: np.ndarray  # uint8 (N, S, S, C), memory-mapped
-    labels: np.ndarray  # int64 (N,)
+    labels: np.ndarray  # int64 (N,) class indices, or (N, L) 0/1 for multi-label
     paths: list[str]  # the N decoded images, same order
     skipped: list[tuple[str, str]]  # (path, reason) for files that failed to decode
     # What this call did: rows copied from an older entry / files decoded (both 0 on a cache hit).
@@ -119,7 +119,8 @@ def _key(samples: Sequence[Sample], stamps: Sequence[str], size: int, interpolat
     digest = hashlib.sha256()
     digest.update(f"v{CACHE_VERSION}|{size}|{interpolation}".encode())
     for s, stamp in zip(samples, stamps, strict=True):
-        digest.update(f"|{s.path}|{s.label}|{stamp}".encode("utf-8", "surrogateescape"))
+        label = s.label if s.targets is None else s.targets
+        digest.update(f"|{s.path}|{label}|{stamp}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:24]
 
 
@@ -415,7 +416,7 @@ def _build(
             "version": CACHE_VERSION,
             "params": params,
             "paths": [samples[i].path for i in kept],
-            "labels": [samples[i].label for i in kept],
+            "labels": [_label(samples[i]) for i in kept],
             "stamps": [stamps[i] for i in kept],
             "skipped": skipped,
             "built": {"reused": n_reused, "decoded": len(to_decode)},
@@ -431,6 +432,11 @@ def _build(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return n_reused, len(to_decode)
+
+
+def _label(sample: Sample) -> int | list[int]:
+    """What a cache row stores as its label: the class index, or the multi-label 0/1 list."""
+    return sample.label if sample.targets is None else list(sample.targets)
 
 
 def _is_gray(pixels: np.ndarray) -> bool:

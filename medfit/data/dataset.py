@@ -7,7 +7,7 @@ from pathlib import Path
 from medfit.config import DataConfig
 from medfit.data.cache import CachedSplit, build_or_load, default_cache_dir
 from medfit.data.groups import apply_group_pattern
-from medfit.data.manifest import index_manifest, is_manifest_path
+from medfit.data.manifest import LabelFormat, index_manifest, is_manifest_path
 from medfit.data.sources import DatasetIndex, index_folder, stratified_subset
 from medfit.errors import DataError
 from medfit.progress import Log
@@ -17,7 +17,8 @@ def load_index(cfg: DataConfig, seed: int) -> DatasetIndex:
     """Index `cfg.root`: a .csv/.tsv/.txt manifest file, else a folder layout; with
     `cfg.group_pattern`, ids from file names, and a val split off train made by them."""
     if is_manifest_path(cfg.root):
-        index = index_manifest(cfg.root, cfg.val_fraction, seed)
+        labels = LabelFormat(cfg.task, cfg.label_sep, cfg.none_label)
+        index = index_manifest(cfg.root, cfg.val_fraction, seed, labels)
     else:
         index = index_folder(cfg.root, cfg.val_fraction, seed)
     if cfg.group_pattern:

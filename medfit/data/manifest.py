@@ -18,6 +18,20 @@
 - The classes are the sorted labels of the train rows, checked by `sources.check_classes` exactly
   as class folders are.
 
+Multi-label (several findings per image, `--task multilabel`, detected by `auto`):
+
+    path,labels,split,patient_id              path,effusion,edema,split
+    a.png,Effusion|Infiltration,train,17      a.png,1,0,train
+    b.png,No Finding,val,18                   b.png,0,0,val
+
+- a label cell joining labels with `label_sep` (default `|`; NIH ChestX-ray14's "Finding Labels"),
+  the task being multi-label as soon as one cell holds the separator; `none_label` (default
+  "No Finding", any case) is the all-zero target, not a label;
+- or no label column and one 0/1 column per label (every non-empty cell 0 or 1; other columns,
+  such as a view or an age, are ignored). An uncertain -1 (CheXpert) is refused: map it first.
+- The labels are those positive on at least one train row. `labels`/`finding labels` name the
+  label column too; `patient`/`patient_id`/`subject_id` the group column.
+
 Every problem is a one-line `DataError` naming the manifest, the row (1-based, the header is row
 1) and what to do.
 """
@@ -28,6 +42,7 @@ import csv
 import io
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from medfit.data.sources import (
@@ -45,6 +60,17 @@ from medfit.files import FileMissing, read_bytes_bounded
 MANIFEST_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 REQUIRED_COLUMNS = ("path", "label")
 OPTIONAL_COLUMNS = ("split", "group")
+# Other header names read as a known column (lower case).
+COLUMN_SYNONYMS = {
+    "labels": "label",
+    "finding labels": "label",
+    "finding_labels": "label",
+    "patient": "group",
+    "patient_id": "group",
+    "patientid": "group",
+    "patient id": "group",
+    "subject_id": "group",
+}
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}
 _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "bar"}
 _LAYOUT = "path,label[,split][,group]"
@@ -56,8 +82,24 @@ def is_manifest_path(path: str | Path) -> bool:
     return path.suffix.lower() in MANIFEST_SUFFIXES and not path.is_dir()
 
 
-def index_manifest(path: str | Path, val_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
+@dataclass(frozen=True)
+class LabelFormat:
+    """How a manifest's labels are read: the task asked for (auto, multiclass, ordinal,
+    multilabel), the multi-label separator and the "no finding" label."""
+
+    task: str = "auto"
+    sep: str = "|"
+    none_label: str = "No Finding"
+
+
+def index_manifest(
+    path: str | Path,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    labels: LabelFormat | None = None,
+) -> DatasetIndex:
     """Index the images a CSV/TSV manifest lists into Sample records (see the module docstring)."""
+    fmt = labels or LabelFormat()
     manifest = Path(path).expanduser()
     text = _read_text(manifest)
     delimiter = _delimiter(manifest, text)
@@ -66,7 +108,10 @@ def index_manifest(path: str | Path, val_fraction: float = 0.15, seed: int = 0) 
         raise DataError(
             f"{manifest}: the manifest is empty; write a header row {_LAYOUT} and one row per image"
         )
-    columns = _columns(manifest, rows[0], delimiter)
+    label_columns = _binary_columns(manifest, rows) if fmt.task != "multiclass" else {}
+    columns = _columns(manifest, rows[0], delimiter, need_label=not label_columns)
+    if "label" in columns:
+        label_columns = {}
     has_group = "group" in columns
 
     records: list[tuple[str, str, str, str | None]] = []  # path, label, split, group
@@ -82,10 +127,11 @@ def index_manifest(path: str | Path, val_fraction: float = 0.15, seed: int = 0) 
                 f"{where}: {len(row)} values but the header has {len(rows[0])} columns; "
                 f"quote values that contain a {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}"
             )
-        given, label = _cell(row, columns, "path"), _cell(row, columns, "label")
+        given = _cell(row, columns, "path")
+        label = _cell(row, columns, "label") if not label_columns else _joined(row, label_columns)
         if not given:
             raise DataError(f"{where}: the path is empty; fill it in or delete the row")
-        if not label:
+        if not label and not label_columns:
             raise DataError(f"{where}: the label of {given} is empty; fill it in or delete the row")
         split = _split(where, _cell(row, columns, "split"))
         file = Path(given).expanduser()
@@ -114,6 +160,13 @@ def index_manifest(path: str | Path, val_fraction: float = 0.15, seed: int = 0) 
             f"relative paths are read from {manifest.parent.absolute()}"
         )
 
+    multilabel = bool(label_columns) or fmt.task == "multilabel"
+    if fmt.task == "auto" and not multilabel:
+        multilabel = any(fmt.sep in label for _, label, _, _ in records)
+    if multilabel:
+        sep = _LABEL_JOIN if label_columns else fmt.sep
+        return _multilabel_index(manifest, records, sep, fmt.none_label, val_fraction, seed)
+
     counts: dict[str, Counter[str]] = {}
     for _, label, split, _ in records:
         counts.setdefault(split, Counter())[label] += 1
@@ -126,6 +179,92 @@ def index_manifest(path: str | Path, val_fraction: float = 0.15, seed: int = 0) 
     samples = [Sample(path, index[label], split, group) for path, label, split, group in records]
     dataset = DatasetIndex(str(manifest), classes, samples)
     if "val" not in counts:
+        dataset = stratified_val_split(dataset, val_fraction, seed)
+    return dataset
+
+
+_LABEL_JOIN = "\x1f"  # joins 0/1 columns' names internally (no header holds it)
+
+
+def _binary_columns(manifest: Path, rows: list[list[str]]) -> dict[str, int]:
+    """Label name -> column index of every column (not path/split/group/label) whose cells are
+    all 0, 1 or empty; {} unless there are at least two. A -1 (uncertain) is a DataError."""
+    header = rows[0]
+    found: dict[str, int] = {}
+    for i, raw in enumerate(header):
+        name = raw.strip()
+        known = COLUMN_SYNONYMS.get(name.lower(), name.lower())
+        if not name or known in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+            continue
+        cells = {row[i].strip() for row in rows[1:] if i < len(row)} - {""}
+        values = {_binary(c) for c in cells}
+        if cells and values <= {0, 1}:
+            found[name] = i
+        elif cells and values <= {0, 1, -1} and -1 in values:
+            raise DataError(
+                f"{manifest}: column {name!r} holds -1 (an uncertain label, as in CheXpert); map "
+                "it to 0 or 1 first (U-Zeros / U-Ones, Irvin et al. 2019)"
+            )
+    return found if len(found) >= 2 else {}
+
+
+def _binary(cell: str) -> int | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0, -1.0) else None
+
+
+def _joined(row: list[str], label_columns: dict[str, int]) -> str:
+    """The names of the 0/1 columns that are 1 in this row, joined by _LABEL_JOIN."""
+    on = [n for n, i in label_columns.items() if i < len(row) and _binary(row[i].strip()) == 1]
+    return _LABEL_JOIN.join(on)
+
+
+def _multilabel_index(
+    manifest: Path,
+    records: list[tuple[str, str, str, str | None]],
+    sep: str,
+    none_label: str,
+    val_fraction: float,
+    seed: int,
+) -> DatasetIndex:
+    """Samples with a 0/1 target per label: the labels positive on some train row, sorted."""
+    none = none_label.strip().lower()
+    parsed = []
+    for path, cell, split, group in records:
+        names = {n.strip() for n in cell.split(sep) if n.strip() and n.strip().lower() != none}
+        parsed.append((path, names, split, group))
+    train = Counter(n for _, names, split, _ in parsed if split == "train" for n in names)
+    if not train:
+        raise DataError(
+            f"{manifest}: no train row has a label; mark some rows train (or leave their split "
+            f"empty) and give their labels (joined by {sep!r}, or {none_label!r} for none)"
+        )
+    if len(train) < 2:
+        raise DataError(
+            f"{manifest}: only one label ({next(iter(train))}) in train; a multi-label "
+            "classifier needs at least two"
+        )
+    classes = sorted(train)
+    index = {name: i for i, name in enumerate(classes)}
+    for _, names, split, _ in parsed:
+        extra = sorted(names - set(index))
+        if extra:
+            raise DataError(
+                f"{manifest}: label(s) {', '.join(extra)} in {split} but on no train row; add "
+                "training images for them or remove them"
+            )
+    rarity = sorted(classes, key=lambda name: (train[name], name))
+    rank = {name: r for r, name in enumerate(rarity)}
+    samples = []
+    for path, names, split, group in parsed:
+        targets = tuple(int(name in names) for name in classes)
+        key = index[min(names, key=rank.__getitem__)] if names else len(classes)
+        samples.append(Sample(path, key, split, group, targets))
+    dataset = DatasetIndex(str(manifest), classes, samples, multilabel=True)
+    if not dataset.split("val"):
         dataset = stratified_val_split(dataset, val_fraction, seed)
     return dataset
 
@@ -180,11 +319,14 @@ def _filled(cells: list[str]) -> bool:
     return any(c.strip() for c in cells)
 
 
-def _columns(manifest: Path, header: list[str], delimiter: str) -> dict[str, int]:
-    """Known column name -> its index in the header; a DataError when path or label is absent."""
+def _columns(
+    manifest: Path, header: list[str], delimiter: str, need_label: bool = True
+) -> dict[str, int]:
+    """Known column name -> its index in the header; a DataError when path (or, without 0/1
+    label columns, label) is absent."""
     columns: dict[str, int] = {}
     for i, raw in enumerate(header):
-        name = raw.strip().lower()
+        name = COLUMN_SYNONYMS.get(raw.strip().lower(), raw.strip().lower())
         if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
             continue
         if name in columns:
@@ -193,7 +335,8 @@ def _columns(manifest: Path, header: list[str], delimiter: str) -> dict[str, int
                 f"named {name!r}; keep one"
             )
         columns[name] = i
-    absent = [name for name in REQUIRED_COLUMNS if name not in columns]
+    required = REQUIRED_COLUMNS if need_label else ("path",)
+    absent = [name for name in required if name not in columns]
     if absent:
         found = ", ".join(repr(h.strip()) for h in header) or "none"
         hint = ""

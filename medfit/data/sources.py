@@ -40,9 +40,10 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,9 +63,13 @@ SPLIT_SYNONYMS = {
 @dataclass(frozen=True)
 class Sample:
     path: str
-    label: int  # index into DatasetIndex.classes
+    # Single-label: the index into DatasetIndex.classes. Multi-label: a stratification key only
+    # (the sample's rarest positive label, or len(classes) for no finding); `targets` holds the
+    # labels.
+    label: int
     split: str  # one of SPLITS
     group: str | None = None  # patient/study id, when known
+    targets: tuple[int, ...] | None = None  # multi-label only: 0/1 per class
 
 
 @dataclass
@@ -82,12 +87,47 @@ class DatasetIndex:
     # Top-level folders beside the split folders that are no split (`test_simple/`, `original/`).
     ignored_folders: list[str] = field(default_factory=list)
 
+    # True when each image carries a 0/1 vector over `classes` (Sample.targets).
+    multilabel: bool = False
+
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]
 
     def counts(self, split: str) -> dict[str, int]:
-        counter = Counter(s.label for s in self.split(split))
+        """Images per class; multi-label: images on which each label is positive."""
+        samples = self.split(split)
+        if self.multilabel:
+            rows = [s.targets for s in samples if s.targets is not None]
+            totals = np.sum(rows, axis=0) if rows else None
+            return {
+                c: int(totals[i]) if totals is not None else 0 for i, c in enumerate(self.classes)
+            }
+        counter = Counter(s.label for s in samples)
         return {c: counter.get(i, 0) for i, c in enumerate(self.classes)}
+
+
+# How RUN/split.csv and prediction files write a multi-label target: positive labels joined by
+# LABEL_JOIN, or NO_LABELS for the all-zero target.
+LABEL_JOIN = "|"
+NO_LABELS = "(none)"
+
+
+def label_text(label: Any, classes: Sequence[str]) -> str:
+    """A cached label as text: the class name, or for a 0/1 multi-label row its positive labels
+    joined ("Effusion|Infiltration", or NO_LABELS)."""
+    values = np.asarray(label)
+    if values.ndim == 0:
+        return classes[int(values)]
+    names = [name for name, on in zip(classes, values, strict=True) if on]
+    return LABEL_JOIN.join(names) if names else NO_LABELS
+
+
+def label_vector(text: str, classes: Sequence[str]) -> list[int] | None:
+    """The 0/1 row `label_text` wrote; None when it names a label that is not in `classes`."""
+    names = set() if text == NO_LABELS else set(text.split(LABEL_JOIN))
+    if not names <= set(classes):
+        return None
+    return [int(name in names) for name in classes]
 
 
 def split_name(folder_name: str) -> str | None:
@@ -452,15 +492,33 @@ def stratified_val_split(dataset: DatasetIndex, val_fraction: float, seed: int) 
     """Move a stratified `val_fraction` of train to val: whole groups when train samples carry a
     group (no id in both), else images drawn per class (at least one image per class)."""
     train = dataset.split("train")
-    if any(s.group is not None for s in train):
+    if dataset.multilabel:
+        to_val, n_ids = _multilabel_val(train, val_fraction, seed)
+    elif any(s.group is not None for s in train):
         to_val = _grouped_val(dataset, train, val_fraction, seed)
         n_ids = len({s.group for s in train if s.group is not None})
     else:
         to_val, n_ids = _random_val(dataset, train, val_fraction, seed), 0
-    samples = [
-        Sample(s.path, s.label, "val", s.group) if s.path in to_val else s for s in dataset.samples
-    ]
+    samples = [replace(s, split="val") if s.path in to_val else s for s in dataset.samples]
     return replace(dataset, samples=samples, val_from_train=True, val_groups=n_ids)
+
+
+def _multilabel_val(train: list[Sample], val_fraction: float, seed: int) -> tuple[set[str], int]:
+    """Whole groups (an image without one is its own) for val, stratified by each image's rarest
+    label: the first fold of a seeded StratifiedGroupKFold. No label is required on both sides:
+    a rare finding may only be in train (eval then says it is too rare to measure)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    keys = np.array([s.label for s in train])
+    groups = np.array([s.group if s.group is not None else f"\0{s.path}" for s in train])
+    n_groups = len(np.unique(groups))
+    folds = max(2, min(round(1 / val_fraction), n_groups))
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has N members"
+        _, held = next(splitter.split(np.zeros(len(train)), keys, groups))
+    n_ids = len({s.group for s in train if s.group is not None})
+    return {train[i].path for i in held}, n_ids
 
 
 def _random_val(

@@ -32,10 +32,23 @@ def grade_values(classes: list[str]) -> list[int] | None:
     return values
 
 
-def resolve_task(task: str, classes: list[str]) -> str:
-    """Turn `auto` into multiclass or ordinal; `ordinal` needs grade numbers in the names."""
+def resolve_task(task: str, classes: list[str], multilabel: bool = False) -> str:
+    """Turn `auto` into multiclass, ordinal or multilabel (the data index says whether its
+    images carry several labels); `ordinal` needs grade numbers in the names."""
     if task not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    if multilabel:
+        if task not in ("auto", "multilabel"):
+            raise ConfigError(
+                f"--task {task} needs one label per image, and this data has several; "
+                "use --task multilabel (or auto)"
+            )
+        return "multilabel"
+    if task == "multilabel":
+        raise ConfigError(
+            "--task multilabel needs a manifest with several labels per image (a label cell "
+            "'A|B', or one 0/1 column per label); class folders hold one label per image"
+        )
     if task == "auto":
         return "ordinal" if grade_values(classes) is not None else "multiclass"
     return task
@@ -55,6 +68,11 @@ def grade_ranks(classes: list[str]) -> list[int]:
 
 def describe_task(task: str, classes: list[str]) -> str:
     """One line for the run's header."""
+    if task == "multilabel":
+        return (
+            f"multi-label: {len(classes)} labels, any number per image (sigmoid outputs, "
+            "macro ROC-AUC reported)"
+        )
     if task != "ordinal":
         return "multiclass (unordered classes)"
     ranks = grade_ranks(classes)

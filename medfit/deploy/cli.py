@@ -117,7 +117,12 @@ def _report(table: PredictionTable, out: str | None, stream: IO[str]) -> None:
 
     done = len(table.paths) - len(table.skipped)
     extras = [f"TTA over {'+'.join(table.views)}"] if len(table.views) > 1 else []
-    extras += [f"temperature {table.temperature:g}"] if table.temperature else []
+    if isinstance(table.temperature, tuple):
+        extras += ["a temperature per label"]
+    elif table.temperature:
+        extras += [f"temperature {table.temperature:g}"]
+    if table.thresholds is not None:
+        extras += ["labels called at their thresholds.json thresholds"]
     where = f" to {out}" if out else ""
     note = f" ({'; '.join(extras)})" if extras else ""
     print(f"wrote {done} prediction(s){where}{note}", file=stream)

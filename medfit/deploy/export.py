@@ -70,12 +70,15 @@ class ExportReport:
 class _WithProbabilities(nn.Module):
     """Logits for calibration / custom thresholds, probabilities for everyone else."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, multilabel: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.multilabel = multilabel  # sigmoid per label instead of a softmax over classes
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x)
+        if self.multilabel:
+            return logits, torch.sigmoid(logits)
         return logits, torch.softmax(logits, dim=1)
 
 
@@ -96,7 +99,7 @@ def export_model(
     predictor = Predictor(run_dir, device="cpu")  # export and compare on CPU, in float32
     path = Path(out).expanduser() if out else default_output(predictor.info.path, fmt)
     meta = export_metadata(predictor, fmt, dynamic_batch)
-    module = _WithProbabilities(predictor.model).eval()
+    module = _WithProbabilities(predictor.model, predictor.multilabel).eval()
     with _staging_file(path) as tmp:
         run = (
             _write_onnx(module, tmp, meta)
@@ -143,9 +146,26 @@ def export_metadata(predictor: Predictor, fmt: str, dynamic_batch: bool) -> dict
         },
         "temperature": predictor.info.temperature,
         "calibrated_probabilities": "softmax(logits / temperature) when temperature is set",
+        **(_multilabel_metadata(predictor) if predictor.multilabel else {}),
         "tta_flips": list(predictor.info.tta_views[1:]),
         "preprocess_steps": preprocess_steps(pre.interpolation, size),
         "preprocess_python": inspect.getsource(preprocess_numpy),
+    }
+
+
+def _multilabel_metadata(predictor: Predictor) -> dict[str, Any]:
+    """A multi-label run's output contract: a sigmoid per label, and each label's threshold."""
+    return {
+        "task": "multilabel",
+        "outputs": {
+            "logits": "float32 (batch, num_labels): one independent logit per label",
+            "probabilities": "sigmoid(logits) per label, in the order of 'classes' (they do not "
+            "sum to 1: an image may have any number of labels)",
+        },
+        "calibrated_probabilities": "sigmoid(logits / temperature), temperature per label when set",
+        "thresholds": predictor.thresholds,
+        "thresholds_note": "a label is called when its probability >= its threshold (chosen "
+        "per label on val by medfit eval; 0.5 before the run was evaluated)",
     }
 
 

@@ -47,8 +47,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medfit.data.decode import DICOM_SUFFIXES, DecodeError
+from medfit.data.sources import LABEL_JOIN, NO_LABELS
 from medfit.errors import MedfitError
 from medfit.inference import Predictor
+from medfit.inference.predictor import called_labels
 from medfit.version import __version__
 
 log = logging.getLogger("medfit.serve")
@@ -93,8 +95,9 @@ class Limits:
 
 
 class PredictResponse(BaseModel):
-    label: str
+    label: str  # the class; multi-label runs: the labels called, joined by "|" ("(none)")
     probabilities: dict[str, float]
+    labels: list[str] | None = None  # multi-label runs: the labels at or above their threshold
 
 
 class ErrorResponse(BaseModel):
@@ -110,8 +113,10 @@ class ModelResponse(BaseModel):
     model_name: str
     preprocess: dict[str, Any]
     tta_views: list[str]
-    temperature: float | None
+    temperature: float | list[float] | None
     summary: dict[str, Any]
+    task: str = "single-label"
+    thresholds: list[float] | None = None  # multi-label runs
     limits: dict[str, int]
     medfit_version: str
 
@@ -296,8 +301,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             model_name=predictor.info.model_name,
             preprocess=predictor.preprocess.to_dict(),
             tta_views=list(predictor.info.tta_views),
-            temperature=predictor.info.temperature,
+            temperature=_temperature(predictor),
             summary=predictor.info.summary,
+            task="multilabel" if predictor.multilabel else "single-label",
+            thresholds=predictor.thresholds,
             limits=asdict(limits),
             medfit_version=__version__,
         )
@@ -322,9 +329,13 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             )
         finally:
             gate.leave()
+        label = called_labels(probs, predictor.classes, predictor.thresholds)
         return PredictResponse(
-            label=predictor.classes[int(np.argmax(probs))],
+            label=label,
             probabilities={c: float(p) for c, p in zip(predictor.classes, probs, strict=True)},
+            labels=[n for n in label.split(LABEL_JOIN) if n != NO_LABELS]
+            if predictor.multilabel
+            else None,
         )
 
     return app
@@ -360,6 +371,11 @@ def _is_dicom(data: bytes, declared: bool) -> bool:
     if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM":
         return True
     return declared and not data.startswith(IMAGE_SIGNATURES)
+
+
+def _temperature(predictor: Predictor) -> float | list[float] | None:
+    t = predictor.info.temperature
+    return list(t) if isinstance(t, tuple) else t
 
 
 def _classify(

@@ -31,6 +31,7 @@ from medfit.config import RunConfig
 from medfit.data.dataset import load_index
 from medfit.data.decode import DecodeError
 from medfit.data.moved import data_moved, listed_files_missing
+from medfit.data.sources import label_text, label_vector
 from medfit.data.task import grade_ranks, resolve_task
 from medfit.errors import DataError, MedfitError
 from medfit.evaluate.calibration import (
@@ -45,8 +46,17 @@ from medfit.evaluate.metrics import (
     operating_point,
     youden_threshold,
 )
+from medfit.evaluate.multilabel import (
+    calibrate_multilabel,
+    choose_thresholds,
+    multilabel_report,
+    report_lines,
+    sigmoid_probs,
+)
 from medfit.evaluate.summary import summary_lines
 from medfit.inference import Predictor
+from medfit.inference.predictor import called_labels
+from medfit.inference.scores import scaled_thresholds
 from medfit.progress import Log, ticking
 from medfit.rundir import PredictionRow, RunDir, existing_run_dir
 
@@ -84,6 +94,13 @@ def run_eval(
             "(drop --threshold)"
         )
     task = run_task(run, classes)
+    if task == "multilabel":
+        if split == "oof" or threshold is not None:
+            raise MedfitError(
+                "--split oof and --threshold are for single-label runs; a multi-label run's "
+                "per-label thresholds are chosen on val (RUN/thresholds.json)"
+            )
+        return run_eval_multilabel(run, predictor, data, split, tta, n_boot, batch_size, log)
     ranks = grade_ranks(classes) if task == "ordinal" else None
     oof = read_oof_logits(run, classes)  # a k-fold run: its honest "val" (training/folds.py)
     if split == "oof":
@@ -256,11 +273,110 @@ def operating_lines(point: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def run_eval_multilabel(
+    run: RunDir,
+    predictor: Predictor,
+    data: str | Path | None,
+    split: str,
+    tta: bool,
+    n_boot: int,
+    batch_size: int,
+    log: Log,
+) -> dict[str, Any]:
+    """`run_eval` for a multi-label run: per-label temperatures fitted on val (the single-label
+    rule, label by label), per-label thresholds chosen on val (Youden's J; RUN/thresholds.json,
+    what predict and serve call labels with), then per-label AUC/AP/sensitivity/specificity with
+    bootstrap CIs on SPLIT, and macro/micro AUC and mAP over the labels with enough positives."""
+    classes = predictor.classes
+    items, source = _split_items(run, data, split, classes)
+    target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
+    if split == "val" and data is None:
+        val = target
+    else:
+        val_items = _split_csv_items(run, "val", classes)
+        val = collect_logits(predictor, val_items, tta, batch_size, ("eval val (calibration)", log))
+    if len(target.labels) == 0:
+        raise DataError(f"no readable images in the {split} split of {source}")
+    try:
+        calibration = {**calibrate_multilabel(val.values, val.labels), "fitted": True, "tta": tta}
+        write_calibration(run.path, calibration)
+        temperatures = np.asarray(calibration["temperatures"], dtype=float)
+    except TooFewToCalibrate as exc:
+        calibration = {"temperatures": None, "fitted": False, "reason": str(exc), "tta": tta}
+        temperatures = None
+    # Chosen on uncalibrated probabilities (what predict returns by default); the report reads
+    # calibrated ones, at the same thresholds moved by each label's T (the same images called).
+    chosen = choose_thresholds(val.labels, sigmoid_probs(val.values))
+    thresholds = [0.5 if t is None else t for t in chosen]
+    scaled = scaled_thresholds(thresholds, temperatures)
+    on_probs = [None if c is None else t for c, t in zip(chosen, scaled, strict=True)]
+    run.write_json(
+        run.thresholds,
+        json_safe(
+            {
+                "labels": classes,
+                "thresholds": thresholds,
+                "rule": f"Youden's J per label on val ({len(val.labels)} images); 0.5 for a "
+                "label without positives and negatives in val",
+                "chosen": [t is not None for t in chosen],
+            }
+        ),
+    )
+    probs = sigmoid_probs(target.values, temperatures)
+    metrics = multilabel_report(target.labels, probs, classes, on_probs, n_boot)
+    uncalibrated = multilabel_report(
+        target.labels, sigmoid_probs(target.values), classes, chosen, n_boot=0
+    )
+    result: dict[str, Any] = {
+        "run": str(run.path),
+        "data": source,
+        "split": split,
+        "tta": tta,
+        "views": list(predictor.views(tta)),
+        "classes": classes,
+        "task": "multilabel",
+        "n_images": len(target.labels),
+        "skipped": [{"path": p, "reason": r} for p, r in target.skipped],
+        "calibration": calibration,
+        "thresholds": thresholds,
+        "metrics": metrics,
+        "uncalibrated": {k: uncalibrated[k] for k in ("macro_auc", "micro_auc", "map", "nll")},
+    }
+    rows = [
+        PredictionRow(
+            path,
+            label_text(y, classes),
+            called_labels(p, classes, scaled),
+            dict(zip(classes, p.tolist(), strict=True)),
+        )
+        for path, y, p in zip(target.paths, target.labels, probs, strict=True)
+    ]
+    run.write_predictions(split, classes, rows)
+    run.write_json(run.eval_json(split), json_safe(result))
+    log(f"medfit eval: {run.path} on {split} ({len(target.labels)} images), multi-label")
+    for line in report_lines(metrics):
+        log("  " + line)
+    log("  " + multilabel_calibration_line(calibration))
+    return result
+
+
+def multilabel_calibration_line(calibration: dict[str, Any]) -> str:
+    if not calibration.get("fitted"):
+        return f"calibration: not fitted ({calibration.get('reason', '')})"
+    applied = [bool(a) for a in calibration.get("applied", [])]
+    return (
+        f"calibration: a temperature per label on {calibration.get('n_images')} val images, "
+        f"applied to {sum(applied)} of {len(applied)} labels (the others did not prove "
+        "themselves on held-out halves of val; T = 1)"
+    )
+
+
 def run_task(run: RunDir, classes: list[str]) -> str:
-    """The run's task, ordinal or multiclass: its resolved `data.task`, or `auto` resolved from
-    the class names for runs whose config predates the field."""
+    """The run's task, ordinal, multiclass or multilabel: its resolved `data.task`, or `auto`
+    resolved from the class names for runs whose config predates the field."""
     cfg = RunConfig.load(run.config)
-    return resolve_task(getattr(cfg.data, "task", "auto"), classes)
+    task = getattr(cfg.data, "task", "auto")
+    return task if task == "multilabel" else resolve_task(task, classes)
 
 
 # --- which images ----------------------------------------------------------------------------
@@ -268,7 +384,7 @@ def run_task(run: RunDir, classes: list[str]) -> str:
 
 def _split_items(
     run: RunDir, data: str | Path | None, split: str, classes: list[str]
-) -> tuple[list[tuple[str, int]], str]:
+) -> tuple[list[tuple[str, Any]], str]:
     cfg = RunConfig.load(run.config)
     if data is None and split == "val":
         items = _split_csv_items(run, "val", classes)
@@ -287,6 +403,13 @@ def _split_items(
             f"no '{split}' split in {root} (it has: {', '.join(present) or 'nothing'}); "
             f"add {root}/{split}/<class>/ images, pass --data, or use --split val"
         )
+    if index.multilabel:
+        if index.classes != classes:
+            raise DataError(
+                f"{root}: its labels ({', '.join(index.classes)}) are not the run's "
+                f"({', '.join(classes)})"
+            )
+        return [(s.path, list(s.targets or ())) for s in samples], root
     return [(s.path, _class_index(index.classes[s.label], classes, root)) for s in samples], root
 
 
@@ -309,12 +432,21 @@ def read_oof_logits(run: RunDir, classes: list[str]) -> Logits | None:
     return Logits(logits, labels, paths, [])
 
 
-def _split_csv_items(run: RunDir, split: str, classes: list[str]) -> list[tuple[str, int]]:
+def _split_csv_items(run: RunDir, split: str, classes: list[str]) -> list[tuple[str, Any]]:
     """The readable rows of RUN/split.csv for one split, as (path, class index)."""
     if not run.split.is_file():
         raise MedfitError(f"{run.path} has no split.csv; pass --data with a val folder")
     rows = [r for r in run.read_split_rows() if r.split == split and r.ok]
+    if run_task(run, classes) == "multilabel":
+        return [(r.path, _label_vector(r.label, classes, str(run.split))) for r in rows]
     return [(r.path, _class_index(r.label, classes, str(run.split))) for r in rows]
+
+
+def _label_vector(text: str, classes: list[str], source: str) -> list[int]:
+    vector = label_vector(text, classes)
+    if vector is None:
+        raise DataError(f"{source}: labels {text!r} are not all ones the run knows ({classes})")
+    return vector
 
 
 def _class_index(label: str, classes: list[str], source: str) -> int:
@@ -328,7 +460,7 @@ def _class_index(label: str, classes: list[str], source: str) -> int:
 
 def collect_logits(
     predictor: Predictor,
-    items: Sequence[tuple[str, int]],
+    items: Sequence[tuple[str, Any]],
     tta: bool,
     batch_size: int = 32,
     progress: tuple[str, Callable[[str], None]] | None = None,
@@ -336,7 +468,7 @@ def collect_logits(
     """Decode with the run's preprocessing and run the model; unreadable files are skipped.
     `progress` = (what, log): show progress as `ticking` does."""
     chunks: list[np.ndarray] = []
-    labels: list[int] = []
+    labels: list[Any] = []  # class indices, or 0/1 lists (multi-label)
     paths: list[str] = []
     skipped: list[tuple[str, str]] = []
     starts: Iterable[int] = range(0, len(items), batch_size)
@@ -356,7 +488,9 @@ def collect_logits(
             chunks.append(predictor.view_logits(predictor.model_input(np.stack(squares)), tta))
     k, v = len(predictor.classes), len(predictor.views(tta))
     values = np.concatenate(chunks, axis=1) if chunks else np.zeros((v, 0, k), np.float32)
-    return Logits(values, np.asarray(labels, dtype=int), paths, skipped)
+    shape = (0, k) if items and not isinstance(items[0][1], int) else (0,)
+    array = np.asarray(labels, dtype=int) if labels else np.zeros(shape, dtype=int)
+    return Logits(values, array, paths, skipped)
 
 
 # --- outputs ---------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ import torch
 from tqdm import tqdm
 
 from medfit.data.decode import DecodeError
+from medfit.data.sources import LABEL_JOIN, NO_LABELS
 from medfit.errors import MedfitError
+from medfit.inference.scores import scaled_thresholds
 from medfit.inference.tta import FLIP_DIMS, allowed_flips
 from medfit.model.backbones import Preprocess
 from medfit.model.checkpoint import load_checkpoint
@@ -35,11 +37,13 @@ from medfit.model.device import pick_device
 from medfit.model.ensemble import FoldEnsemble, model_from_state
 from medfit.rundir import RunDir, existing_run_dir
 
+Temperature = float | tuple[float, ...]  # one T, or one per label (multi-label runs)
+
 
 @dataclass
 class Predictions:
     classes: list[str]
-    labels: list[str]
+    labels: list[str]  # the class; multi-label: the labels at or above threshold, joined by |
     probs: np.ndarray  # (N, num_classes)
 
 
@@ -52,18 +56,30 @@ class PredictionTable:
     probs: np.ndarray  # float (N, num_classes); NaN rows where `errors[i]` is set
     errors: list[str | None]
     views: tuple[str, ...]  # TTA views averaged ("identity" alone without TTA)
-    temperature: float | None  # applied temperature, None when uncalibrated
+    temperature: Temperature | None  # applied temperature, None when uncalibrated
+    # Multi-label runs: each label's operating threshold (the labels called are those at or
+    # above theirs); None for a single-label run.
+    thresholds: list[float] | None = None
 
     @property
     def labels(self) -> list[str | None]:
         return [
-            None if err else self.classes[int(np.argmax(p))]
+            None if err else called_labels(p, self.classes, self.thresholds)
             for p, err in zip(self.probs, self.errors, strict=True)
         ]
 
     @property
     def skipped(self) -> list[tuple[Path, str]]:
         return [(p, e) for p, e in zip(self.paths, self.errors, strict=True) if e]
+
+
+def called_labels(probs: np.ndarray, classes: list[str], thresholds: list[float] | None) -> str:
+    """The predicted label of one image: the argmax class, or (multi-label, `thresholds` given)
+    the labels at or above their threshold joined by LABEL_JOIN, NO_LABELS when none is."""
+    if thresholds is None:
+        return classes[int(np.argmax(probs))]
+    on = [c for c, p, t in zip(classes, probs, thresholds, strict=True) if p >= t]
+    return LABEL_JOIN.join(on) if on else NO_LABELS
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,9 @@ class RunInfo:
     path: Path
     model_name: str  # the timm architecture
     aug_preset: str  # the resolved preset the model was trained with (decides the TTA flips)
-    temperature: float | None  # from calibration.json; None when the run is not calibrated
+    temperature: Temperature | None  # from calibration.json; None when not calibrated
     summary: dict[str, Any]  # summary.json ({} when absent)
+    thresholds: list[float] | None = None  # multi-label: thresholds.json, once eval wrote it
 
     @property
     def tta_views(self) -> tuple[str, ...]:
@@ -92,6 +109,7 @@ class RunInfo:
             str(config.get("data", {}).get("aug", "none")),
             run.read_temperature(),
             summary.to_dict() if summary else {},
+            run.read_thresholds(),
         )
 
 
@@ -116,6 +134,9 @@ class Predictor:
         self.members = self.run.fold_members()
         states = [_checkpoint(RunDir(p), checkpoint) for p in self.members or [self.run.path]]
         self.classes: list[str] = list(states[0]["classes"])
+        # Multi-label runs have sigmoid outputs (one independent probability per label).
+        task = states[0].get("config", {}).get("data", {}).get("task")
+        self.multilabel = task == "multilabel"
         self.preprocess = Preprocess.from_dict(states[0]["preprocess"])
         _check_members_agree(self.members, states)
         self.device = pick_device(device)
@@ -152,7 +173,29 @@ class Predictor:
 
     # --- inference -----------------------------------------------------------------------------
 
-    def temperature(self, scaled: bool) -> float | None:
+    def activate(
+        self, logits: torch.Tensor, temperature: Temperature | None = None
+    ) -> torch.Tensor:
+        """(B, K) logits -> probabilities: softmax over classes, or a sigmoid per label for a
+        multi-label run; divided first by the temperature (one, or one per label)."""
+        t = torch.as_tensor(temperature or 1.0, dtype=logits.dtype, device=logits.device)
+        z = logits / t
+        return torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=1)
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Multi-label runs: each label's operating threshold (eval's, chosen on val; 0.5 before
+        the first eval), on uncalibrated probabilities. None for single-label runs."""
+        if not self.multilabel:
+            return None
+        return self.info.thresholds or [0.5] * len(self.classes)
+
+    def thresholds_at(self, temperature: Temperature | None) -> list[float] | None:
+        """`thresholds` for probabilities scaled by `temperature` (the same images called)."""
+        thresholds = self.thresholds
+        return None if thresholds is None else scaled_thresholds(thresholds, temperature)
+
+    def temperature(self, scaled: bool) -> Temperature | None:
         """The temperature to apply, or None; asking for one the run lacks is an error, because
         silently returning uncalibrated probabilities would mislead whoever reads them."""
         if not scaled:
@@ -179,15 +222,15 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(
-        self, x: torch.Tensor, tta: bool = False, temperature: float | None = None
+        self, x: torch.Tensor, tta: bool = False, temperature: Temperature | None = None
     ) -> np.ndarray:
-        """softmax(logits / T) for a normalised batch, averaged over the TTA views."""
+        """softmax(logits / T) (multi-label: sigmoid) for a normalised batch, averaged over the
+        TTA views."""
         total = torch.zeros(x.shape[0], len(self.classes), device=self.device)
         views = self.views(tta)
         for view in views:
             xv = x if view == "identity" else torch.flip(x, dims=(FLIP_DIMS[view],))
-            logits = self.model(xv).float()
-            total += torch.softmax(logits / (temperature or 1.0), dim=1)
+            total += self.activate(self.model(xv).float(), temperature)
         return (total / len(views)).cpu().numpy()
 
     @torch.no_grad()
@@ -204,9 +247,9 @@ class Predictor:
                 ]
             )
             x = self._input(torch.from_numpy(batch))
-            probs.append(torch.softmax(self.model(x).float(), 1).cpu().numpy())
+            probs.append(self.activate(self.model(x).float()).cpu().numpy())
         all_probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
-        labels = [self.classes[i] for i in all_probs.argmax(1)] if len(all_probs) else []
+        labels = [called_labels(p, self.classes, self.thresholds) for p in all_probs]
         return Predictions(self.classes, labels, all_probs)
 
     def predict_pixels(
@@ -254,7 +297,13 @@ class Predictor:
                     probs[rows] = self.probabilities(x, tta, temperature)
                 bar.update(len(chunk))
         return PredictionTable(
-            self.classes, list(paths), probs, errors, self.views(tta), temperature
+            self.classes,
+            list(paths),
+            probs,
+            errors,
+            self.views(tta),
+            temperature,
+            self.thresholds_at(temperature),
         )
 
 

@@ -148,6 +148,16 @@ def reset_head(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def set_prior_bias(model: nn.Module, prevalence: np.ndarray) -> None:
+    """Multi-label heads: bias = log-odds of each label's train prevalence, so the first sigmoid
+    outputs are the base rates and not 0.5 (the prior init of Lin et al. 2017, RetinaNet): at 0.5
+    a finding on 4% of images starts with a loss of ln 2 on every negative image."""
+    p = torch.tensor(np.clip(prevalence, 1e-3, 1 - 1e-3), dtype=torch.float32)
+    linears = [m for m in classifier_of(model).modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        linears[-1].bias.copy_(torch.log(p / (1 - p)))
+
+
 def resolve_weight_source(name: str, weights: str) -> str:
     if weights in ("none", "hub"):
         return weights

@@ -43,6 +43,7 @@ class RunDir:
     tensorboard = property(lambda self: self.path / "tb")
     lock = property(lambda self: self.path / ".lock")
     calibration = property(lambda self: self.path / "calibration.json")
+    thresholds = property(lambda self: self.path / "thresholds.json")  # multi-label, from eval
     check = property(lambda self: self.path / "check.json")
     diagnosis = property(lambda self: self.path / "diagnosis.json")
     report = property(lambda self: self.path / "report.html")
@@ -133,16 +134,17 @@ class RunDir:
             )
         return [str(c) for c in raw]
 
-    def read_temperature(self) -> float | None:
-        """calibration.json's temperature; None when the run has none, or one fitted on fewer
-        than MIN_CALIBRATION_IMAGES images (such a T is noise, not a calibration)."""
+    def read_temperature(self) -> float | tuple[float, ...] | None:
+        """calibration.json's temperature (multi-label runs: one per label, `temperatures`);
+        None when the run has none, or one fitted on fewer than MIN_CALIBRATION_IMAGES images
+        (such a T is noise, not a calibration)."""
         path = self.calibration
         saved = read_json(path)
         if saved is None:
             return None
         try:
-            value = saved["temperature"]
-            temperature = float(value)
+            value = saved["temperatures"] if "temperatures" in saved else saved["temperature"]
+            values = [float(v) for v in value] if isinstance(value, list) else [float(value)]
             fitted_on = saved.get("n_images")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise MedfitError(
@@ -150,9 +152,23 @@ class RunDir:
             ) from None
         if isinstance(fitted_on, int) and fitted_on < MIN_CALIBRATION_IMAGES:
             return None
-        if not (math.isfinite(temperature) and temperature > 0):
+        if not all(math.isfinite(t) and t > 0 for t in values):
             raise MedfitError(f"{path}: temperature must be a positive number, got {value!r}")
-        return temperature
+        return tuple(values) if isinstance(value, list) else values[0]
+
+    def read_thresholds(self) -> list[float] | None:
+        """thresholds.json's per-label operating thresholds (multi-label runs, chosen on val by
+        `medfit eval`); None before the first eval."""
+        saved = read_json(self.thresholds)
+        if saved is None:
+            return None
+        try:
+            return [float(t) for t in saved["thresholds"]]
+        except (KeyError, TypeError, ValueError):
+            raise MedfitError(
+                f"{self.thresholds}: expected a JSON object with a list 'thresholds'; "
+                f"{_remedy(self.thresholds)}"
+            ) from None
 
     def read_config_mapping(self) -> dict[str, Any]:
         """config.yaml as plain data, tolerantly (a run written by another medfit version may

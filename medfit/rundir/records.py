@@ -21,6 +21,7 @@ METRIC_KEYS = {
     "accuracy": "val_acc",
     "balanced_accuracy": "val_balanced_accuracy",
     "macro_f1": "val_macro_f1",
+    "macro_auc": "val_macro_auc",
 }
 
 
@@ -30,6 +31,9 @@ class EpochRow:
 
     train_acc is measured on augmented batches; val_* on the whole val split. Timings are
     seconds: data_s waiting for batches, augment_s augmenting, compute_s forward/backward.
+    Multi-label runs (sigmoid outputs): val_macro_auc is the macro ROC-AUC that selects;
+    train_acc/val_acc are label-wise accuracies and balanced accuracy/macro F1 are per label,
+    all at p = 0.5 (medfit.inference.scores). Single-label runs leave val_macro_auc None.
     """
 
     epoch: int
@@ -48,6 +52,7 @@ class EpochRow:
     epoch_s: float = 0.0
     skipped_steps: int = 0
     selection_score: float | None = None  # the smoothed selection metric, set when selected
+    val_macro_auc: float | None = None  # multi-label runs only
 
     def metric(self, name: str) -> float:
         """The value of `--select-metric name` in this epoch."""
@@ -73,7 +78,7 @@ class EpochRow:
                 continue
             if f.name == "skipped_steps":
                 values[f.name] = int(num(f.name, 0.0))
-            elif f.name == "selection_score":
+            elif f.name in ("selection_score", "val_macro_auc"):
                 score = num(f.name, math.nan)
                 values[f.name] = None if math.isnan(score) else score
             else:
@@ -81,7 +86,7 @@ class EpochRow:
         return cls(**values)
 
 
-_VAL_KEYS = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+_VAL_KEYS = ("val_acc", "val_balanced_accuracy", "val_macro_f1", "val_macro_auc")
 
 
 @dataclass
@@ -127,7 +132,11 @@ class Summary:
             best_epoch=int(raw["best_epoch"]),
             best_metric=None if raw["best_metric"] is None else float(raw["best_metric"]),
             epochs_run=int(raw["epochs_run"]),
-            final={k: None if final.get(k) is None else float(final[k]) for k in _VAL_KEYS},
+            final={
+                k: None if final.get(k) is None else float(final[k])
+                for k in _VAL_KEYS
+                if k in final or k != "val_macro_auc"  # single-label runs have none
+            },
             data_wait_s=float(raw["data_wait_s"]),
             compute_s=float(raw["compute_s"]),
             device=str(raw["device"]),

@@ -150,6 +150,12 @@ def done_line(s: dict[str, Any]) -> str:
     accuracy beside it (a smoothed score alone reads like a worse model than the one kept)."""
     n = s.get("smoothed_over") or 1
     how = f" (mean of {n} epochs of its stage)" if n > 1 else ""
+    auc = s["final"].get("val_macro_auc")
+    if s["selected_metric"] == "macro_auc" and auc is not None:  # multi-label
+        return (
+            f"done: best macro_auc {s['best_metric']:.3f}{how} at epoch {s['best_epoch']}; "
+            f"final val macro AUC {auc:.3f}"
+        )
     own = s.get("best_val_acc")
     own_text = f", val acc {own:.3f} there" if own is not None else ""
     return (

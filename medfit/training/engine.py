@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from medfit.errors import MedfitError
+from medfit.inference.scores import multilabel_epoch_metrics
 
 ToInput = Callable[[torch.Tensor], torch.Tensor]  # uint8 batch -> model input on the device
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before the run stops
@@ -34,7 +35,7 @@ class EpochStats:
     steps: int = 0
     # The sums behind loss/acc, so that ranks can add theirs up (medfit.training.distributed).
     loss_sum: float = 0.0
-    correct: int = 0
+    correct: float = 0.0  # multi-label: fractional (see _correct)
     seen: int = 0
 
 
@@ -129,7 +130,7 @@ def train_one_epoch(
     rank must skip the same steps, or their gradient all-reduces would no longer pair up).
     """
     stats = EpochStats()
-    loss_sum, correct, seen, bad_in_a_row = 0.0, 0, 0, 0
+    loss_sum, correct, seen, bad_in_a_row = 0.0, 0.0, 0, 0
     params = [p for p in model.parameters() if p.requires_grad]
     disable = None if show_progress else True  # None: tqdm decides (off when not a terminal)
     progress = tqdm(batches, total=total, desc=desc, leave=False, disable=disable)
@@ -177,7 +178,7 @@ def train_one_epoch(
         on_step()
         n = labels.shape[0]
         loss_sum += float(loss.detach()) * n
-        correct += int((logits.argmax(1) == labels).sum())
+        correct += _correct(logits.detach(), labels)
         seen += n
         stats.steps += 1
         _sync(device)
@@ -190,6 +191,14 @@ def train_one_epoch(
     stats.loss = loss_sum / max(seen, 1)
     stats.acc = correct / max(seen, 1)
     return stats
+
+
+def _correct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Correct predictions in a batch: argmax = label, or for multi-label targets (B, L) the
+    share of labels on the right side of p = 0.5 per image (summed over the batch)."""
+    if labels.ndim == 2:
+        return float(((logits > 0) == labels.bool()).float().mean(1).sum())
+    return float((logits.argmax(1) == labels).sum())
 
 
 @torch.no_grad()
@@ -234,8 +243,15 @@ def evaluate(
 ) -> EvalResult:
     logits, labels = predict_batches(model, batches, to_input, device, amp)
     logits_t = torch.from_numpy(logits)
-    loss = float(nn.functional.cross_entropy(logits_t, torch.from_numpy(labels)))
-    probs = torch.softmax(logits_t, 1).numpy()
+    if labels.ndim == 2:  # multi-label: (N, L) 0/1 targets, sigmoid outputs
+        targets = torch.from_numpy(labels).float()
+        loss = float(nn.functional.binary_cross_entropy_with_logits(logits_t, targets))
+        probs = torch.sigmoid(logits_t).numpy()
+        metrics = multilabel_epoch_metrics(labels, probs)
+    else:
+        loss = float(nn.functional.cross_entropy(logits_t, torch.from_numpy(labels)))
+        probs = torch.softmax(logits_t, 1).numpy()
+        metrics = classification_metrics(labels, probs)
     if not math.isfinite(loss):
         loss = float("nan")
-    return EvalResult(loss, labels, probs, classification_metrics(labels, probs))
+    return EvalResult(loss, labels, probs, metrics)

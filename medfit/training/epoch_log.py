@@ -41,11 +41,16 @@ def _tensorboard(run: RunDir) -> Any:
 
 
 def epoch_line(row: EpochRow, total: int) -> str:
+    if row.val_macro_auc is None:
+        val = (
+            f"val loss {row.val_loss:.3f} acc {row.val_acc:.3f} "
+            f"bal {row.val_balanced_accuracy:.3f} f1 {row.val_macro_f1:.3f}"
+        )
+    else:  # multi-label: accuracies are label-wise at p = 0.5, the AUC is what selects
+        val = f"val loss {row.val_loss:.4f} macro AUC {row.val_macro_auc:.3f}"
     return (
         f"epoch {row.epoch:>2}/{total} {row.stage:<4} "
-        f"train loss {row.train_loss:.3f} acc {row.train_acc:.3f} | "
-        f"val loss {row.val_loss:.3f} acc {row.val_acc:.3f} "
-        f"bal {row.val_balanced_accuracy:.3f} f1 {row.val_macro_f1:.3f} | "
+        f"train loss {row.train_loss:.3f} acc {row.train_acc:.3f} | {val} | "
         f"lr {row.lr:.1e} | {row.epoch_s:.0f}s "
         f"(data wait {row.data_s:.1f}s, augment {row.augment_s:.1f}s, "
         f"compute {row.compute_s:.1f}s, eval {row.eval_s:.1f}s)"

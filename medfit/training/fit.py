@@ -53,7 +53,9 @@ from medfit.training.engine import (
 from medfit.training.epoch_log import EpochLog
 from medfit.training.losses import (
     Mixer,
+    MultiLabelBCE,
     SoftTargetLoss,
+    positive_weights,
     smoothed_targets,
     soft_ordinal_targets,
 )
@@ -168,7 +170,7 @@ def find_stage_lr(job: Job, stage: recipe.Stage, log: Log) -> float:
     optimizer = recipe.build_optimizer(job.model, stage, job.cfg.train)
     loader = train_loader(job, epoch=-1)
     to_input = input_fn(job, train=True)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=job.cfg.train.label_smoothing)
+    loss_fn, _ = _loss_fn(job)
     _train_mode(job, job.model, stage)
 
     def step_loss(pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -345,6 +347,11 @@ class EpochKit:
 def _loss_fn(job: Job) -> tuple[nn.Module, Mixer | None]:
     """The loss, and the batch mixer when mixup/CutMix is on (it mixes the loss's own rows)."""
     cfg = job.cfg.train
+    if cfg.loss == "bce":  # multi-label
+        power = {"loss": 1.0, "sqrt": 0.5}.get(cfg.balance)
+        targets = job.data["train"].labels
+        pos_weight = None if power is None else positive_weights(targets, power).to(job.device)
+        return MultiLabelBCE(cfg.label_smoothing, pos_weight).to(job.device), None
     weight = None
     if cfg.balance in ("loss", "sqrt"):
         power = 0.5 if cfg.balance == "sqrt" else 1.0
@@ -449,7 +456,7 @@ def _summed_over_ranks(stats: EpochStats) -> EpochStats:
     loss_sum, correct, seen = distributed.all_reduce_sums(
         [stats.loss_sum, stats.correct, stats.seen]
     )
-    stats.loss_sum, stats.correct, stats.seen = loss_sum, int(correct), int(seen)
+    stats.loss_sum, stats.correct, stats.seen = loss_sum, correct, int(seen)
     stats.loss = loss_sum / max(seen, 1)
     stats.acc = correct / max(seen, 1)
     return stats
@@ -472,6 +479,7 @@ def _evaluate(
         val_acc=val.metrics["accuracy"],
         val_balanced_accuracy=val.metrics["balanced_accuracy"],
         val_macro_f1=val.metrics["macro_f1"],
+        val_macro_auc=val.metrics.get("macro_auc"),
         # The LR its steps trained at; the optimizer's own is already the next step's.
         lr=state.epoch_lr or max(g["lr"] for g in state.optimizer.param_groups),
         data_s=stats.data_s,
@@ -510,7 +518,9 @@ def _last_state(job: Job, state: StageState, history: list[EpochRow]) -> dict[st
 
 def _write_summary(job: Job) -> dict[str, Any]:
     last = job.history[-1] if job.history else None
-    final_keys = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+    final_keys: tuple[str, ...] = ("val_acc", "val_balanced_accuracy", "val_macro_f1")
+    if job.cfg.data.task == "multilabel":
+        final_keys += ("val_macro_auc",)
     best = job.tracker.epoch
     summary = Summary(
         model=job.cfg.model.name,

@@ -69,6 +69,11 @@ def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
     out = RunDir(Path(cfg.out).expanduser())
     check_same_request(cfg, out.folds_config, "fold", write=True)
     index = load_index(cfg.data, cfg.train.seed)
+    if index.multilabel:
+        raise ConfigError(
+            "--folds does not take multi-label data yet (its ensemble and out-of-fold metrics "
+            "are single-label); train one run, or --seeds N for a mean ± sd"
+        )
     pool = labelled_pool(index, cfg)
     folds = assign_folds(pool, len(index.classes), k, cfg.train.seed)
     write_folds_csv(out, pool, folds, index.classes)

@@ -1,4 +1,5 @@
-"""Training losses beyond plain cross-entropy: soft targets, and the batches mixup/CutMix mix.
+"""Training losses beyond plain cross-entropy: soft targets, the batches mixup/CutMix mix, and
+binary cross-entropy for multi-label runs.
 
 Every target medfit trains towards is a row of a (K, K) matrix `rows` (row y: what label y means):
 SORD's soft ordinal rows for graded classes, or the smoothed one-hot rows of cross-entropy with
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from timm.data import Mixup
 from torch import nn
@@ -92,3 +94,33 @@ class Mixer:
         probs = onehot @ self.rows.to(onehot)
         weight = None if self.weight is None else onehot @ self.weight.to(onehot)
         return x, SoftTargets(probs, weight)
+
+
+def positive_weights(targets: np.ndarray, power: float, cap: float = 10.0) -> torch.Tensor:
+    """(L,) BCE positive weights (negatives / positives) ** power per label, capped at `cap`: a
+    label on 8 of 600 images would otherwise weigh each positive 74x (power 0.5: 8.6x). A label
+    without positives gets weight 1 (it has nothing to up-weight)."""
+    positives = targets.sum(0).astype(np.float64)
+    ratio = np.where(positives > 0, (len(targets) - positives) / np.maximum(positives, 1), 1.0)
+    return torch.tensor(np.minimum(ratio**power, cap), dtype=torch.float32)
+
+
+class MultiLabelBCE(nn.Module):
+    """Binary cross-entropy per label (sigmoid outputs), averaged over labels and images.
+
+    Label smoothing for BCE pulls each target towards 0.5: y * (1 - s) + s / 2 (the binary form of
+    Müller et al. 2019; NIH-style labels mined from reports are noisy both ways). `pos_weight`
+    up-weights each label's positives (torch's BCEWithLogitsLoss argument)."""
+
+    def __init__(self, smoothing: float = 0.0, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+        self.pos_weight: torch.Tensor | None
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # logits (B, L); targets (B, L) 0/1
+        soft = targets.float() * (1.0 - self.smoothing) + self.smoothing / 2
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, soft, pos_weight=self.pos_weight
+        )

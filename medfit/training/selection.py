@@ -20,6 +20,7 @@ HIGHER_IS_BETTER = {
     "accuracy": True,
     "balanced_accuracy": True,
     "macro_f1": True,
+    "macro_auc": True,
     "val_loss": False,
 }
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medfit.config import DataConfig, RunConfig, default_lr
+from medfit.config import DataConfig, RunConfig, TrainConfig, default_lr
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
 from medfit.data.modality import choose_augmentation
-from medfit.data.sources import DatasetIndex, ignored_folders_hint
+from medfit.data.sources import DatasetIndex, ignored_folders_hint, label_text
 from medfit.data.task import describe_task, resolve_task
 from medfit.errors import ConfigError, DataError
-from medfit.model.backbones import Preprocess, create_model, unit_normalized
+from medfit.model.backbones import Preprocess, create_model, set_prior_bias, unit_normalized
 from medfit.model.checkpoint import load_checkpoint
 from medfit.model.device import pick_device
 from medfit.model.policy import resolve_bn_policy
@@ -125,7 +125,9 @@ def setup_job(
     if "val" not in data:
         raise DataError(f"{index.root}: the validation split is empty")
     _check_global_batch(cfg, len(data["train"].labels), ctx)
-    cfg, aug_reason = _resolve_auto(cfg, data["train"], index.classes, ctx)
+    cfg, aug_reason = _resolve_auto(cfg, data["train"], index, ctx)
+    if cfg.data.task == "multilabel" and new_run:
+        set_prior_bias(model, data["train"].labels.mean(0))
     model.to(device)
     if channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)
@@ -160,14 +162,25 @@ def _check_global_batch(cfg: RunConfig, n_train: int, ctx: DistContext) -> None:
 
 
 def _resolve_auto(
-    cfg: RunConfig, train: CachedSplit, classes: list[str], ctx: DistContext = distributed.SINGLE
+    cfg: RunConfig,
+    train: CachedSplit,
+    index: DatasetIndex,
+    ctx: DistContext = distributed.SINGLE,
 ) -> tuple[RunConfig, str]:
     """A copy of `cfg` with every "auto" that the data decides replaced by its value, and why the
     augmentation preset was chosen (the run's header says it)."""
     t = cfg.train
-    ratio = recipe.imbalance_ratio(train.labels, len(classes))
+    task = resolve_task(cfg.data.task, index.classes, index.multilabel)
     choice = choose_augmentation(cfg.data.modality, cfg.data.aug, train.pixels)
-    data = replace(cfg.data, aug=choice.preset, task=resolve_task(cfg.data.task, classes))
+    data = replace(cfg.data, aug=choice.preset, task=task)
+    if task == "multilabel":
+        return replace(cfg, data=data, train=_multilabel_recipe(t, ctx)), choice.reason
+    if t.select_metric == "macro_auc":
+        raise ConfigError(
+            "--select-metric macro_auc is for multi-label data (several labels per image); "
+            "this data has one label per image: use accuracy, balanced_accuracy or macro_f1"
+        )
+    ratio = recipe.imbalance_ratio(train.labels, len(index.classes))
     # BatchNorm sees the per-device batch, or the global one when SyncBatchNorm pools them.
     bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
     bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
@@ -182,7 +195,47 @@ def _resolve_auto(
     return replace(cfg, data=data, train=train_cfg), choice.reason
 
 
+# Multi-label class balance: sqrt puts (negatives / positives) ** 0.5 as BCE's positive weight
+# (capped at 10), so a finding on 4% of images counts ~5x per positive, not 24x.
+MULTILABEL_BALANCE = "sqrt"
+
+
+def _multilabel_recipe(t: TrainConfig, ctx: DistContext) -> TrainConfig:
+    """The training config of a multi-label run: sigmoid outputs with BCE, selected on macro
+    ROC-AUC; the options that only mean something for one label per image are refused."""
+    single = {
+        "--loss ce/sord": t.loss in ("ce", "sord"),
+        "--mixup/--cutmix": bool(t.mixup or t.cutmix),
+        "--balance sampler": t.balance == "sampler",
+        "--stop-at (a val accuracy)": bool(t.stop_at),
+        f"--select-metric {t.select_metric}": t.select_metric
+        in ("accuracy", "balanced_accuracy", "macro_f1"),
+    }
+    refused = [name for name, given in single.items() if given]
+    if refused:
+        raise ConfigError(
+            f"{', '.join(refused)}: single-label option(s), and this data is multi-label "
+            "(several labels per image); drop them (multi-label runs train sigmoid outputs with "
+            "BCE and select on macro ROC-AUC, or --select-metric val_loss)"
+        )
+    bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
+    bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
+    return replace(
+        t,
+        bn=bn,
+        lr=default_lr(bn) if t.lr is None else t.lr,
+        balance=MULTILABEL_BALANCE if t.balance == "auto" else t.balance,
+        select_metric="macro_auc" if t.select_metric == "auto" else t.select_metric,
+        loss="bce",
+    )
+
+
 def _resolve_loss(loss: str, task: str) -> str:
+    if loss == "bce" and task != "multilabel":
+        raise ConfigError(
+            "--loss bce is the multi-label loss (several labels per image); this data's task is "
+            f"{task}: use --loss ce"
+        )
     if loss == "sord" and task != "ordinal":
         raise ConfigError(
             "--loss sord needs ordinal grades (class names with grade numbers, or --task "
@@ -201,7 +254,7 @@ def write_run_files(job: Job) -> None:
     rows = []
     for split, part in job.data.items():
         for path, label in zip(part.paths, part.labels, strict=True):
-            rows.append(SplitRow(path, job.index.classes[label], split, "ok"))
+            rows.append(SplitRow(path, label_text(label, job.index.classes), split, "ok"))
         rows += [SplitRow(path, "", split, f"skipped: {why}") for path, why in part.skipped]
     run.write_split_rows(rows)
 
