@@ -303,3 +303,72 @@ def test_multilabel_refuses_single_label_options(multilabel_run: tuple[Path, Pat
     _, manifest = multilabel_run
     with pytest.raises(ConfigError, match=r"--mixup/--cutmix.*multi-label"):
         medfit.train(manifest, log=_quiet, mixup=0.2, **OPTIONS)
+
+
+def test_torchrun_trains_a_multilabel_run_like_one_process(
+    multilabel_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """2 Gloo ranks x 8 images vs one process with 16 (frozen BN: per-image losses, so the
+    averaged gradients agree): the same BCE losses and val macro AUC epoch by epoch."""
+    from medfit.cli import main
+    from tests.test_distributed import _assert_same_metrics, _rows, _torchrun
+
+    _, manifest = multilabel_run
+    common = ["--bn", "frozen", "--lr", "3e-3", "--warmup-epochs", "0", "--drop-rate", "0"]
+    common += ["--model", "test_efficientnet", "--weights", "none", "--img-size", "32"]
+    common += ["--head-epochs", "1", "--epochs", "1", "--workers", "0", "--device", "cpu"]
+    common += ["--aug", "none", "--seed", "1"]
+    _torchrun(str(manifest), *common, "--out", str(tmp_path / "ddp"), "--batch-size", "8",
+              "--cache-dir", str(tmp_path / "c1"))  # fmt: skip
+    single = tmp_path / "single"
+    main(
+        ["train", str(manifest), *common, "--out", str(single), "--batch-size", "16",
+         "--cache-dir", str(tmp_path / "c2")]
+    )  # fmt: skip
+    got, want = _rows(tmp_path / "ddp"), _rows(single)
+    _assert_same_metrics(got, want)
+    for g, w in zip(got, want, strict=True):
+        assert g["val_macro_auc"] == pytest.approx(w["val_macro_auc"], abs=1e-4)
+
+
+def test_serve_answers_with_a_probability_per_label_and_the_labels_called(
+    multilabel_run: tuple[Path, Path],
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from medfit.deploy.serve import create_app
+
+    run, manifest = multilabel_run
+    predictor = medfit.load(run)
+    path = manifest.parent / "img" / "61.png"
+    with TestClient(create_app(predictor)) as client:
+        model = client.get("/model").json()
+        response = client.post(
+            "/predict", files={"file": ("x.png", path.read_bytes(), "image/png")}
+        )
+    assert model["task"] == "multilabel" and len(model["thresholds"]) == 3
+    body = response.json()
+    assert response.status_code == 200
+    probs = predictor.predict_files([path]).probs[0]
+    assert [body["probabilities"][c] for c in predictor.classes] == pytest.approx(probs, abs=1e-5)
+    called = [
+        c for c, p, t in zip(predictor.classes, probs, model["thresholds"], strict=True) if p >= t
+    ]
+    assert body["labels"] == called
+    assert body["label"] == ("|".join(called) or NO_LABELS)
+
+
+def test_a_multilabel_run_resumes_from_its_last_checkpoint(
+    multilabel_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from medfit.cli import main
+
+    run, _ = multilabel_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    main(["train", "--resume", str(copy), "--epochs", "3"])
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]  # the head epoch, 2 done, 1 more
+    assert all(r["val_macro_auc"] is not None for r in rows)
