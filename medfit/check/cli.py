@@ -104,16 +104,15 @@ def _add_group_pattern(p: argparse.ArgumentParser) -> None:
 
 
 def _add_label_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--label-sep",
-        default="|",
-        help="separator between the labels of a multi-label manifest cell (default |)",
-    )
-    p.add_argument(
-        "--none-label",
-        default="No Finding",
-        help="multi-label cell meaning no finding (default 'No Finding')",
-    )
+    """--label-sep and --none-label, as `medfit train` has them (DataConfig's fields)."""
+    from dataclasses import fields
+
+    from medfit.config import DataConfig
+
+    for f in fields(DataConfig):
+        if f.name in ("label_sep", "none_label"):
+            flag = "--" + f.name.replace("_", "-")
+            p.add_argument(flag, default=f.default, help=f"{f.metadata['help']} ({f.default!r})")
 
 
 def _index(
