@@ -14,6 +14,11 @@ adds an operating point (see `medfit.evaluate.metrics`): threshold picked on val
 given, applied to the evaluated split. An ordinal run
 (`data.task` in its config; runs from before that field resolve `auto` from their class names)
 adds quadratic kappa and the mean absolute grade error to both.
+
+A k-fold run (RUN/oof_logits.npz) fits on its out-of-fold predictions instead of val, and
+`--split oof` evaluates them; a multi-label k-fold run does the same with its per-label
+temperatures and thresholds (`run_eval_multilabel`). Its members are also scored alone on the
+evaluated split (accuracy, or macro ROC-AUC for multi-label) beside the ensemble.
 """
 
 from __future__ import annotations
@@ -95,21 +100,19 @@ def run_eval(
         )
     task = run_task(run, classes)
     if task == "multilabel":
-        if split == "oof" or threshold is not None:
+        if threshold is not None:
             raise MedfitError(
-                "--split oof and --threshold are for single-label runs; a multi-label run's "
-                "per-label thresholds are chosen on val (RUN/thresholds.json)"
+                "--threshold is for two-class runs; a multi-label run's per-label thresholds "
+                "are chosen on val, or on the out-of-fold predictions of a k-fold run "
+                "(RUN/thresholds.json)"
             )
-        return run_eval_multilabel(run, predictor, data, split, tta, n_boot, batch_size, log)
+        return run_eval_multilabel(
+            run, predictor, data, split, tta, n_boot, batch_size, log, device
+        )
     ranks = grade_ranks(classes) if task == "ordinal" else None
     oof = read_oof_logits(run, classes)  # a k-fold run: its honest "val" (training/folds.py)
     if split == "oof":
-        if oof is None or data is not None:
-            raise MedfitError(
-                f"--split oof reads the out-of-fold predictions of a k-fold run (medfit train "
-                f"DATA --folds K), without --data; {run.path} has no {run.oof_logits.name}"
-            )
-        target, source, tta = oof, str(run.oof_logits), False
+        target, source, tta = _oof_target(run, oof, data), str(run.oof_logits), False
     else:
         items, source = _split_items(run, data, split, classes)
         target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
@@ -160,6 +163,16 @@ def run_eval(
     return result
 
 
+def _oof_target(run: RunDir, oof: Logits | None, data: str | Path | None) -> Logits:
+    """The out-of-fold predictions `--split oof` evaluates; a MedfitError for other runs."""
+    if oof is None or data is not None:
+        raise MedfitError(
+            f"--split oof reads the out-of-fold predictions of a k-fold run (medfit train "
+            f"DATA --folds K), without --data; {run.path} has no {run.oof_logits.name}"
+        )
+    return oof
+
+
 # Point metrics shown for each fold member beside the ensemble (eval_<split>.json "members").
 MEMBER_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
@@ -184,16 +197,55 @@ def member_metrics(
     return rows
 
 
+def multilabel_member_metrics(
+    ensemble: Predictor,
+    items: Sequence[tuple[str, Any]],
+    batch_size: int,
+    device: str,
+    min_positives: int,
+) -> list[dict[str, Any]]:
+    """Each fold member of a multi-label ensemble alone on the evaluated images (uncalibrated,
+    no TTA): its macro ROC-AUC over the labels the ensemble's headline measures (at least
+    `min_positives` positives and negatives), and its mAP over the same labels."""
+    rows = []
+    for path in ensemble.members:
+        member = Predictor(path, device=device)
+        logits = collect_logits(member, items, False, batch_size)
+        probs = sigmoid_probs(logits.values)
+        thresholds: list[float | None] = [None] * len(member.classes)
+        report = multilabel_report(
+            logits.labels, probs, member.classes, thresholds, 0, min_positives=min_positives
+        )
+        rows.append({"dir": path.name, "macro_auc": report["macro_auc"], "map": report["map"]})
+    return rows
+
+
 def member_lines(result: dict[str, Any]) -> list[str]:
     """The console lines comparing the members with the ensemble (none for other runs)."""
     members = result.get("members")
     if not members:
         return []
+    if result.get("task") == "multilabel":
+        return _multilabel_member_lines(result["metrics"], members)
     m = result["metrics"]
     cells = "  ".join(f"{r['dir']} {r['accuracy']:.3f}" for r in members)
     mean = float(np.mean([r["accuracy"] for r in members]))
     return [
         f"  fold members alone: accuracy {cells} (mean {mean:.3f}); ensemble {m['accuracy']:.3f}"
+    ]
+
+
+def _multilabel_member_lines(metrics: dict[str, Any], members: list[dict[str, Any]]) -> list[str]:
+    def num(value: Any) -> str:
+        return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+    cells = "  ".join(f"{r['dir']} {num(r['macro_auc'])}" for r in members)
+    values = [r["macro_auc"] for r in members if r["macro_auc"] is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    mean = f" (mean {np.mean(finite):.3f})" if finite else ""
+    return [
+        f"  fold members alone: macro ROC-AUC {cells}{mean}; ensemble "
+        f"{num(metrics.get('macro_auc'))}"
     ]
 
 
@@ -282,15 +334,28 @@ def run_eval_multilabel(
     n_boot: int,
     batch_size: int,
     log: Log,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """`run_eval` for a multi-label run: per-label temperatures fitted on val (the single-label
     rule, label by label), per-label thresholds chosen on val (Youden's J; RUN/thresholds.json,
     what predict and serve call labels with), then per-label AUC/AP/sensitivity/specificity with
-    bootstrap CIs on SPLIT, and macro/micro AUC and mAP over the labels with enough positives."""
+    bootstrap CIs on SPLIT, and macro/micro AUC and mAP over the labels with enough positives.
+
+    A k-fold run (RUN/oof_logits.npz) fits its temperatures and thresholds on the out-of-fold
+    predictions instead of val (`fitted_on: oof`); `--split oof` reports on those same images,
+    and any other split adds each member's macro ROC-AUC alone (`members`)."""
     classes = predictor.classes
-    items, source = _split_items(run, data, split, classes)
-    target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
-    if split == "val" and data is None:
+    oof = read_oof_logits(run, classes, multilabel=True)
+    items: list[tuple[str, Any]] = []
+    if split == "oof":
+        target, source, tta = _oof_target(run, oof, data), str(run.oof_logits), False
+    else:
+        items, source = _split_items(run, data, split, classes)
+        target = collect_logits(predictor, items, tta, batch_size, (f"eval {split}", log))
+    fitted_on = "val" if oof is None else "oof"
+    if oof is not None:
+        val = oof
+    elif split == "val" and data is None:
         val = target
     else:
         val_items = _split_csv_items(run, "val", classes)
@@ -298,11 +363,22 @@ def run_eval_multilabel(
     if len(target.labels) == 0:
         raise DataError(f"no readable images in the {split} split of {source}")
     try:
-        calibration = {**calibrate_multilabel(val.values, val.labels), "fitted": True, "tta": tta}
+        calibration = {
+            **calibrate_multilabel(val.values, val.labels),
+            "fitted": True,
+            "fitted_on": fitted_on,
+            "tta": tta,
+        }
         write_calibration(run.path, calibration)
         temperatures = np.asarray(calibration["temperatures"], dtype=float)
     except TooFewToCalibrate as exc:
-        calibration = {"temperatures": None, "fitted": False, "reason": str(exc), "tta": tta}
+        calibration = {
+            "temperatures": None,
+            "fitted": False,
+            "fitted_on": fitted_on,
+            "reason": str(exc),
+            "tta": tta,
+        }
         temperatures = None
     # Chosen on uncalibrated probabilities (what predict returns by default); the report reads
     # calibrated ones, at the same thresholds moved by each label's T (the same images called).
@@ -316,9 +392,10 @@ def run_eval_multilabel(
             {
                 "labels": classes,
                 "thresholds": thresholds,
-                "rule": f"Youden's J per label on val ({len(val.labels)} images); 0.5 for a "
-                "label without positives and negatives in val",
+                "rule": f"Youden's J per label on {fitted_on} ({len(val.labels)} images); 0.5 "
+                f"for a label without positives and negatives in {fitted_on}",
                 "chosen": [t is not None for t in chosen],
+                "fitted_on": fitted_on,
             }
         ),
     )
@@ -332,7 +409,7 @@ def run_eval_multilabel(
         "data": source,
         "split": split,
         "tta": tta,
-        "views": list(predictor.views(tta)),
+        "views": ["identity"] if split == "oof" else list(predictor.views(tta)),
         "classes": classes,
         "task": "multilabel",
         "n_images": len(target.labels),
@@ -342,6 +419,10 @@ def run_eval_multilabel(
         "metrics": metrics,
         "uncalibrated": {k: uncalibrated[k] for k in ("macro_auc", "micro_auc", "map", "nll")},
     }
+    if predictor.members and split != "oof":
+        result["members"] = multilabel_member_metrics(
+            predictor, items, batch_size, device, metrics["min_positives"]
+        )
     rows = [
         PredictionRow(
             path,
@@ -357,6 +438,8 @@ def run_eval_multilabel(
     for line in report_lines(metrics):
         log("  " + line)
     log("  " + multilabel_calibration_line(calibration))
+    for line in member_lines(result):
+        log(line)
     return result
 
 
@@ -364,10 +447,11 @@ def multilabel_calibration_line(calibration: dict[str, Any]) -> str:
     if not calibration.get("fitted"):
         return f"calibration: not fitted ({calibration.get('reason', '')})"
     applied = [bool(a) for a in calibration.get("applied", [])]
+    on = "out-of-fold" if calibration.get("fitted_on") == "oof" else "val"
     return (
-        f"calibration: a temperature per label on {calibration.get('n_images')} val images, "
+        f"calibration: a temperature per label on {calibration.get('n_images')} {on} images, "
         f"applied to {sum(applied)} of {len(applied)} labels (the others did not prove "
-        "themselves on held-out halves of val; T = 1)"
+        f"themselves on held-out halves of {on}; T = 1)"
     )
 
 
@@ -413,9 +497,10 @@ def _split_items(
     return [(s.path, _class_index(index.classes[s.label], classes, root)) for s in samples], root
 
 
-def read_oof_logits(run: RunDir, classes: list[str]) -> Logits | None:
+def read_oof_logits(run: RunDir, classes: list[str], multilabel: bool = False) -> Logits | None:
     """The out-of-fold logits of a k-fold run (one view: each image scored by the member that
-    held it out); None for any other run."""
+    held it out); None for any other run. Labels are (N,) class indices, or (N, L) 0/1 rows for
+    a multi-label run."""
     if not run.oof_logits.is_file():
         return None
     try:
@@ -424,6 +509,8 @@ def read_oof_logits(run: RunDir, classes: list[str]) -> Logits | None:
                 raise MedfitError(f"{run.oof_logits}: classes differ from the members'")
             logits, labels = saved["logits"][None], saved["labels"].astype(int)
             paths = [str(p) for p in saved["paths"]]
+            if labels.ndim != (2 if multilabel else 1) or labels.shape[0] != logits.shape[1]:
+                raise ValueError(f"labels of shape {labels.shape} beside logits {logits.shape}")
     except (OSError, KeyError, ValueError) as exc:
         raise MedfitError(
             f"{run.oof_logits} is unreadable ({exc}); write it again: medfit train --resume "

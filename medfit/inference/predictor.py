@@ -141,7 +141,7 @@ class Predictor:
         _check_members_agree(self.members, states)
         self.device = pick_device(device)
         models = [model_from_state(state) for state in states]
-        self.model = FoldEnsemble(models) if self.members else models[0]
+        self.model = FoldEnsemble(models, self.multilabel) if self.members else models[0]
         self.model.to(self.device).eval()
         self._input = self.preprocess.input_fn(self.device)
 

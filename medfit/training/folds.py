@@ -16,6 +16,16 @@ RUN/config.yaml            the ensemble's config: member 0's resolved recipe on 
 RUN/eval_oof.json          `medfit eval RUN --split oof` (run at the end of training): OOF metrics
                            with bootstrap CIs; calibration.json, the temperature fitted on them
 
+Multi-label data (several labels per image) works the same way: the folds are stratified on each
+image's stratification key (`Sample.label`: its rarest positive label) and every fold's training
+part holds a positive of every label; folds.csv and the member manifests write an image's labels
+as `label_text` does ("A|B", "(none)") and each member reads them back with exactly that format,
+so every member has the run's labels in the run's order. oof_logits.npz then holds (N, L) logits
+and (N, L) 0/1 labels, the members' point metrics are macro ROC-AUC (and label-wise accuracy,
+balanced accuracy and macro F1 at p = 0.5), and the ensemble averages the members' sigmoid
+probabilities (`FoldEnsemble(multilabel=True)`); eval fits per-label temperatures and thresholds
+on the OOF predictions.
+
 Calling `train_folds` again on the same OUT continues (`medfit train --resume RUN --folds K`):
 each member is reused, resumed or trained as `finish_member` decides. A member that fails is
 recorded and the others still train; the job then ends with an error naming it.
@@ -37,10 +47,18 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from medfit.config import RunConfig
 from medfit.data.dataset import load_index
 from medfit.data.folds import assign_folds
-from medfit.data.sources import DatasetIndex, Sample, stratified_subset
+from medfit.data.sources import (
+    LABEL_JOIN,
+    NO_LABELS,
+    DatasetIndex,
+    Sample,
+    label_text,
+    stratified_subset,
+)
 from medfit.errors import ConfigError, DataError, MedfitError
 from medfit.files import atomic_write_bytes
 from medfit.inference import Predictor
+from medfit.inference.scores import multilabel_epoch_metrics, sigmoid
 from medfit.progress import Log, duration
 from medfit.rundir import RunDir
 from medfit.training import distributed
@@ -53,6 +71,7 @@ class FoldsResult:
     dir: Path
     members: list[dict[str, Any]]  # one per fold: fold, dir, status, val_images, val metrics
     oof: dict[str, Any]  # n_images and the OOF point metrics of the finished members
+    multilabel: bool = False  # several labels per image: macro AUC leads the metrics
 
 
 def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
@@ -70,12 +89,9 @@ def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
     check_same_request(cfg, out.folds_config, "fold", write=True)
     index = load_index(cfg.data, cfg.train.seed)
     if index.multilabel:
-        raise ConfigError(
-            "--folds does not take multi-label data yet (its ensemble and out-of-fold metrics "
-            "are single-label); train one run, or --seeds N for a mean ± sd"
-        )
+        check_writable_labels(index)
     pool = labelled_pool(index, cfg)
-    folds = assign_folds(pool, len(index.classes), k, cfg.train.seed)
+    folds = assign_folds(pool, len(index.classes), k, cfg.train.seed, index.classes)
     write_folds_csv(out, pool, folds, index.classes)
     log(describe_folds(pool, folds, index, k))
     members: list[dict[str, Any]] = []
@@ -86,7 +102,7 @@ def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
             f"medfit folds: fold {fold + 1}/{k} -> {out.member(fold)}{_time_left(started, fold, k)}"
         )
         members.append(_run_member(cfg, out, fold, pool, folds, index, oof, log))
-    result = _finish(cfg, out, members, pool, oof, index.classes)
+    result = _finish(cfg, out, members, pool, oof, index)
     for line in table_lines(result):
         log(line)
     failed = [m for m in members if m["status"] == "failed"]
@@ -119,6 +135,26 @@ def labelled_pool(index: DatasetIndex, cfg: RunConfig) -> list[Sample]:
     return train + val
 
 
+def check_writable_labels(index: DatasetIndex) -> None:
+    """Multi-label names must survive the member manifests' cells (joined by LABEL_JOIN, the
+    empty set written NO_LABELS), or a member would learn other labels than the run."""
+    for name in index.classes:
+        if LABEL_JOIN in name or name.lower() == NO_LABELS.lower():
+            raise DataError(
+                f"{index.root}: the label {name!r} cannot be written to the fold manifests "
+                f"(labels are joined by {LABEL_JOIN!r} there and {NO_LABELS!r} means none); "
+                "rename it"
+            )
+
+
+def label_cell(sample: Sample, classes: list[str]) -> str:
+    """A sample's label as folds.csv and the member manifests write it: the class name, or the
+    labels joined by LABEL_JOIN (NO_LABELS for none) for multi-label data."""
+    if sample.targets is not None:
+        return label_text(sample.targets, classes)
+    return classes[sample.label]
+
+
 def describe_folds(pool: list[Sample], folds: np.ndarray, index: DatasetIndex, k: int) -> str:
     grouped = sum(s.group is not None for s in pool)
     sizes = np.bincount(folds, minlength=k).tolist()
@@ -146,7 +182,7 @@ def write_folds_csv(out: RunDir, pool: list[Sample], folds: np.ndarray, classes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "group", "fold"])
     for sample, fold in zip(pool, folds, strict=True):
-        writer.writerow([sample.path, classes[sample.label], sample.group or "", int(fold)])
+        writer.writerow([sample.path, label_cell(sample, classes), sample.group or "", int(fold)])
     text = buffer.getvalue()
     if out.folds_csv.is_file():
         if out.folds_csv.read_text(encoding="utf-8", errors="surrogateescape") != text:
@@ -165,24 +201,28 @@ def member_manifest(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "split", "group"])
-    for sample, f in zip(pool, folds, strict=True):
-        split = "val" if f == fold else "train"
-        writer.writerow([sample.path, index.classes[sample.label], split, sample.group or ""])
-    for sample in index.split("test"):
-        writer.writerow([sample.path, index.classes[sample.label], "test", sample.group or ""])
+    rows = [(s, "val" if f == fold else "train") for s, f in zip(pool, folds, strict=True)]
+    rows += [(s, "test") for s in index.split("test")]
+    for sample, split in rows:
+        writer.writerow([sample.path, label_cell(sample, index.classes), split, sample.group or ""])
     path = out.manifests / f"fold{fold}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(path, buffer.getvalue())
     return path
 
 
-def member_config(cfg: RunConfig, manifest: Path) -> RunConfig:
-    """The request, on the member's manifest (which already holds the subset and the groups)."""
+def member_config(cfg: RunConfig, manifest: Path, multilabel: bool = False) -> RunConfig:
+    """The request, on the member's manifest (which already holds the subset and the groups);
+    multi-label: read in the format `label_cell` wrote it."""
     member = copy.deepcopy(cfg)
     member.data.root = str(manifest)
     member.data.max_train = None
     member.data.max_val = None
     member.data.group_pattern = None
+    if multilabel:
+        member.data.task = "multilabel"
+        member.data.label_sep = LABEL_JOIN
+        member.data.none_label = NO_LABELS
     return member
 
 
@@ -201,9 +241,11 @@ def _run_member(
     row: dict[str, Any] = {"fold": fold, "dir": path.name, "val_images": int((folds == fold).sum())}
     try:
         manifest = member_manifest(out, fold, pool, folds, index)
-        row["status"] = finish_member(member_config(cfg, manifest), path, log)
+        member = member_config(cfg, manifest, index.multilabel)
+        row["status"] = finish_member(member, path, log)
         rows = np.flatnonzero(folds == fold)
-        oof[rows] = member_logits(path, [pool[i].path for i in rows], index.classes, cfg)
+        files = [pool[i].path for i in rows]
+        oof[rows] = member_logits(path, files, index.classes, cfg, index.multilabel)
     except Exception as exc:  # one member's failure must not lose the others
         log(f"  fold {fold} failed: {type(exc).__name__}: {exc}")
         return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -213,13 +255,22 @@ def _run_member(
     return row
 
 
-def member_logits(path: Path, files: list[str], classes: list[str], cfg: RunConfig) -> np.ndarray:
+def member_logits(
+    path: Path, files: list[str], classes: list[str], cfg: RunConfig, multilabel: bool = False
+) -> np.ndarray:
     """(N, C) logits of the member's best checkpoint on FILES; NaN rows for unreadable files."""
     predictor = Predictor(path, device=cfg.train.device)
+    what = "labels" if multilabel else "classes"
     if predictor.classes != classes:
         raise MedfitError(
-            f"{path} learned classes {predictor.classes}, the data has {classes}: "
-            "a fold lost a class; use fewer folds"
+            f"{path} learned {what} {predictor.classes}, the data has {classes}: "
+            f"a fold lost a {what[:-1]}; use fewer folds"
+        )
+    if predictor.multilabel != multilabel:
+        kind = "multi-label" if predictor.multilabel else "single-label"
+        raise MedfitError(
+            f"{path} is a {kind} run and the data is not; train it again: medfit train "
+            f"--resume {path.parent} --folds K after removing {path}"
         )
     logits = np.full((len(files), len(classes)), np.nan, dtype=np.float32)
     batch = cfg.train.batch_size
@@ -243,16 +294,19 @@ def _finish(
     members: list[dict[str, Any]],
     pool: list[Sample],
     oof: np.ndarray,
-    classes: list[str],
+    index: DatasetIndex,
 ) -> FoldsResult:
     """Write the OOF files, folds.json and (once a member finished) the ensemble's config.yaml."""
+    classes = index.classes
     seen = np.isfinite(oof).all(axis=1)
-    labels = np.array([s.label for s in pool])
+    labels = pool_labels(pool, index)
     for m in members:
         if m["status"] != "failed":
             m.update(_member_oof_metrics(out.member(m["fold"]), pool, labels, oof))
-    metrics = _point_metrics(labels[seen], oof[seen].argmax(1)) if seen.any() else {}
-    result = FoldsResult(out.path, members, {"n_images": int(seen.sum()), **metrics})
+    metrics = _point_metrics(labels[seen], oof[seen]) if seen.any() else {}
+    result = FoldsResult(
+        out.path, members, {"n_images": int(seen.sum()), **metrics}, index.multilabel
+    )
     _write_oof(out, pool, labels, oof, seen, classes)
     out.write_json(
         out.folds_json,
@@ -264,22 +318,42 @@ def _finish(
     return result
 
 
+def pool_labels(pool: list[Sample], index: DatasetIndex) -> np.ndarray:
+    """(N,) class indices, or (N, L) 0/1 targets of a multi-label pool."""
+    if index.multilabel:
+        rows = [s.targets or (0,) * len(index.classes) for s in pool]
+        return np.array(rows, dtype=int).reshape(len(pool), len(index.classes))
+    return np.array([s.label for s in pool])
+
+
 def _member_oof_metrics(
     path: Path, pool: list[Sample], labels: np.ndarray, oof: np.ndarray
 ) -> dict[str, Any]:
     held_out = {r.path for r in RunDir(path).read_split_rows() if r.split == "val"}
     rows = np.array([s.path in held_out for s in pool]) & np.isfinite(oof).all(axis=1)
-    return {f"val_{k}": v for k, v in _point_metrics(labels[rows], oof[rows].argmax(1)).items()}
+    return {f"val_{k}": v for k, v in _point_metrics(labels[rows], oof[rows]).items()}
 
 
-def _point_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def _point_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float | None]:
+    """acc, balanced_accuracy, macro_f1 of the argmax; multi-label (labels (N, L)): macro_auc
+    first, then those three label by label at p = 0.5 (as a multi-label run's epoch rows)."""
     if len(labels) == 0:
         return {}
+    if labels.ndim == 2:  # undefined (no label with both classes held out): None, strict JSON
+        scores = multilabel_epoch_metrics(labels, sigmoid(logits))
+        named = {"macro_auc": "macro_auc", "acc": "accuracy"}
+        named |= {"balanced_accuracy": "balanced_accuracy", "macro_f1": "macro_f1"}
+        return {k: _finite_or_none(scores[v]) for k, v in named.items()}
+    predicted = logits.argmax(1)
     return {
         "acc": float(accuracy_score(labels, predicted)),
         "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
         "macro_f1": float(f1_score(labels, predicted, average="macro")),
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _write_oof(
@@ -291,7 +365,7 @@ def _write_oof(
     classes: list[str],
 ) -> None:
     """oof_logits.npz (what eval fits the ensemble's temperature on) for the images a finished
-    member predicted."""
+    member predicted: labels (N,) class indices, or (N, L) 0/1 for multi-label data."""
     buffer = io.BytesIO()
     np.savez(
         buffer,
@@ -317,6 +391,8 @@ def _write_ensemble_config(cfg: RunConfig, out: RunDir, member: Path) -> None:
 
 
 def table_lines(result: FoldsResult) -> list[str]:
+    if result.multilabel:
+        return _multilabel_table_lines(result)
     lines = [f"medfit folds: {len(result.members)} members in {result.dir}"]
     lines.append(f"  {'fold':>4} {'status':>8} {'val n':>6} {'acc':>6} {'bal':>6} {'F1':>6}")
     for m in result.members:
@@ -331,5 +407,28 @@ def table_lines(result: FoldsResult) -> list[str]:
             f"  out-of-fold on {oof['n_images']} images: acc {oof['acc']:.3f}, balanced "
             f"{oof['balanced_accuracy']:.3f}, macro F1 {oof['macro_f1']:.3f} (CIs, calibration: "
             f"medfit eval {result.dir} --split oof)"
+        )
+    return lines
+
+
+def _number(value: Any) -> str:
+    missing = value is None or not np.isfinite(value)
+    return f"{'n/a':>6}" if missing else f"{value:>6.3f}"
+
+
+def _multilabel_table_lines(result: FoldsResult) -> list[str]:
+    """The members table of a multi-label job: macro ROC-AUC on the held-out fold, then the
+    label-wise accuracy and macro F1 at p = 0.5."""
+    lines = [f"medfit folds: {len(result.members)} members in {result.dir} (multi-label)"]
+    lines.append(f"  {'fold':>4} {'status':>8} {'val n':>6} {'AUC':>6} {'acc':>6} {'F1':>6}")
+    for m in result.members:
+        cells = " ".join(_number(m.get(k)) for k in ("val_macro_auc", "val_acc", "val_macro_f1"))
+        lines.append(f"  {m['fold']:>4} {m['status']:>8} {m['val_images']:>6} {cells}")
+    oof = result.oof
+    if "macro_auc" in oof:
+        lines.append(
+            f"  out-of-fold on {oof['n_images']} images: macro ROC-AUC "
+            f"{_number(oof['macro_auc']).strip()} (labels with a positive and a negative; CIs, "
+            f"per-label temperatures and thresholds: medfit eval {result.dir} --split oof)"
         )
     return lines
