@@ -27,12 +27,16 @@ def check_findings(facts: RunFacts) -> list[Finding]:
     """`medfit check`'s verdict (leakage, duplicates, label noise, shortcuts) as findings."""
     if facts.check is None:
         return []
-    return check_findings_of(facts.check, facts.history[-1].val_acc if facts.history else None)
+    last = facts.val_score(facts.history[-1]) if facts.history else None
+    metric = "macro AUC" if facts.multilabel else "accuracy"
+    return check_findings_of(facts.check, last, metric)
 
 
-def check_findings_of(check: dict[str, Any], val_acc: float | None = None) -> list[Finding]:
-    """The findings of one check.json document; `val_acc` (the run's last) states what leakage
-    does to it."""
+def check_findings_of(
+    check: dict[str, Any], val_acc: float | None = None, metric: str = "accuracy"
+) -> list[Finding]:
+    """The findings of one check.json document; `val_acc` (the run's last val score, `metric`:
+    accuracy, or a multi-label run's macro AUC) states what leakage does to it."""
     out = []
     for entry in check.get("verdict", []):
         key = str(entry.get("key", ""))
@@ -43,8 +47,8 @@ def check_findings_of(check: dict[str, Any], val_acc: float | None = None) -> li
         evidence = f"check.json (medfit check {check.get('root', 'DATA')}): {entry.get('title')}"
         if rule == "leakage" and val_acc is not None and math.isfinite(val_acc):
             evidence += (
-                f"; this run's val accuracy ({val_acc:.3f}) partly scores "
-                "images the model trained on, so it overstates accuracy on new patients"
+                f"; this run's val {metric} ({val_acc:.3f}) partly scores "
+                f"images the model trained on, so it overstates {metric} on new patients"
             )
         out.append(
             Finding(

@@ -4,7 +4,8 @@ Schema (the HTML report renders it; keep it stable):
     {"run": str,
      "findings": [{"rule", "severity": high|medium|low|info, "title", "evidence", "fix",
                    "numbers": {...}}],
-     "probes": {...}}
+     "probes": {...},
+     "not_applicable": {rule: why}}    # only when rules were skipped (multi-label runs)
 """
 
 from __future__ import annotations
@@ -52,13 +53,18 @@ class Diagnosis:
     run: Path
     findings: list[Finding]
     probes: dict[str, Any]
+    # Rules that have no meaning for this run and were not applied, with why (multi-label runs).
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "run": str(self.run),
             "findings": [f.to_dict() for f in self.findings],
             "probes": _plain(self.probes),
         }
+        if self.not_applicable:
+            out["not_applicable"] = dict(self.not_applicable)
+        return out
 
     def write(self, path: Path) -> Path:
         """Atomically (a reader never sees half a file), strict JSON (NaN -> null)."""

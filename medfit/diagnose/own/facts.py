@@ -5,11 +5,17 @@ The rules never open files: `read_run_facts` gathers (through `medfit.rundir`) t
 weights expect, the split sizes, the training images' own pixel size, an optional check.json and
 `medfit eval`'s predictions.
 Everything a rule needs is a field here, so rules stay pure and testable on synthetic records.
+
+Multi-label runs (`data.task: multilabel`, sigmoid outputs): split.csv label cells are the positive
+labels joined by "|" (`medfit.data.sources.label_vector`), so the per-class counts become positives
+per label, `n_val` counts images, and the val curve a rule reads (`val_score`) is the val macro
+ROC-AUC that selected the epoch, not the label-wise accuracy.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +26,7 @@ from PIL import Image
 
 from medfit.config import RunConfig
 from medfit.data.decode import DecodeError, decode_image
+from medfit.data.sources import label_vector
 from medfit.errors import MedfitError
 from medfit.files import csv_value
 from medfit.model.backbones import Preprocess
@@ -87,10 +94,28 @@ class RunFacts:
     source_size: int | None = None  # the training images' own size (median longer side, px)
     predictions: ClassPredictions | None = None  # from predictions_<split>.csv (medfit eval)
     best_epoch: int | None = None  # the epoch of the selected checkpoint (summary.json)
+    # Multi-label runs: train_counts/val_counts are positives per label, val_images the images
+    # in val, and evals each eval_<split>.json's "metrics" (macro_auc, per_label, ...).
+    multilabel: bool = False
+    val_images: int | None = None
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_val(self) -> int:
-        return sum(self.val_counts.values())
+        """Val images (single-label: the sum of the per-class counts)."""
+        return self.val_images if self.val_images is not None else sum(self.val_counts.values())
+
+    @property
+    def val_metric(self) -> str:
+        """What `val_score` reads, for evidence texts."""
+        return "val macro AUC" if self.multilabel else "val accuracy"
+
+    def val_score(self, row: EpochRow) -> float:
+        """The val curve the rules read: macro ROC-AUC for a multi-label run (NaN where the row
+        has none), accuracy otherwise."""
+        if not self.multilabel:
+            return row.val_acc
+        return math.nan if row.val_macro_auc is None else float(row.val_macro_auc)
 
     @property
     def full(self) -> list[EpochRow]:
@@ -112,9 +137,18 @@ def read_run_facts(run_dir: str | Path) -> RunFacts:
     classes = _required(run, run.classes, run.read_classes())
     rows = [r for r in _required(run, run.split, run.read_split_rows()) if r.ok]
     train = [(r.path, r.label) for r in rows if r.split == "train"]
-    val_counts = Counter(r.label for r in rows if r.split == "val")
+    val_labels = [r.label for r in rows if r.split == "val"]
     expected = pretrained_preprocess(config)
     check = run.read_json(run.check)
+    multilabel = config.data.task == "multilabel" or any(
+        e.val_macro_auc is not None for e in history
+    )
+    if multilabel:
+        train_counts = positives_per_label([label for _, label in train], classes)
+        val_counts = positives_per_label(val_labels, classes)
+    else:
+        train_counts = dict(Counter(label for _, label in train))
+        val_counts = dict(Counter(val_labels))
     return RunFacts(
         path=run.path,
         history=history,
@@ -124,15 +158,46 @@ def read_run_facts(run_dir: str | Path) -> RunFacts:
         expected_std=expected.std if expected else None,
         native_size=expected.img_size if expected else None,
         classes=classes,
-        train_counts=dict(Counter(label for _, label in train)),
-        val_counts=dict(val_counts),
+        train_counts=train_counts,
+        val_counts=val_counts,
         grayscale=_grayscale([p for p, _ in train]),
         check=check,
         train_paths=train,
         source_size=_check_size(check) or _header_size([p for p, _ in train]),
-        predictions=_predictions(run, classes),
+        # A multi-label predictions CSV holds label sets, not one class per image.
+        predictions=None if multilabel else _predictions(run, classes),
         best_epoch=_best_epoch(run),
+        multilabel=multilabel,
+        val_images=len(val_labels) if multilabel else None,
+        evals=_multilabel_evals(run) if multilabel else {},
     )
+
+
+def positives_per_label(cells: list[str], classes: list[str]) -> dict[str, int]:
+    """Images on which each label is positive, from split.csv's "A|B" / "(none)" cells; a cell
+    naming a label the run does not know is skipped."""
+    counts = dict.fromkeys(classes, 0)
+    for cell in cells:
+        vector = label_vector(cell, classes)
+        for name, on in zip(classes, vector or [], strict=False):
+            counts[name] += on
+    return counts
+
+
+def _multilabel_evals(run: RunDir) -> dict[str, dict[str, Any]]:
+    """{split: eval_<split>.json "metrics"} for each multi-label evaluation of the run."""
+    out = {}
+    for split in run.eval_splits():
+        try:
+            raw = run.read_json(run.eval_json(split))
+        except MedfitError:
+            continue  # a damaged eval file is eval's to report; the history is what counts here
+        if not isinstance(raw, dict):
+            continue
+        metrics = raw.get("metrics")
+        if isinstance(metrics, dict) and metrics.get("task", raw.get("task")) == "multilabel":
+            out[split] = metrics
+    return out
 
 
 def _required(run: RunDir, path: Path, value: T | None) -> T:

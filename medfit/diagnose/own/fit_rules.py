@@ -4,6 +4,12 @@ Both read the history and config (`RunFacts`) and, when the probes ran, what the
 checkpoint does on un-augmented training images (`ProbeResults`). Without probes `underfitting`
 falls back to the history's train accuracy (augmented batches) and says so in its evidence;
 `classes_never_predicted` prefers `medfit eval`'s predictions_<split>.csv over the probe's.
+
+Multi-label runs: the fit is a macro ROC-AUC, measured by the probes on un-augmented training
+images (or read from eval_train.json), against the val macro AUC that selected the epoch; the
+history's label-wise train accuracy is never used. Without a train-side AUC only "still learning
+when it stopped" can be judged (from the val macro AUC and the train BCE). `classes_never_predicted`
+does not apply (multilabel.NOT_APPLICABLE).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from medfit.data.augment import PRESETS
 from medfit.data.task import resolve_task
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.own.facts import ClassPredictions, RunFacts
-from medfit.diagnose.own.history_rules import CHANCE_LOSS_FRACTION, binomial_sigma
-from medfit.diagnose.own.probe_rules import AUG_DROP
+from medfit.diagnose.own.history_rules import CHANCE_LOSS_FRACTION, binomial_sigma, val_sigma
+from medfit.diagnose.own.multilabel import macro_auc_sigma
+from medfit.diagnose.own.probe_rules import aug_drop_threshold
 from medfit.diagnose.own.probes import ProbeResults
 from medfit.rundir import EpochRow
 
@@ -89,6 +96,16 @@ STILL_FALLING = 0.03
 STILL_HIGH_LOSS = 0.5
 W_STILL_LEARNING = 2.5  # unmeasured alone: the budget ended before the curve levelled off
 W_CAPACITY = 2.0  # knee: 0.550 (Lite0, 1,500 images) -> 0.635 with all 5,778 (bench/README.md)
+# Multi-label (macro AUC; an AUC spans 0.5 = chance to 1). A fit of 0.90 on its own training
+# images has ranked most positives above the negatives of their label: no gap then is an easy
+# task or label noise. "Barely learned": within 3 SE, and at least 0.05, of 0.5. "Still
+# learning": besides the selected epoch being the last and the train BCE still falling 3%, the
+# val macro AUC rose over the last two epochs by at least 1 SE of its noise (a best epoch at the
+# end by a hair is noise, not a rising curve).
+FIT_MAX_AUC = 0.90
+CHANCE_AUC = 0.5
+CHANCE_AUC_MARGIN = 0.05
+STILL_RISING_SIGMAS = 1.0
 LARGER_BACKBONE = {  # the offline next sizes (../shared/weights/README.md)
     "tf_efficientnet_lite0": "tf_efficientnet_lite1",
     "tf_efficientnet_lite1": "tf_efficientnet_lite2",
@@ -109,6 +126,9 @@ class TrainFit:
     acc: float
     images: int
     probed: bool  # True: un-augmented training images (probe); False: the history's train_acc
+    # Multi-label: acc is a macro AUC with this SE; source names where it was measured.
+    sigma: float | None = None
+    source: str = ""
 
 
 class Cause(NamedTuple):
@@ -137,6 +157,8 @@ def majority_rate(facts: RunFacts) -> float:
 
 def underfitting(facts: RunFacts, probes: ProbeResults | None = None) -> Finding | None:
     """The kept weights have not fit their training data: no gap to val, or barely above chance."""
+    if facts.multilabel:
+        return _underfitting_multilabel(facts, probes)
     full = facts.full
     fit = train_fit(facts, probes)
     if len(full) < MIN_FIT_EPOCHS or fit is None or not fit.acc < FIT_MAX_ACC:
@@ -194,6 +216,123 @@ def underfitting(facts: RunFacts, probes: ProbeResults | None = None) -> Finding
     )
 
 
+def train_auc(facts: RunFacts, probes: ProbeResults | None) -> TrainFit | None:
+    """Multi-label: the kept weights' macro AUC on their training images, from the probes
+    (un-augmented, BatchNorm in eval mode) or eval_train.json; None when neither measured it."""
+    measured = probes.clean_auc() if probes else None
+    if measured is not None:
+        auc, images, sigma = measured
+        return TrainFit(auc, images, True, sigma, f"{images} un-augmented training images (probe)")
+    metrics = facts.evals.get("train", {})
+    value = metrics.get("macro_auc")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    auc = float(value)
+    rows = [v for v in (metrics.get("per_label") or {}).values() if isinstance(v, dict)]
+    positives = [int(v.get("positives") or 0) for v in rows]
+    images = int(rows[0].get("positives") or 0) + int(rows[0].get("negatives") or 0) if rows else 0
+    images = images or len(facts.train_paths)
+    sigma = macro_auc_sigma(auc, positives, images)
+    return TrainFit(auc, images, True, sigma, f"{images} training images (eval_train.json)")
+
+
+def _underfitting_multilabel(facts: RunFacts, probes: ProbeResults | None) -> Finding | None:
+    """`underfitting` for sigmoid outputs: train macro AUC (when measured) against val macro AUC,
+    and a val macro AUC still rising when the budget ended."""
+    full = facts.full
+    if len(full) < MIN_FIT_EPOCHS:
+        return None
+    fit = train_auc(facts, probes)
+    val = facts.selected
+    val_auc = facts.val_score(val)
+    curve = [facts.val_score(e) for e in full]
+    if not math.isfinite(val_auc) or not all(math.isfinite(a) for a in curve[-3:]):
+        return None
+    ceiling = fit.acc if fit is not None else max(curve)
+    if not ceiling < FIT_MAX_AUC:
+        return None  # fit most of its images (or val says so: train is rarely below it)
+    sigma_val = val_sigma(facts, val_auc)
+    rise = curve[-1] - curve[-3]
+    learning = (
+        still_learning(facts)
+        and math.isfinite(sigma_val)
+        and rise >= STILL_RISING_SIGMAS * sigma_val
+    )
+    signs = {"no_gap": False, "chance_auc": False, "still_learning": learning}
+    gap = gap_needed = math.nan
+    if fit is not None:
+        sigma_fit = fit.sigma if fit.sigma is not None else math.nan
+        sigma = math.hypot(sigma_fit, sigma_val)
+        gap, gap_needed = fit.acc - val_auc, NO_GAP_SIGMAS * sigma
+        margin = (
+            max(CHANCE_AUC_MARGIN, CHANCE_SIGMAS * sigma_fit)
+            if sigma_fit > 0
+            else CHANCE_AUC_MARGIN
+        )
+        signs["no_gap"] = math.isfinite(gap_needed) and gap <= gap_needed
+        signs["chance_auc"] = fit.acc < CHANCE_AUC + margin
+    fired = [k for k, v in signs.items() if v]
+    if not fired:
+        return None
+    causes = underfit_causes(facts, fit, 0.0, probes, learning)
+    near_chance = signs["chance_auc"]
+    return Finding(
+        rule="underfitting",
+        severity="high" if near_chance else "medium",
+        title=(
+            "underfitting: the model has barely learned its training images"
+            if near_chance
+            else "underfitting: no gap between training and validation macro AUC"
+            if signs["no_gap"]
+            else "underfitting: still learning when training stopped (longer, or a larger model)"
+        ),
+        evidence=_underfit_evidence_multilabel(facts, fit, val, gap, gap_needed, curve),
+        fix=_fix_line(causes),
+        numbers={
+            "signs": fired,
+            "train_macro_auc": fit.acc if fit else None,
+            "train_macro_auc_source": fit.source if fit else None,
+            "val_macro_auc": val_auc,
+            "auc_sigma": sigma_val,
+            "gap": gap,
+            "gap_needed": gap_needed,
+            "val_macro_auc_last3": curve[-3:],
+            "train_loss": full[-1].train_loss,
+            "full_epochs": len(full),
+            "causes": [c.key for c in causes],
+        },
+        strength=1.5 + 0.5 * len(fired),
+    )
+
+
+def _underfit_evidence_multilabel(
+    facts: RunFacts,
+    fit: TrainFit | None,
+    val: EpochRow,
+    gap: float,
+    gap_needed: float,
+    curve: list[float],
+) -> str:
+    full = facts.full
+    if fit is not None:
+        measured = (
+            f"train macro AUC {fit.acc:.3f} on {fit.source} vs val macro AUC "
+            f"{facts.val_score(val):.3f} at epoch {val.epoch} (gap {gap:+.3f}; 2 SE = "
+            f"{gap_needed:.3f})"
+        )
+    else:
+        measured = (
+            f"val macro AUC {facts.val_score(val):.3f} at epoch {val.epoch}; no train-side AUC "
+            "(the history's train accuracy is label-wise at p = 0.5: the probes measure the fit)"
+        )
+    return (
+        f"{measured}; val macro AUC "
+        + " -> ".join(f"{a:.3f}" for a in curve[-3:])
+        + f" over the last 3 full epochs, best epoch {facts.best_epoch}; train BCE "
+        f"{full[-3].train_loss:.3f} -> {full[-1].train_loss:.3f} after {len(full)} full epochs"
+    )
+
+
 def _underfit_evidence(
     facts: RunFacts,
     fit: TrainFit,
@@ -231,7 +370,7 @@ def still_learning(facts: RunFacts) -> bool:
 
 def underfit_causes(
     facts: RunFacts,
-    fit: TrainFit,
+    fit: TrainFit | None,
     majority: float,
     probes: ProbeResults | None = None,
     learning: bool = False,
@@ -241,7 +380,7 @@ def underfit_causes(
     found = [
         _bn_cause(facts),
         _lr_cause(facts),
-        _balancing_cause(facts, fit, majority),
+        None if facts.multilabel or fit is None else _balancing_cause(facts, fit, majority),
         _aug_cause(facts, probes),
         *(_budget_causes(facts) if learning else [_epochs_cause(facts)]),
         _layer_decay_cause(facts),
@@ -334,10 +473,11 @@ def _aug_cause(facts: RunFacts, probes: ProbeResults | None) -> Cause | None:
         return None
     aug = probes.aug if probes else None
     drop = aug.acc_clean - aug.acc_augmented if aug else 0.0
+    removes = aug is not None and drop >= aug_drop_threshold(aug)
     what = f"strong augmentation `{facts.config.data.aug}`: {', '.join(parts)}"
-    if drop >= AUG_DROP:
+    if removes:
         what += f"; augmented training images score {drop:.3f} lower than clean ones"
-    weight = W_STRONG_AUG + (W_AUG_PROBE if drop >= AUG_DROP else 0.0)
+    weight = W_STRONG_AUG + (W_AUG_PROBE if removes else 0.0)
     return Cause(weight, "strong_augmentation", what, "--aug light")
 
 
@@ -353,6 +493,8 @@ def _budget_causes(facts: RunFacts) -> list[Cause]:
     """Longer training and a larger backbone, for a run stopped while still learning."""
     n, last = len(facts.full), facts.full[-1]
     loss = f"best epoch {last.epoch} was the last; train loss still falling ({last.train_loss:.3f})"
+    if facts.multilabel:
+        loss += f" and val macro AUC still rising ({facts.val_score(last):.3f})"
     causes = [Cause(W_STILL_LEARNING, "still_learning", loss, f"--epochs {2 * n}")]
     name = facts.config.model.name
     larger = LARGER_BACKBONE.get(name)
@@ -414,6 +556,8 @@ def classes_never_predicted(
     facts: RunFacts, probes: ProbeResults | None = None, underfit: Finding | None = None
 ) -> Finding | None:
     """Classes with a real share of the images that the kept weights (almost) never predict."""
+    if facts.multilabel:
+        return None  # argmax counts per class (multilabel.NOT_APPLICABLE)
     preds = class_predictions(facts, probes)
     if preds is None or preds.images == 0:
         return None

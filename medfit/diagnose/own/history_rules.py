@@ -5,6 +5,11 @@ accuracies are stated in units of the binomial noise of the validation set,
 sigma = sqrt(p(1-p)/n_val): on 400 val images at p = 0.7 that is 0.023, so a 3-point change is
 barely above noise while on 5,000 images it is far above it. `run_rules` applies them all and
 adds check.json's findings (diagnose/check_rules.py).
+
+Multi-label runs (`facts.multilabel`) are read on their val macro ROC-AUC (`facts.val_score`) and
+their losses, never on the label-wise accuracies of their history; AUC changes are weighed in
+units of the AUC's own noise (Hanley-McNeil, own/multilabel.py) instead of the binomial sigma.
+Rules with no multi-label meaning (multilabel.NOT_APPLICABLE) return None for them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from medfit.data.augment import PRESETS
 from medfit.diagnose.check_rules import check_findings, check_missing
 from medfit.diagnose.findings import Finding
 from medfit.diagnose.own.facts import RunFacts
+from medfit.diagnose.own.multilabel import NOT_APPLICABLE, rare_val_labels, val_auc_sigma
 from medfit.rundir import EpochRow
 
 Rule = Callable[[RunFacts], Finding | None]
@@ -40,6 +46,14 @@ TRAIN_LOSS_FALL = 0.05
 # true gap is larger than the one measured).
 GAP_GROWTH = 0.03
 GAP_HIGH = 0.15
+# Multi-label: no train-side score is logged per epoch (train_acc is label-wise at p = 0.5), so
+# the widening gap is read on val: the val macro AUC must have fallen from its full-stage peak by
+# 2 SE of its noise and at least 0.01 (on a large val set the SE shrinks to nothing); with a 25%
+# val-loss rise, a fall of 3 SE is high. A val BCE that rises while the AUC holds is the model
+# growing over-confident, which calibration fixes and AUC selection does not mind.
+AUC_FALL_SIGMAS = 2.0
+AUC_FALL_MIN = 0.01
+AUC_FALL_SIGMAS_HIGH = 3.0
 
 # --- validation instability --------------------------------------------------------------------
 # Std of consecutive full-stage Δval_acc over the binomial sigma. If each epoch's val accuracy were
@@ -67,6 +81,16 @@ DECLINE_SIGMAS = 3.0
 # accuracy stayed under 90% (a converged run is flat too, but at high train accuracy).
 FLAT_LOSS_FALL = 0.05
 FLAT_MAX_TRAIN_ACC = 0.90
+# Multi-label: "converged" is a macro AUC of 0.9 (most positives ranked above the negatives of
+# their label): eval_train.json's when the run was evaluated on train, else the best val macro AUC
+# (which a model's fit of its own training images is rarely below).
+FLAT_MAX_AUC = 0.90
+# "Stuck at chance" for sigmoid outputs: the BCE of uniform predictions depends on the positive
+# weights and label smoothing, but chance for an AUC is 0.5 on any data: a val macro AUC within
+# 2 SE (and 0.02) of 0.5 after the full stage separates nothing.
+CHANCE_AUC = 0.5
+CHANCE_AUC_SIGMAS = 2.0
+CHANCE_AUC_MARGIN = 0.02
 
 # --- input pipeline ----------------------------------------------------------------------------
 # Share of training time (epoch minus eval) spent waiting for data or augmenting. Above half,
@@ -110,6 +134,16 @@ def binomial_sigma(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
+def val_sigma(facts: RunFacts, score: float) -> float:
+    """The noise of the run's val score at `score`: the binomial sigma of an accuracy, or the
+    Hanley-McNeil SE of a multi-label run's macro AUC."""
+    return val_auc_sigma(facts, score) if facts.multilabel else binomial_sigma(score, facts.n_val)
+
+
+def _finite(values: list[float]) -> bool:
+    return bool(values) and all(math.isfinite(v) for v in values)
+
+
 def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
@@ -128,20 +162,15 @@ def overfitting(facts: RunFacts) -> Finding | None:
         return None
     rise = last.val_loss / best.val_loss - 1
     train_fall = 1 - last.train_loss / best.train_loss if best.train_loss > 0 else 0.0
+    if facts.multilabel:
+        return _overfitting_multilabel(facts, i_min, rise, train_fall)
     gap_then, gap_now = best.train_acc - best.val_acc, last.train_acc - last.val_acc
     sigma = binomial_sigma(last.val_acc, facts.n_val)
     growth_needed = max(GAP_GROWTH, 2 * sigma) if math.isfinite(sigma) else GAP_GROWTH
     if rise < VAL_LOSS_RISE or train_fall < TRAIN_LOSS_FALL or gap_now - gap_then < growth_needed:
         return None
     high = rise >= VAL_LOSS_RISE_HIGH and gap_now >= GAP_HIGH
-    aug = facts.config.data.aug
-    stronger = _modality_preset(facts) if aug in ("none", "light") else aug
-    fix = (
-        f"medfit already keeps the best-scoring weights; to generalise: "
-        f"{f'`--aug {stronger}`, ' if stronger != aug else ''}"
-        f"fewer epochs (`--epochs {i_min + 1}`: val loss was lowest after full epoch "
-        f"{i_min + 1}), more training images, `--weight-decay 0.1`"
-    )
+    fix = _overfitting_fix(facts, f"{i_min + 1}`: val loss was lowest after full epoch {i_min + 1}")
     return Finding(
         rule="overfitting",
         severity="high" if high else "medium",
@@ -165,11 +194,75 @@ def overfitting(facts: RunFacts) -> Finding | None:
     )
 
 
+def _overfitting_fix(facts: RunFacts, epochs: str) -> str:
+    aug = facts.config.data.aug
+    stronger = _modality_preset(facts) if aug in ("none", "light") else aug
+    return (
+        f"medfit already keeps the best-scoring weights; to generalise: "
+        f"{f'`--aug {stronger}`, ' if stronger != aug else ''}"
+        f"fewer epochs (`--epochs {epochs}), more training images, `--weight-decay 0.1`"
+    )
+
+
+def _overfitting_multilabel(
+    facts: RunFacts, i_min: int, rise: float, train_fall: float
+) -> Finding | None:
+    """Val BCE rising from its minimum while train BCE falls, and the val macro AUC falling from
+    its peak by more than its noise (the multi-label form of the growing train-val gap)."""
+    full = facts.full
+    aucs = [facts.val_score(e) for e in full]
+    if not _finite(aucs) or rise < VAL_LOSS_RISE or train_fall < TRAIN_LOSS_FALL:
+        return None
+    i_peak = int(np.argmax(aucs))
+    peak, last = full[i_peak], full[-1]
+    fall = aucs[i_peak] - aucs[-1]
+    sigma = val_sigma(facts, aucs[i_peak])
+    needed = max(AUC_FALL_MIN, AUC_FALL_SIGMAS * sigma) if math.isfinite(sigma) else AUC_FALL_MIN
+    if i_peak == len(full) - 1 or fall < needed:
+        return None
+    high = (
+        rise >= VAL_LOSS_RISE_HIGH and math.isfinite(sigma) and fall >= AUC_FALL_SIGMAS_HIGH * sigma
+    )
+    best = full[i_min]
+    sigmas = f", {fall / sigma:.1f} SE" if sigma > 0 else ""
+    return Finding(
+        rule="overfitting",
+        severity="high" if high else "medium",
+        title="overfitting: val loss rises while train loss falls, and val macro AUC falls",
+        evidence=(
+            f"val BCE {_fmt(best.val_loss)} at epoch {best.epoch} -> {_fmt(last.val_loss)} at "
+            f"epoch {last.epoch} (+{rise:.0%}) while train BCE fell {_fmt(best.train_loss)} -> "
+            f"{_fmt(last.train_loss)}; val macro AUC peaked at {aucs[i_peak]:.3f} in epoch "
+            f"{peak.epoch}, then {aucs[-1]:.3f} at epoch {last.epoch} (-{fall:.3f}{sigmas}; "
+            f"noise ±{sigma:.3f} at {facts.n_val} val images)"
+        ),
+        fix=_overfitting_fix(
+            facts, f"{i_peak + 1}`: val macro AUC was highest after full epoch {i_peak + 1}"
+        ),
+        numbers={
+            "min_val_loss_epoch": best.epoch,
+            "min_val_loss": best.val_loss,
+            "final_val_loss": last.val_loss,
+            "val_loss_rise": rise,
+            "train_loss_fall": train_fall,
+            "peak_val_macro_auc_epoch": peak.epoch,
+            "peak_val_macro_auc": aucs[i_peak],
+            "final_val_macro_auc": aucs[-1],
+            "auc_fall": fall,
+            "auc_sigma": sigma,
+        },
+        strength=rise / VAL_LOSS_RISE,
+    )
+
+
 def val_instability(facts: RunFacts) -> Finding | None:
-    """Epoch-to-epoch val accuracy swings beyond what the val set's size explains."""
+    """Epoch-to-epoch val accuracy (multi-label: val macro AUC) swings beyond what the val set's
+    size explains."""
     full = facts.full
     if len(full) < MIN_TREND_EPOCHS or facts.n_val <= 0:
         return None
+    if facts.multilabel:
+        return _auc_instability(facts)
     acc = np.array([e.val_acc for e in full])
     diffs = np.diff(acc)
     sigma = binomial_sigma(float(acc[-1]), facts.n_val)
@@ -198,6 +291,46 @@ def val_instability(facts: RunFacts) -> Finding | None:
             "worst_drop": worst_drop,
             "n_val": facts.n_val,
             "val_acc": acc.tolist(),
+        },
+        strength=ratio / JITTER_RATIO,
+    )
+
+
+def _auc_instability(facts: RunFacts) -> Finding | None:
+    """`val_instability` on the val macro AUC, against its Hanley-McNeil noise."""
+    auc = [facts.val_score(e) for e in facts.full]
+    if not _finite(auc):
+        return None
+    diffs = np.diff(np.array(auc))
+    sigma = val_sigma(facts, auc[-1])
+    if not sigma > 0:
+        return None
+    jitter = float(np.std(diffs))
+    ratio, worst_drop = jitter / sigma, float(max(0.0, -diffs.min()))
+    if ratio < JITTER_RATIO or worst_drop < DROP_SIGMAS * sigma:
+        return None
+    high = ratio >= JITTER_RATIO_HIGH and worst_drop >= DROP_SIGMAS_HIGH * sigma
+    measured = [p for p in facts.val_counts.values() if 0 < p < facts.n_val]
+    lo, hi = min(measured, default=0), max(measured, default=0)
+    return Finding(
+        rule="val_instability",
+        severity="high" if high else "medium",
+        title="validation macro AUC jumps more than the val set's noise explains",
+        evidence=(
+            f"std of epoch-to-epoch Δval macro AUC {jitter:.3f} over {len(diffs)} full-stage "
+            f"steps vs its noise {sigma:.3f} (Hanley-McNeil SE at AUC {auc[-1]:.3f}, "
+            f"{facts.n_val} val images, {lo}-{hi} positives per label): {ratio:.1f}x (pure "
+            f"noise ~1.4x); worst drop {worst_drop:.3f}; val macro AUC "
+            + " ".join(f"{a:.3f}" for a in auc)
+        ),
+        fix=_stability_fix(facts),
+        numbers={
+            "jitter": jitter,
+            "auc_sigma": sigma,
+            "ratio": ratio,
+            "worst_drop": worst_drop,
+            "n_val": facts.n_val,
+            "val_macro_auc": auc,
         },
         strength=ratio / JITTER_RATIO,
     )
@@ -342,7 +475,12 @@ def _lr_high_signs(facts: RunFacts, full: list[EpochRow]) -> tuple[list[str], di
     last = full[-1]
     t = facts.config.train
     above_default = isinstance(t.lr, float) and t.lr > default_lr(t.bn)
-    if above_default and last.train_loss >= CHANCE_LOSS_FRACTION * chance:
+    if facts.multilabel:
+        at_chance = _auc_at_chance(facts, last) if above_default else None
+        if at_chance:
+            signs.append(at_chance)
+            kinds.append("chance")
+    elif above_default and last.train_loss >= CHANCE_LOSS_FRACTION * chance:
         signs.append(
             f"train loss {_fmt(last.train_loss)} after the full stage, no better than "
             f"uniform guessing (ln({len(facts.classes)}) = {chance:.3f}), at {t.lr:g} > the "
@@ -353,24 +491,44 @@ def _lr_high_signs(facts: RunFacts, full: list[EpochRow]) -> tuple[list[str], di
     if decline:
         signs.append(decline)
         kinds.append("decline")
+    if facts.multilabel:
+        return signs, {"signs": kinds, "skipped_steps": skipped, "chance_auc": CHANCE_AUC}
     return signs, {"signs": kinds, "skipped_steps": skipped, "chance_loss": chance}
 
 
+def _auc_at_chance(facts: RunFacts, last: EpochRow) -> str | None:
+    """Multi-label: the last full epoch's val macro AUC is within noise of 0.5."""
+    auc = facts.val_score(last)
+    sigma = val_sigma(facts, CHANCE_AUC)
+    margin = max(CHANCE_AUC_MARGIN, CHANCE_AUC_SIGMAS * sigma) if sigma > 0 else CHANCE_AUC_MARGIN
+    if not math.isfinite(auc) or auc >= CHANCE_AUC + margin:
+        return None
+    t = facts.config.train
+    return (
+        f"val macro AUC {auc:.3f} after the full stage, within {margin:.3f} of chance (0.5: "
+        f"the model separates no label), at {t.lr:g} > the default {default_lr(t.bn):g}"
+    )
+
+
 def _early_best_decline(facts: RunFacts, full: list[EpochRow]) -> str | None:
-    """Best val accuracy early, then a 3-sigma decline while the train loss did not fall."""
+    """Best val accuracy (multi-label: macro AUC) early, then a 3-sigma decline while the train
+    loss did not fall."""
     if len(full) < MIN_TREND_EPOCHS:
         return None
-    accs = [e.val_acc for e in full]
-    i_best = int(np.nanargmax(accs))
+    scores = [facts.val_score(e) for e in full]
+    if facts.multilabel and not _finite(scores):
+        return None
+    i_best = int(np.nanargmax(scores))
     best, last = full[i_best], full[-1]
-    sigma = binomial_sigma(best.val_acc, facts.n_val)
+    sigma = val_sigma(facts, scores[i_best])
     early = i_best < len(full) // 2 + (len(full) % 2)
-    drop = best.val_acc - last.val_acc
+    drop = scores[i_best] - scores[-1]
     train_not_falling = last.train_loss >= best.train_loss * (1 - TRAIN_LOSS_FALL)
     if early and drop >= DECLINE_SIGMAS * sigma and train_not_falling:
+        name = "val macro AUC" if facts.multilabel else "val acc"
         return (
-            f"val acc peaked at {best.val_acc:.3f} in epoch {best.epoch}, then fell to "
-            f"{last.val_acc:.3f} ({drop / sigma:.1f} sigma) while train loss did not improve"
+            f"{name} peaked at {scores[i_best]:.3f} in epoch {best.epoch}, then fell to "
+            f"{scores[-1]:.3f} ({drop / sigma:.1f} sigma) while train loss did not improve"
         )
     return None
 
@@ -384,6 +542,8 @@ def lr_too_low(facts: RunFacts) -> Finding | None:
         return None
     first, last = full[0], full[-1]
     fall = 1 - last.train_loss / first.train_loss if first.train_loss > 0 else 0.0
+    if facts.multilabel:
+        return _lr_too_low_multilabel(facts, fall) if fall < FLAT_LOSS_FALL else None
     if fall >= FLAT_LOSS_FALL or last.train_acc >= FLAT_MAX_TRAIN_ACC:
         return None
     return Finding(
@@ -400,6 +560,39 @@ def lr_too_low(facts: RunFacts) -> Finding | None:
     )
 
 
+def _lr_too_low_multilabel(facts: RunFacts, fall: float) -> Finding | None:
+    """`lr_too_low` for sigmoid outputs: a flat BCE while the fit is still short of a 0.9 AUC."""
+    t, full = facts.config.train, facts.full
+    train_auc = facts.evals.get("train", {}).get("macro_auc")
+    if isinstance(train_auc, (int, float)) and math.isfinite(train_auc):
+        score, source = float(train_auc), "train macro AUC (eval_train.json)"
+    else:
+        aucs = [a for a in (facts.val_score(e) for e in full) if math.isfinite(a)]
+        if not aucs:
+            return None
+        score, source = max(aucs), "best val macro AUC (no train-side AUC is logged)"
+    if score >= FLAT_MAX_AUC:
+        return None
+    assert isinstance(t.lr, float)
+    return Finding(
+        rule="lr_too_low",
+        severity="medium",
+        title=f"learning rate too low ({t.lr:g}): the loss hardly moves",
+        evidence=(
+            f"train BCE {_fmt(full[0].train_loss)} -> {_fmt(full[-1].train_loss)} over "
+            f"{len(full)} full epochs ({fall:.1%} lower) with {source} {score:.3f}"
+        ),
+        fix=f"`--lr {min(t.lr * 10, default_lr(t.bn)):.0e}` or `--lr auto` (range test)",
+        numbers={
+            "lr": t.lr,
+            "train_loss_fall": fall,
+            "macro_auc": score,
+            "macro_auc_source": source,
+        },
+        strength=1 + (FLAT_LOSS_FALL - fall) / FLAT_LOSS_FALL,
+    )
+
+
 def low_resolution(facts: RunFacts) -> Finding | None:
     """Input far below the weights' native size while the images themselves have more detail and
     the model still leaves room to improve."""
@@ -408,7 +601,11 @@ def low_resolution(facts: RunFacts) -> Finding | None:
         return None
     if src is not None and src < LOW_RES_MIN_GAIN * size:
         return None  # the input already holds (nearly) all the detail the images have
-    best = max(e.val_balanced_accuracy for e in facts.history)
+    if facts.multilabel:
+        aucs = [a for a in (facts.val_score(e) for e in facts.history) if math.isfinite(a)]
+        best, score = (max(aucs) if aucs else math.nan), "val macro AUC"
+    else:
+        best, score = max(e.val_balanced_accuracy for e in facts.history), "val balanced accuracy"
     if not best < LOW_RES_MAX_SCORE:
         return None
     suggest = min(native, 2 * size, src or native)
@@ -423,7 +620,7 @@ def low_resolution(facts: RunFacts) -> Finding | None:
         severity="medium",
         title=f"input {size} px is under half the {native} px the weights were trained at",
         evidence=(
-            f"best val balanced accuracy {best:.3f} at {size} px; {own}; on blood cells (2,000 "
+            f"best {score} {best:.3f} at {size} px; {own}; on blood cells (2,000 "
             "train images) 64 -> 128 px moved val accuracy 0.74 -> 0.87"
         ),
         fix=(
@@ -435,7 +632,7 @@ def low_resolution(facts: RunFacts) -> Finding | None:
             "native_size": native,
             "source_size": src,
             "suggested_size": suggest,
-            "best_val_balanced_accuracy": best,
+            ("best_val_macro_auc" if facts.multilabel else "best_val_balanced_accuracy"): best,
         },
         strength=min(native, src or native) / size,
     )
@@ -501,6 +698,8 @@ def data_bound(facts: RunFacts) -> Finding | None:
 
 def class_imbalance(facts: RunFacts) -> Finding | None:
     """Accuracy well above balanced accuracy: the majority class carries the score."""
+    if facts.multilabel:
+        return None  # label-wise accuracies (multilabel.NOT_APPLICABLE)
     last = facts.history[-1]
     gap = last.val_acc - last.val_balanced_accuracy
     sigma = binomial_sigma(last.val_acc, facts.n_val)
@@ -553,9 +752,18 @@ HISTORY_RULES: tuple[Rule, ...] = (
     data_bound,
     class_imbalance,
     check_missing,
+    rare_val_labels,
 )
 
 
 def run_rules(facts: RunFacts) -> list[Finding]:
     found = [f for rule in HISTORY_RULES if (f := rule(facts)) is not None]
-    return found + check_findings(facts)
+    checked = check_findings(facts)
+    if any(f.rule == "rare_val_labels" for f in found):  # it quotes check's rare-label entry
+        checked = [f for f in checked if f.numbers.get("check_key") != "rare_labels"]
+    return found + checked
+
+
+def not_applicable(facts: RunFacts) -> dict[str, str]:
+    """The rules skipped for this run, with why (diagnosis.json "not_applicable")."""
+    return dict(NOT_APPLICABLE) if facts.multilabel else {}

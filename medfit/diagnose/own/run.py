@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from medfit.diagnose.findings import Diagnosis, Finding, rank, render
 from medfit.diagnose.own.facts import RunFacts, read_run_facts
 from medfit.diagnose.own.fit_rules import fit_findings
-from medfit.diagnose.own.history_rules import run_rules
+from medfit.diagnose.own.history_rules import not_applicable, run_rules
 from medfit.diagnose.own.probe_rules import aug_destroys_signal, bn_mismatch
 from medfit.progress import Log
 from medfit.rundir import RunDir
@@ -36,9 +36,13 @@ def diagnose_run(
         probe_record = result.to_dict()
         if result.skipped:
             log(f"probes skipped: {result.skipped}")
-    diagnosis = Diagnosis(facts.path, all_findings(facts, result), probe_record)
+    diagnosis = Diagnosis(
+        facts.path, all_findings(facts, result), probe_record, not_applicable(facts)
+    )
     out = diagnosis.write(Path(json_path) if json_path else RunDir(facts.path).diagnosis)
     log(render(diagnosis))
+    if diagnosis.not_applicable:
+        log(f"not applied to this multi-label run: {', '.join(diagnosis.not_applicable)}")
     log(f"saved {out}")
     return diagnosis
 
