@@ -3,7 +3,7 @@
     add_report_commands(sub)        # in build_parser()
     COMMANDS.update(REPORT_COMMANDS)
 
-    medfit report RUN [--split test] [--no-gradcam] [--compare OTHER_RUN ...]
+    medfit report RUN [--split test] [--no-gradcam] [--label NAME] [--compare OTHER_RUN ...]
 
 Heavy imports (matplotlib, torch, captum) happen inside the handler: `medfit --help` stays instant.
 """
@@ -35,6 +35,12 @@ def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="skip the Grad-CAM overlays (they load the model; a few seconds on a CPU)",
     )
     p.add_argument(
+        "--label",
+        metavar="NAME",
+        help="multi-label runs: the label whose Grad-CAM is drawn, on test images that have it "
+        "(default: the measured label with the most positives)",
+    )
+    p.add_argument(
         "--compare",
         nargs="+",
         default=[],
@@ -51,7 +57,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     existing_run_dir(args.run)
     from medfit.report.html import write_report
 
-    write_report(args.run, split=args.split, gradcam=args.gradcam, compare=args.compare)
+    write_report(
+        args.run,
+        split=args.split,
+        gradcam=args.gradcam,
+        compare=args.compare,
+        label=getattr(args, "label", None),
+    )
 
 
 REPORT_COMMANDS: dict[str, Handler] = {"report": cmd_report}

@@ -4,6 +4,10 @@ Which layer: the deepest feature stage of the timm backbone (`model.feature_info
 at least MIN_GRID cells wide at the run's input size; at 224 px that is the last stage (7x7), at
 64 px the one before it, because a 2x2 map only says which quadrant mattered. The class explained
 is the predicted one: the overlay shows what the model looked at to say what it said.
+
+Multi-label runs have no single predicted class: there the target is the logit of one label (the
+report's choice, or `medfit report --label NAME`), on images that truly have that finding, from
+the most confident hit to the most confident miss.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from matplotlib import colormaps
 
 from medfit.report.images import find_image, fit_size, png_base64
+from medfit.report.rundata import positive_labels
 from medfit.rundir import PredictionRow
 
 MAX_IMAGES = 8  # each one is a forward+backward pass on the CPU; 8 keeps it to a few seconds
@@ -29,6 +34,8 @@ HEAT_ALPHA = 0.45  # enough colour to read the map, enough image to see the anat
 class CamImage:
     prediction: PredictionRow
     png: str
+    score: float | None = None  # multi-label: the explained label's probability
+    called: bool | None = None  # multi-label: whether the label was called at its threshold
 
 
 @dataclass
@@ -37,6 +44,7 @@ class CamResult:
     layer: str = ""
     grid: int = 0
     note: str | None = None
+    label: str | None = None  # multi-label: the label whose logit is explained
 
 
 def pick(predictions: list[PredictionRow], n: int = MAX_IMAGES) -> list[PredictionRow]:
@@ -51,6 +59,21 @@ def pick(predictions: list[PredictionRow], n: int = MAX_IMAGES) -> list[Predicti
     return chosen
 
 
+def pick_positives(
+    predictions: list[PredictionRow], label: str, n: int = MAX_IMAGES
+) -> list[PredictionRow]:
+    """Images positive for `label`, by that label's probability from the highest down, spread
+    evenly over the range: confident hits first, the positives the model missed last."""
+    rows = sorted(
+        (p for p in predictions if label in positive_labels(p.label)),
+        key=lambda p: -p.probs.get(label, 0.0),
+    )
+    if len(rows) <= n:
+        return rows
+    steps = np.linspace(0, len(rows) - 1, n)
+    return [rows[i] for i in sorted({round(float(s)) for s in steps})]
+
+
 def target_layer(model: torch.nn.Module, img_size: int) -> tuple[str, int]:
     """(module name, map cells per side) of the stage Grad-CAM reads (see the module docstring)."""
     info: list[dict[str, Any]] = list(getattr(model, "feature_info", []) or [])
@@ -60,8 +83,12 @@ def target_layer(model: torch.nn.Module, img_size: int) -> tuple[str, int]:
     return next((s for s in reversed(stages) if s[1] >= MIN_GRID), stages[-1])
 
 
-def overlays(run_dir: Path, predictions: list[PredictionRow], bases: list[Path]) -> CamResult:
-    """Grad-CAM of the predicted class for `pick(predictions)`; unreadable files are left out."""
+def overlays(
+    run_dir: Path, predictions: list[PredictionRow], bases: list[Path], label: str | None = None
+) -> CamResult:
+    """Grad-CAM of the predicted class for `pick(predictions)`; with `label` (a multi-label run),
+    of that label's logit for `pick_positives(predictions, label)`. Unreadable files are left
+    out."""
     from captum.attr import LayerAttribution, LayerGradCam
 
     from medfit.inference import Predictor
@@ -69,18 +96,25 @@ def overlays(run_dir: Path, predictions: list[PredictionRow], bases: list[Path])
     predictor = Predictor(run_dir, device="cpu")
     model, classes = predictor.model, predictor.classes
     layer_name, grid = target_layer(model, predictor.preprocess.img_size)
+    if label is None:
+        candidates = [p for p in pick(predictions) if p.predicted in classes]
+    else:
+        candidates = pick_positives(predictions, label) if label in classes else []
     chosen, squares = [], []
-    for p in pick(predictions):
+    for p in candidates:
         found = find_image(p.path, bases)
-        if found is not None and p.predicted in classes:
+        if found is not None:
             chosen.append(p)
             squares.append(predictor.load_square(found))
-    result = CamResult(layer=layer_name, grid=grid)
+    result = CamResult(layer=layer_name, grid=grid, label=label)
     if not chosen:
         result.note = "none of the selected images could be found on disk"
         return result
     x = predictor.model_input(np.stack(squares))
-    target = torch.tensor([classes.index(p.predicted) for p in chosen])
+    if label is None:
+        target = torch.tensor([classes.index(p.predicted) for p in chosen])
+    else:
+        target = torch.full((len(chosen),), classes.index(label), dtype=torch.long)
     with torch.enable_grad():
         cam = LayerGradCam(model, model.get_submodule(layer_name)).attribute(
             x, target=target, relu_attributions=True
@@ -91,7 +125,12 @@ def overlays(run_dir: Path, predictions: list[PredictionRow], bases: list[Path])
     heat = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[2:]), "bilinear")[:, 0]
     shown = _unnormalise(x, predictor.preprocess.mean, predictor.preprocess.std)
     for p, image, h in zip(chosen, shown, heat.numpy(), strict=True):
-        result.images.append(CamImage(p, png_base64(fit_size(_blend(image, h), OVERLAY_PX))))
+        png = png_base64(fit_size(_blend(image, h), OVERLAY_PX))
+        if label is None:
+            result.images.append(CamImage(p, png))
+        else:
+            called = label in positive_labels(p.predicted)
+            result.images.append(CamImage(p, png, p.probs.get(label), called))
     return result
 
 

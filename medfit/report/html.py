@@ -17,11 +17,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from medfit.data.sources import LABEL_JOIN
 from medfit.errors import MedfitError
 from medfit.files import atomic_write_bytes
 from medfit.progress import Log
-from medfit.report import sections
-from medfit.report.rundata import RunData, read_report_data
+from medfit.report import multilabel, sections
+from medfit.report.rundata import RunData, check_label, read_report_data
 from medfit.rundir import RunDir
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -41,6 +42,28 @@ TITLES = {
     "time_to_accuracy": "Time to accuracy",
     "config": "Resolved config",
 }
+# A multi-label run (several findings per image): no accuracy, confusion matrix or softmax
+# reliability; per-label AUCs, curves and label co-occurrence instead (medfit.report.multilabel).
+MULTILABEL_TITLES = {
+    "headline": "Headline",
+    "curves": "Learning curves",
+    "seeds": "Seeds",
+    "per_label": "Per-label metrics",
+    "roc_pr": "ROC and precision-recall curves",
+    "cooccurrence": "Label co-occurrence (train)",
+    "label_calibration": "Calibration (per label)",
+    "label_errors": "Largest errors",
+    "gradcam": "Grad-CAM",
+    "check": "Data check",
+    "diagnosis": "Diagnosis",
+    "timing": "Timing",
+    "time_to_accuracy": "Time to macro AUC",
+    "config": "Resolved config",
+}
+
+
+def titles_for(data: RunData) -> dict[str, str]:
+    return MULTILABEL_TITLES if data.multilabel else TITLES
 
 
 def write_report(
@@ -49,16 +72,21 @@ def write_report(
     split: str | None = None,
     gradcam: bool = True,
     compare: Sequence[str | Path] = (),
+    label: str | None = None,
 ) -> Path:
     """Render RUN/report.html from whatever RUN holds; `split` None = the newest evaluation;
-    `compare`: other run directories whose val accuracy is plotted against time beside RUN's."""
+    `compare`: other run directories whose val accuracy is plotted against time beside RUN's;
+    `label`: the label a multi-label run's Grad-CAM explains (None: the measured label with the
+    most positives); a MedfitError naming the valid labels when it is not one of them."""
     data = read_report_data(run_dir, split, compare)
-    parts = build_sections(data, gradcam, log)
+    check_label(data, label)
+    parts = build_sections(data, gradcam, log, label)
     html = render(data, parts)
     path = RunDir(data.path).report
     write_atomic(path, html)
     log(f"wrote {path} ({len(html) / 1024:.0f} KB)")
-    absent = [f"{TITLES[k]}: {v['absent']}" for k, v in parts.items() if v.get("absent")]
+    titles = titles_for(data)
+    absent = [f"{titles[k]}: {v['absent']}" for k, v in parts.items() if v.get("absent")]
     for line in absent:
         log(f"  absent — {line}")
     return path
@@ -77,7 +105,11 @@ def write_atomic(path: Path, html: str) -> None:
         ) from None
 
 
-def build_sections(data: RunData, gradcam: bool, log: Log) -> dict[str, dict[str, Any]]:
+def build_sections(
+    data: RunData, gradcam: bool, log: Log, label: str | None = None
+) -> dict[str, dict[str, Any]]:
+    if data.multilabel:
+        return _build(multilabel_builders(data, gradcam, label), MULTILABEL_TITLES, log)
     builders: dict[str, Callable[[], dict[str, Any]]] = {
         "headline": lambda: sections.headline(data),
         "curves": lambda: sections.curves(data),
@@ -94,16 +126,45 @@ def build_sections(data: RunData, gradcam: bool, log: Log) -> dict[str, dict[str
         "time_to_accuracy": lambda: sections.time_to_accuracy(data),
         "config": lambda: {"text": data.config_text},
     }
-    return {name: _guarded(name, build, log) for name, build in builders.items()}
+    return _build(builders, TITLES, log)
 
 
-def _guarded(name: str, build: Callable[[], dict[str, Any]], log: Log) -> dict[str, Any]:
+def multilabel_builders(
+    data: RunData, gradcam: bool, label: str | None
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The sections of a multi-label run, in MULTILABEL_TITLES' order (k-fold runs are
+    single-label only, so there is no folds section)."""
+    return {
+        "headline": lambda: multilabel.headline(data),
+        "curves": lambda: multilabel.curves(data),
+        "seeds": lambda: sections.seeds(data),
+        "per_label": lambda: multilabel.per_label(data),
+        "roc_pr": lambda: multilabel.roc_pr(data),
+        "cooccurrence": lambda: multilabel.cooccurrence(data),
+        "label_calibration": lambda: multilabel.label_calibration(data),
+        "label_errors": lambda: multilabel.label_errors(data),
+        "gradcam": lambda: multilabel.gradcam(data, gradcam, label),
+        "check": lambda: sections.data_check(data),
+        "diagnosis": lambda: sections.diagnosis(data),
+        "timing": lambda: sections.timing(data),
+        "time_to_accuracy": lambda: sections.time_to_accuracy(data),
+        "config": lambda: {"text": data.config_text},
+    }
+
+
+def _build(
+    builders: dict[str, Callable[[], dict[str, Any]]], titles: dict[str, str], log: Log
+) -> dict[str, dict[str, Any]]:
+    return {name: _guarded(titles[name], build, log) for name, build in builders.items()}
+
+
+def _guarded(title: str, build: Callable[[], dict[str, Any]], log: Log) -> dict[str, Any]:
     """A section that fails (a file from a newer medfit, a model that will not load) says so in
     its place: a report that renders nine sections of ten is worth more than a traceback."""
     try:
         return build()
     except Exception as exc:
-        log(f"report: the {TITLES[name]} section failed: {type(exc).__name__}: {exc}")
+        log(f"report: the {title} section failed: {type(exc).__name__}: {exc}")
         return {"absent": f"could not be rendered ({type(exc).__name__}: {exc})"}
 
 
@@ -117,6 +178,7 @@ def environment() -> Environment:
     )
     env.filters["num"] = _num
     env.filters["commands"] = commands
+    env.filters["labels"] = lambda v: str(v).replace(LABEL_JOIN, ", ")  # "A|B" -> "A, B"
     env.filters["pct"] = lambda v: "n/a" if not _finite(v) else f"{float(v):.1%}"
     env.filters["secs"] = lambda v: "n/a" if not _finite(v) else f"{float(v):.2f}"
     return env
@@ -129,7 +191,7 @@ def render(data: RunData, parts: dict[str, dict[str, Any]]) -> str:
         .render(
             run=data,
             s=parts,
-            titles=TITLES,
+            titles=titles_for(data),
             created=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         )
     )

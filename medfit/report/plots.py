@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -58,24 +60,45 @@ def stage_boundaries(history: Sequence[dict[str, Any]]) -> list[float]:
     ]
 
 
-def learning_curves(history: Sequence[dict[str, Any]], best_epoch: int | None) -> str:
-    """Loss, accuracy, balanced accuracy and LR per epoch; stage changes and best epoch marked."""
+Panel = tuple[str, list[tuple[str, str, str]]]  # title, [(history key, legend name, colour)]
+# Single-label runs: loss, accuracy, balanced accuracy and the learning rate.
+CLASS_PANELS: list[Panel] = [
+    ("loss", [("train_loss", "train", TRAIN), ("val_loss", "val", VAL)]),
+    ("accuracy", [("train_acc", "train", TRAIN), ("val_acc", "val", VAL)]),
+    (
+        "balanced accuracy (val)",
+        [
+            ("val_balanced_accuracy", "val", VAL),
+            ("selection_score", "selection score (smoothed)", EXTRA),
+        ],
+    ),
+    ("learning rate", [("lr", "lr", LR)]),
+]
+# Multi-label runs: val_acc there is a label-wise accuracy at p = 0.5 (mostly the share of absent
+# findings), so the panel that matters is the macro ROC-AUC that selects the epoch.
+MULTILABEL_PANELS: list[Panel] = [
+    ("loss (binary cross-entropy)", [("train_loss", "train", TRAIN), ("val_loss", "val", VAL)]),
+    (
+        "macro ROC-AUC (val)",
+        [
+            ("val_macro_auc", "val", VAL),
+            ("selection_score", "selection score (smoothed)", EXTRA),
+        ],
+    ),
+    ("learning rate", [("lr", "lr", LR)]),
+]
+
+
+def learning_curves(
+    history: Sequence[dict[str, Any]], best_epoch: int | None, panels: Sequence[Panel] = ()
+) -> str:
+    """One panel per `panels` entry (default CLASS_PANELS) per epoch, the last being the learning
+    rate (log scale); stage changes and the best epoch marked."""
+    panels = list(panels or CLASS_PANELS)
     epochs = _column(history, "epoch")
-    panels = [
-        ("loss", [("train_loss", "train", TRAIN), ("val_loss", "val", VAL)]),
-        ("accuracy", [("train_acc", "train", TRAIN), ("val_acc", "val", VAL)]),
-        (
-            "balanced accuracy (val)",
-            [
-                ("val_balanced_accuracy", "val", VAL),
-                ("selection_score", "selection score (smoothed)", EXTRA),
-            ],
-        ),
-        ("learning rate", [("lr", "lr", LR)]),
-    ]
 
     def draw(fig: Figure) -> None:
-        axes = fig.subplots(1, 4, sharex=True)
+        axes = fig.subplots(1, len(panels), sharex=True)
         for ax, (title, series) in zip(axes, panels, strict=True):
             for key, name, colour in series:
                 values = _column(history, key)
@@ -94,9 +117,9 @@ def learning_curves(history: Sequence[dict[str, Any]], best_epoch: int | None) -
             if len(ax.get_legend_handles_labels()[0]) > 1:
                 ax.legend(fontsize=7, loc="best")
         if np.nanmax(_column(history, "lr"), initial=0) > 0:
-            axes[3].set_yscale("log")
+            axes[-1].set_yscale("log")
 
-    return render_png(draw, (11, 2.8))
+    return render_png(draw, (11 * len(panels) / 4, 2.8))
 
 
 def _epoch_axis(ax: Axes, epochs: np.ndarray) -> None:
@@ -129,20 +152,26 @@ def timing_chart(history: Sequence[dict[str, Any]]) -> str:
     return render_png(draw, (7, 2.6))
 
 
-def time_to_accuracy(runs: Mapping[str, Sequence[dict[str, Any]]], target: float | None) -> str:
-    """Val accuracy against cumulative training seconds, one line per run; `target` dashed."""
+def time_to_accuracy(
+    runs: Mapping[str, Sequence[dict[str, Any]]],
+    target: float | None,
+    key: str = "val_acc",
+    ylabel: str = "val accuracy",
+) -> str:
+    """Val accuracy (or the metric `key`) against cumulative training seconds, one line per run;
+    `target` dashed."""
     colours = itertools.cycle([VAL, TRAIN, EXTRA, LR, "#CC79A7", "#000000", "#D55E00"])
 
     def draw(fig: Figure) -> None:
         ax = fig.subplots()
         for (name, history), colour in zip(runs.items(), colours, strict=False):
             seconds = np.nancumsum(_column(history, "epoch_s"))
-            ax.plot(seconds, _column(history, "val_acc"), marker="o", ms=3, color=colour,
+            ax.plot(seconds, _column(history, key), marker="o", ms=3, color=colour,
                     label=_short(name, 30))  # fmt: skip
         if target is not None:
             ax.axhline(target, color="#555555", ls="--", lw=1)
         ax.set_xlabel("training seconds (sum of epoch times)")
-        ax.set_ylabel("val accuracy")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
 
@@ -235,6 +264,103 @@ def roc_curve(
         ax.grid(alpha=0.3)
 
     return render_png(draw, (4.4, 4.2))
+
+
+@dataclass
+class LabelCurve:
+    """One label's scores on the evaluated split and its operating threshold (None: none)."""
+
+    name: str
+    positive: np.ndarray  # bool (N,)
+    scores: np.ndarray  # float (N,): the label's (calibrated) probability
+    threshold: float | None
+
+
+LABELS_PER_ROW = 2  # each label is a ROC panel and a PR panel side by side: 4 panels a row
+
+
+def roc_pr_grid(curves: Sequence[LabelCurve]) -> str:
+    """Small multiples: for each label its ROC curve and its precision-recall curve, side by side,
+    with the operating point at its threshold marked on both; the PR panel's dotted line is the
+    label's prevalence (what a model without skill scores)."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    cols = LABELS_PER_ROW * 2
+    rows = math.ceil(len(curves) / LABELS_PER_ROW)
+
+    def draw(fig: Figure) -> None:
+        axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+        for ax in axes.ravel()[2 * len(curves) :]:
+            ax.set_visible(False)
+        for k, c in enumerate(curves):
+            roc, pr = axes.ravel()[2 * k], axes.ravel()[2 * k + 1]
+            y = np.asarray(c.positive, dtype=int)
+            s = np.asarray(c.scores, dtype=float)
+            fpr, tpr, _ = sk_roc_curve(y, s)
+            precision, recall, _ = precision_recall_curve(y, s)
+            name = _short(c.name, 22)
+            roc.plot([0, 1], [0, 1], color="#777777", ls=":")
+            roc.plot(fpr, tpr, color=TRAIN)
+            roc.set_title(f"{name}: AUC {roc_auc_score(y, s):.3f}", fontsize=8)
+            prevalence = float(y.mean())
+            pr.axhline(prevalence, color="#777777", ls=":")
+            pr.step(recall, precision, where="post", color=VAL)
+            pr.set_title(f"{name}: AP {average_precision_score(y, s):.3f}", fontsize=8)
+            if c.threshold is not None:
+                called = s >= c.threshold
+                tp = int((called & (y == 1)).sum())
+                sens = tp / max(int(y.sum()), 1)
+                fp_rate = int((called & (y == 0)).sum()) / max(int((y == 0).sum()), 1)
+                roc.plot(fp_rate, sens, "o", ms=5, color=VAL)
+                if called.any():
+                    pr.plot(sens, tp / int(called.sum()), "o", ms=5, color=TRAIN)
+            for ax in (roc, pr):
+                ax.set_xlim(-0.02, 1.02)
+                ax.set_ylim(-0.02, 1.02)
+                ax.grid(alpha=0.3)
+                ax.tick_params(labelsize=7)
+            roc.set_xlabel("1 - specificity", fontsize=7)
+            roc.set_ylabel("sensitivity", fontsize=7)
+            pr.set_xlabel("recall (sensitivity)", fontsize=7)
+            pr.set_ylabel("precision (PPV)", fontsize=7)
+
+    return render_png(draw, (11, 2.6 * rows))
+
+
+def cooccurrence(counts: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """Images per pair of labels (symmetric; the diagonal, drawn grey, is each label's count), in
+    class order, every cell annotated. Colour is the off-diagonal count, so that pairs are not
+    washed out by the labels' own totals."""
+    matrix = np.asarray(counts, dtype=float)
+    k = len(classes)
+    off = matrix.copy()
+    np.fill_diagonal(off, np.nan)
+    top = max(1.0, float(np.nanmax(off)) if k > 1 else 1.0)
+    side = min(8.0, 2.0 + 0.42 * k)
+    names = [_short(c) for c in classes]
+
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        ax.imshow(np.ma.masked_invalid(off), cmap="Oranges", vmin=0, vmax=top)
+        ax.imshow(
+            np.ma.masked_where(~np.eye(k, dtype=bool), np.ones((k, k))),
+            cmap="Greys", vmin=0, vmax=4,
+        )  # fmt: skip
+        ax.set_xticks(range(k), names, rotation=45 if k > 3 else 0,
+                      ha="right" if k > 3 else "center")  # fmt: skip
+        ax.set_yticks(range(k), names)
+        if k <= 24:  # beyond that the numbers are unreadable; the colours still tell the story
+            size = 8 if k <= 10 else 7
+            for i in range(k):
+                for j in range(k):
+                    diagonal = i == j
+                    colour = "white" if not diagonal and off[i, j] > 0.6 * top else "black"
+                    ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
+                            fontsize=size, color=colour,
+                            fontweight="bold" if diagonal else "normal")  # fmt: skip
+
+    return render_png(draw, (side, side))
 
 
 def _short(name: str, limit: int = 18) -> str:

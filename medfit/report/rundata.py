@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
+from medfit.data.sources import LABEL_JOIN, NO_LABELS
 from medfit.errors import MedfitError
 from medfit.rundir import EpochRow, PredictionRow, RunDir, read_run_text
 
@@ -35,6 +38,9 @@ class RunData:
     problems: list[str] = field(default_factory=list)
     # Other runs to set beside this one (`medfit report RUN --compare OTHER ...`): name -> rows.
     compared: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Several findings per image, sigmoid outputs (config `data.task: multilabel`, or an
+    # evaluation that says so): the report shows per-label AUCs instead of accuracy.
+    multilabel: bool = False
 
     @property
     def run(self) -> RunDir:
@@ -77,9 +83,42 @@ def read_report_data(
         evaluation = _tolerant(data, lambda: run.read_json(run.eval_json(str(data.split))), None)
         data.evaluation = _as(dict, evaluation, None)
         data.predictions = _predictions(data, run, data.split)
+    data.multilabel = _is_multilabel(data)
     data.check = _as(dict, _tolerant(data, lambda: run.read_json(run.check), None), None)
     data.diagnosis = _as(dict, _tolerant(data, lambda: run.read_json(run.diagnosis), None), None)
     return data
+
+
+def positive_labels(text: str) -> set[str]:
+    """The labels a multi-label cell of split.csv or predictions_<split>.csv names
+    ("Effusion|Mass" -> {"Effusion", "Mass"}; "(none)" -> {})."""
+    return set() if text in (NO_LABELS, "") else set(text.split(LABEL_JOIN))
+
+
+def check_label(data: RunData, label: str | None) -> None:
+    """`medfit report --label NAME`: a label of this multi-label run, else a one-line error."""
+    if label is None:
+        return
+    if not data.multilabel:
+        raise MedfitError(
+            f"--label chooses the label Grad-CAM explains in a multi-label run; {data.path} is "
+            "single-label (its Grad-CAM explains each image's predicted class): drop --label"
+        )
+    if label not in data.classes:
+        valid = ", ".join(data.classes) or "(none: the run has no classes.json)"
+        raise MedfitError(f"--label {label!r} is not a label of {data.path}; valid labels: {valid}")
+
+
+def _is_multilabel(data: RunData) -> bool:
+    """The evaluation's task when there is one, else the config's `data.task`."""
+    task = (data.evaluation or {}).get("task")
+    if task is None:
+        try:
+            config = yaml.safe_load(data.config_text or "") or {}
+            task = config.get("data", {}).get("task")
+        except (yaml.YAMLError, AttributeError):
+            task = None
+    return task == "multilabel"
 
 
 def _run_dir(path: str | Path) -> RunDir:

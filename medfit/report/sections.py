@@ -169,6 +169,14 @@ SEED_COLUMNS = (
     ("best_val_macro_f1", "val macro-F1"),
     ("wall_s", "wall s"),
 )
+# Multi-label runs: the selection score is the smoothed val macro ROC-AUC; their val accuracy,
+# balanced accuracy and macro F1 are label-wise numbers at p = 0.5, not worth a column.
+MULTILABEL_SEED_COLUMNS = (
+    ("seed", "seed"),
+    ("best_epoch", "best epoch"),
+    ("selection_score", "val macro AUC (smoothed)"),
+    ("wall_s", "wall s"),
+)
 
 
 def seeds(data: RunData) -> Section:
@@ -179,9 +187,10 @@ def seeds(data: RunData) -> Section:
             "absent": "a single seed: `medfit train DATA --seeds 3` shows how much the result "
             "moves between seeds"
         }
-    keys = [key for key, _ in SEED_COLUMNS]
+    columns = MULTILABEL_SEED_COLUMNS if data.multilabel else SEED_COLUMNS
+    keys = [key for key, _ in columns]
     return {
-        "titles": [title for _, title in SEED_COLUMNS],
+        "titles": [title for _, title in columns],
         "rows": [
             ([_seed_cell(row.get(k), k) for k in keys], row.get("seed") == found.this_seed)
             for row in found.rows
@@ -253,34 +262,47 @@ def _seed_cell(value: Any, key: str) -> str:
 
 
 def time_to_accuracy(data: RunData) -> Section:
-    """This run beside the `--compare` runs: val accuracy against training seconds, and the
-    seconds each took to first reach the accuracy all of them reach (the lowest of their bests)."""
+    """This run beside the `--compare` runs: val accuracy (multi-label runs: val macro ROC-AUC)
+    against training seconds, and the seconds each took to first reach the value all of them
+    reach (the lowest of their bests)."""
+    key, what = ("val_macro_auc", "val macro AUC") if data.multilabel else ("val_acc", "val acc")
     if not data.compared:
+        plotted = "val macro ROC-AUC" if data.multilabel else "val accuracy"
         return {
-            "absent": "one run: `medfit report RUN --compare OTHER_RUN ...` plots val accuracy "
+            "absent": f"one run: `medfit report RUN --compare OTHER_RUN ...` plots {plotted} "
             "against training seconds for several runs"
         }
     runs = {data.path.name: data.history, **data.compared}
-    bests = {name: _best_val_acc(history) for name, history in runs.items()}
+    bests = {name: _best_val_acc(history, key) for name, history in runs.items()}
     target = min((b for b in bests.values() if b is not None), default=None)
-    rows = [_time_row(name, history, bests[name], target) for name, history in runs.items()]
-    return {"png": plots.time_to_accuracy(runs, target), "rows": rows, "target": target}
+    rows = [_time_row(name, history, bests[name], target, key) for name, history in runs.items()]
+    ylabel = "val macro ROC-AUC" if data.multilabel else "val accuracy"
+    return {
+        "png": plots.time_to_accuracy(runs, target, key, ylabel),
+        "rows": rows,
+        "target": target,
+        "best_title": f"best {what}",
+    }
 
 
-def _best_val_acc(history: list[dict[str, Any]]) -> float | None:
-    values = [float(r["val_acc"]) for r in history if isinstance(r.get("val_acc"), int | float)]
+def _best_val_acc(history: list[dict[str, Any]], key: str = "val_acc") -> float | None:
+    values = [float(r[key]) for r in history if isinstance(r.get(key), int | float)]
     return max(values, default=None)
 
 
 def _time_row(
-    name: str, history: list[dict[str, Any]], best: float | None, target: float | None
+    name: str,
+    history: list[dict[str, Any]],
+    best: float | None,
+    target: float | None,
+    key: str = "val_acc",
 ) -> dict[str, Any]:
     """Epochs, training seconds, `best`, and the epoch / seconds at which `target` was first
     reached."""
     seconds, reached = 0.0, None
     for row in history:
         seconds += float(row.get("epoch_s") or 0.0)
-        value = row.get("val_acc")
+        value = row.get(key)
         if reached is None and target is not None and isinstance(value, int | float):
             reached = (row["epoch"], seconds) if value >= target else None
     return {
@@ -419,22 +441,30 @@ def _card(p: PredictionRow, bases: list[Path]) -> dict[str, Any]:
     return {"p": p, "png": png, "why": why}
 
 
-def gradcam(data: RunData, enabled: bool) -> Section:
+def gradcam_unavailable(data: RunData, enabled: bool) -> str | None:
+    """Why Grad-CAM cannot be drawn for this run, or None when it can."""
     if not enabled:
-        return {"absent": "skipped (--no-gradcam)"}
+        return "skipped (--no-gradcam)"
     if not data.evaluation or not data.predictions:
-        return {"absent": eval_missing(data)}
+        return eval_missing(data)
     if data.run.folds_json.is_file():
-        return {
-            "absent": "a fold ensemble: Grad-CAM is drawn for one member at a time, e.g. "
+        return (
+            "a fold ensemble: Grad-CAM is drawn for one member at a time, e.g. "
             f"`medfit eval {data.path / 'fold0'}` then `medfit report {data.path / 'fold0'}`"
-        }
+        )
     if not data.checkpoint.is_file():
-        return {"absent": f"no {data.checkpoint}: the run has no selected weights yet"}
+        return f"no {data.checkpoint}: the run has no selected weights yet"
     try:
         import captum  # noqa: F401
     except ImportError:
-        return {"absent": "captum is not installed: pip install captum (or medfit[report])"}
+        return "captum is not installed: pip install captum (or medfit[report])"
+    return None
+
+
+def gradcam(data: RunData, enabled: bool) -> Section:
+    why = gradcam_unavailable(data, enabled)
+    if why is not None:
+        return {"absent": why}
     from medfit.report.gradcam import overlays
 
     result = overlays(data.path, data.predictions, image_bases(data))
