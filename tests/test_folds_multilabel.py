@@ -214,3 +214,16 @@ def test_eval_fits_on_oof_lists_the_members_and_exports(
     members = [Predictor(out / f"fold{f}", device="cpu") for f in range(3)]
     mean = np.mean([m.predict_files(files[:1]).probs for m in members], axis=0)
     np.testing.assert_allclose(probs, mean, atol=1e-4)
+
+
+def test_the_report_shows_members_and_ensemble_by_macro_auc(
+    fold_run: tuple[Path, Path],
+) -> None:
+    from medfit.report import write_report
+
+    out, _ = fold_run
+    run_eval(out, split="test", n_boot=0, device="cpu", log=_quiet)
+    html = write_report(out).read_text()
+    section = html[html.index("Fold members and ensemble") :]
+    assert "held-out macro AUC" in section and "test mAP" in section
+    assert "held-out acc" not in section

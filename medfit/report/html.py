@@ -48,6 +48,7 @@ MULTILABEL_TITLES = {
     "headline": "Headline",
     "curves": "Learning curves",
     "seeds": "Seeds",
+    "folds": "Fold members and ensemble",
     "per_label": "Per-label metrics",
     "roc_pr": "ROC and precision-recall curves",
     "cooccurrence": "Label co-occurrence (train)",
@@ -132,12 +133,12 @@ def build_sections(
 def multilabel_builders(
     data: RunData, gradcam: bool, label: str | None
 ) -> dict[str, Callable[[], dict[str, Any]]]:
-    """The sections of a multi-label run, in MULTILABEL_TITLES' order (k-fold runs are
-    single-label only, so there is no folds section)."""
+    """The sections of a multi-label run, in MULTILABEL_TITLES' order."""
     return {
         "headline": lambda: multilabel.headline(data),
         "curves": lambda: multilabel.curves(data),
         "seeds": lambda: sections.seeds(data),
+        "folds": lambda: sections.folds(data),
         "per_label": lambda: multilabel.per_label(data),
         "roc_pr": lambda: multilabel.roc_pr(data),
         "cooccurrence": lambda: multilabel.cooccurrence(data),

@@ -214,38 +214,44 @@ def folds(data: RunData) -> Section:
     def cell(value: Any) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
+    # (held-out key in folds.json, OOF key, evaluated-split key, title) per metric column.
+    columns: list[tuple[str | None, str | None, str, str]]
+    if data.multilabel:
+        columns = [("val_macro_auc", "macro_auc", "macro_auc", "macro AUC")]
+        columns += [(None, None, "map", "mAP")]
+    else:
+        columns = [("val_acc", "acc", "accuracy", "acc")]
+        columns += [("val_balanced_accuracy", "balanced_accuracy", "balanced_accuracy", "bal. acc")]
+    held = [(m, title) for m, _, _, title in columns if m is not None]
     rows = [
         (
             [
                 m["dir"],
                 m["status"],
                 str(m.get("val_images", "")),
-                cell(m.get("val_acc")),
-                cell(m.get("val_balanced_accuracy")),
-                cell(alone.get(m["dir"], {}).get("accuracy")),
-                cell(alone.get(m["dir"], {}).get("balanced_accuracy")),
+                *[cell(m.get(key)) for key, _ in held],
+                *[cell(alone.get(m["dir"], {}).get(key)) for _, _, key, _ in columns],
             ],
             m["dir"] == found.this_member,
         )
         for m in found.members
     ]
     ensemble = (evaluation or {}).get("metrics", {})
+    oof_keys = [oof for _, oof, _, _ in columns if oof is not None]
     rows.append(
         (
             [
                 "ensemble (OOF: all folds)",
                 "",
                 str(found.oof.get("n_images", "")),
-                cell(found.oof.get("acc")),
-                cell(found.oof.get("balanced_accuracy")),
-                cell(ensemble.get("accuracy")),
-                cell(ensemble.get("balanced_accuracy")),
+                *[cell(found.oof.get(key)) for key in oof_keys],
+                *[cell(ensemble.get(key)) for _, _, key, _ in columns],
             ],
             found.this_member is None,
         )
     )
-    titles = ["member", "status", "held-out n", "held-out acc", "held-out bal. acc"]
-    return {"titles": [*titles, f"{split} acc", f"{split} bal. acc"], "rows": rows}
+    titles = ["member", "status", "held-out n", *[f"held-out {title}" for _, title in held]]
+    return {"titles": [*titles, *[f"{split} {title}" for *_, title in columns]], "rows": rows}
 
 
 def _summary_format(key: str) -> str:
