@@ -362,43 +362,13 @@ def run_eval_multilabel(
         val = collect_logits(predictor, val_items, tta, batch_size, ("eval val (calibration)", log))
     if len(target.labels) == 0:
         raise DataError(f"no readable images in the {split} split of {source}")
-    try:
-        calibration = {
-            **calibrate_multilabel(val.values, val.labels),
-            "fitted": True,
-            "fitted_on": fitted_on,
-            "tta": tta,
-        }
-        write_calibration(run.path, calibration)
-        temperatures = np.asarray(calibration["temperatures"], dtype=float)
-    except TooFewToCalibrate as exc:
-        calibration = {
-            "temperatures": None,
-            "fitted": False,
-            "fitted_on": fitted_on,
-            "reason": str(exc),
-            "tta": tta,
-        }
-        temperatures = None
+    calibration, temperatures = _multilabel_calibration(run, val, tta, fitted_on)
     # Chosen on uncalibrated probabilities (what predict returns by default); the report reads
     # calibrated ones, at the same thresholds moved by each label's T (the same images called).
-    chosen = choose_thresholds(val.labels, sigmoid_probs(val.values))
+    chosen = _write_thresholds(run, classes, val, fitted_on)
     thresholds = [0.5 if t is None else t for t in chosen]
     scaled = scaled_thresholds(thresholds, temperatures)
     on_probs = [None if c is None else t for c, t in zip(chosen, scaled, strict=True)]
-    run.write_json(
-        run.thresholds,
-        json_safe(
-            {
-                "labels": classes,
-                "thresholds": thresholds,
-                "rule": f"Youden's J per label on {fitted_on} ({len(val.labels)} images); 0.5 "
-                f"for a label without positives and negatives in {fitted_on}",
-                "chosen": [t is not None for t in chosen],
-                "fitted_on": fitted_on,
-            }
-        ),
-    )
     probs = sigmoid_probs(target.values, temperatures)
     metrics = multilabel_report(target.labels, probs, classes, on_probs, n_boot)
     uncalibrated = multilabel_report(
@@ -441,6 +411,48 @@ def run_eval_multilabel(
     for line in member_lines(result):
         log(line)
     return result
+
+
+def _multilabel_calibration(
+    run: RunDir, val: Logits, tta: bool, fitted_on: str
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Per-label temperatures fitted on `val` (written to calibration.json), or none with the
+    reason when there are too few images."""
+    try:
+        calibration = calibrate_multilabel(val.values, val.labels)
+    except TooFewToCalibrate as exc:
+        return {
+            "temperatures": None,
+            "fitted": False,
+            "fitted_on": fitted_on,
+            "reason": str(exc),
+            "tta": tta,
+        }, None
+    calibration = {**calibration, "fitted": True, "fitted_on": fitted_on, "tta": tta}
+    write_calibration(run.path, calibration)
+    return calibration, np.asarray(calibration["temperatures"], dtype=float)
+
+
+def _write_thresholds(
+    run: RunDir, classes: list[str], val: Logits, fitted_on: str
+) -> list[float | None]:
+    """Each label's threshold by Youden's J on the uncalibrated `val` probabilities, written to
+    RUN/thresholds.json (0.5 for a label without both classes there: None in the result)."""
+    chosen = choose_thresholds(val.labels, sigmoid_probs(val.values))
+    run.write_json(
+        run.thresholds,
+        json_safe(
+            {
+                "labels": classes,
+                "thresholds": [0.5 if t is None else t for t in chosen],
+                "rule": f"Youden's J per label on {fitted_on} ({len(val.labels)} images); 0.5 "
+                f"for a label without positives and negatives in {fitted_on}",
+                "chosen": [t is not None for t in chosen],
+                "fitted_on": fitted_on,
+            }
+        ),
+    )
+    return chosen
 
 
 def multilabel_calibration_line(calibration: dict[str, Any]) -> str:
