@@ -347,11 +347,13 @@ class EpochKit:
 def _loss_fn(job: Job) -> tuple[nn.Module, Mixer | None]:
     """The loss, and the batch mixer when mixup/CutMix is on (it mixes the loss's own rows)."""
     cfg = job.cfg.train
+    smoothing = cfg.label_smoothing
+    assert smoothing is not None, "resolved by medfit.training.setup before any loss is built"
     if cfg.loss == "bce":  # multi-label
         power = {"loss": 1.0, "sqrt": 0.5}.get(cfg.balance)
         targets = job.data["train"].labels
         pos_weight = None if power is None else positive_weights(targets, power).to(job.device)
-        return MultiLabelBCE(cfg.label_smoothing, pos_weight).to(job.device), None
+        return MultiLabelBCE(smoothing, pos_weight).to(job.device), None
     weight = None
     if cfg.balance in ("loss", "sqrt"):
         power = 0.5 if cfg.balance == "sqrt" else 1.0
@@ -361,9 +363,9 @@ def _loss_fn(job: Job) -> tuple[nn.Module, Mixer | None]:
     if cfg.loss == "sord":
         rows = soft_ordinal_targets(grade_ranks(job.index.classes))
     elif cfg.mixup or cfg.cutmix:
-        rows = smoothed_targets(k, cfg.label_smoothing)
+        rows = smoothed_targets(k, smoothing)
     else:  # plain CE: PyTorch's own weighted, smoothed cross-entropy (the default)
-        return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing), None
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing), None
     rows = rows.to(job.device)
     mix = Mixer(cfg.mixup, cfg.cutmix, rows, weight) if cfg.mixup or cfg.cutmix else None
     return SoftTargetLoss(rows, weight).to(job.device), mix

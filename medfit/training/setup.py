@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medfit.config import DataConfig, RunConfig, TrainConfig, default_lr
+from medfit.config import (
+    DEFAULT_LABEL_SMOOTHING,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    default_lr,
+)
 from medfit.data.cache import CachedSplit
 from medfit.data.dataset import cache_splits, load_index
 from medfit.data.modality import choose_augmentation
@@ -175,6 +181,8 @@ def _resolve_auto(
     data = replace(cfg.data, aug=choice.preset, task=task)
     if task == "multilabel":
         return replace(cfg, data=data, train=_multilabel_recipe(t, ctx)), choice.reason
+    if t.label_smoothing is None:
+        t = replace(t, label_smoothing=DEFAULT_LABEL_SMOOTHING)
     if t.select_metric == "macro_auc":
         raise ConfigError(
             "--select-metric macro_auc is for multi-label data (several labels per image); "
@@ -198,6 +206,10 @@ def _resolve_auto(
 # Multi-label class balance: sqrt puts (negatives / positives) ** 0.5 as BCE's positive weight
 # (capped at 10), so a finding on 4% of images counts ~5x per positive, not 24x.
 MULTILABEL_BALANCE = "sqrt"
+# Multi-label full-stage LR with BN in train mode: 3e-3 (the single-label default) collapsed one
+# of 3 seeds on NIH (test macro AUC over 12 labels 0.473, below chance); 1e-3 did not (0.592 ±
+# 0.004); 3e-4 underfit (clean train macro AUC 0.63). bench/README.md, "Multi-label".
+MULTILABEL_LR = {"train": 1e-3}
 
 
 def _multilabel_recipe(t: TrainConfig, ctx: DistContext) -> TrainConfig:
@@ -223,7 +235,8 @@ def _multilabel_recipe(t: TrainConfig, ctx: DistContext) -> TrainConfig:
     return replace(
         t,
         bn=bn,
-        lr=default_lr(bn) if t.lr is None else t.lr,
+        lr=MULTILABEL_LR.get(bn, default_lr(bn)) if t.lr is None else t.lr,
+        label_smoothing=0.0 if t.label_smoothing is None else t.label_smoothing,
         balance=MULTILABEL_BALANCE if t.balance == "auto" else t.balance,
         select_metric="macro_auc" if t.select_metric == "auto" else t.select_metric,
         loss="bce",

@@ -519,7 +519,7 @@ def _normalize_cause(facts: RunFacts) -> Cause | None:
 
 
 def _smoothing_cause(facts: RunFacts) -> Cause | None:
-    eps = facts.config.train.label_smoothing
+    eps = facts.config.train.label_smoothing or 0.0
     if eps < SMOOTHING_HIGH:
         return None
     what = f"label smoothing {eps:g} caps the confidence the loss asks for"
