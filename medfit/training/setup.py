@@ -179,8 +179,11 @@ def _resolve_auto(
     task = resolve_task(cfg.data.task, index.classes, index.multilabel)
     choice = choose_augmentation(cfg.data.modality, cfg.data.aug, train.pixels)
     data = replace(cfg.data, aug=choice.preset, task=task)
+    # BatchNorm sees the per-device batch, or the global one when SyncBatchNorm pools them.
+    bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
+    bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
     if task == "multilabel":
-        return replace(cfg, data=data, train=_multilabel_recipe(t, ctx)), choice.reason
+        return replace(cfg, data=data, train=_multilabel_recipe(t, bn)), choice.reason
     if t.label_smoothing is None:
         t = replace(t, label_smoothing=DEFAULT_LABEL_SMOOTHING)
     if t.select_metric == "macro_auc":
@@ -189,9 +192,6 @@ def _resolve_auto(
             "this data has one label per image: use accuracy, balanced_accuracy or macro_f1"
         )
     ratio = recipe.imbalance_ratio(train.labels, len(index.classes))
-    # BatchNorm sees the per-device batch, or the global one when SyncBatchNorm pools them.
-    bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
-    bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
     train_cfg = replace(
         t,
         bn=bn,
@@ -212,7 +212,7 @@ MULTILABEL_BALANCE = "sqrt"
 MULTILABEL_LR = {"train": 1e-3}
 
 
-def _multilabel_recipe(t: TrainConfig, ctx: DistContext) -> TrainConfig:
+def _multilabel_recipe(t: TrainConfig, bn: str) -> TrainConfig:
     """The training config of a multi-label run: sigmoid outputs with BCE, selected on macro
     ROC-AUC; the options that only mean something for one label per image are refused."""
     single = {
@@ -230,8 +230,6 @@ def _multilabel_recipe(t: TrainConfig, ctx: DistContext) -> TrainConfig:
             "(several labels per image); drop them (multi-label runs train sigmoid outputs with "
             "BCE and select on macro ROC-AUC, or --select-metric val_loss)"
         )
-    bn_batch = t.batch_size * ctx.world_size if t.sync_bn and ctx.enabled else t.batch_size
-    bn = resolve_bn_policy(t.bn, bn_batch, t.bn_min_batch)
     return replace(
         t,
         bn=bn,
