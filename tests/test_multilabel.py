@@ -248,6 +248,7 @@ def test_a_multilabel_run_selects_on_macro_auc(multilabel_run: tuple[Path, Path]
     assert all(r["val_macro_auc"] is not None for r in rows)
     config = (run / "config.yaml").read_text()
     assert "task: multilabel" in config and "loss: bce" in config
+    assert "label_smoothing: 0.0" in config and "balance: sqrt" in config  # multi-label defaults
     split_rows = list(csv.DictReader((run / "split.csv").open()))
     assert {r["label"] for r in split_rows} >= {"Edema|Effusion", NO_LABELS}  # class order
 

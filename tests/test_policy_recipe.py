@@ -388,19 +388,22 @@ def test_auto_values_resolve_from_the_data_and_batch(
     batch: int, lr: float | None, expected_bn: str, expected_lr: float
 ) -> None:
     from medfit.config import RunConfig
+    from medfit.data.sources import DatasetIndex
     from medfit.training.setup import _resolve_auto
 
     given = RunConfig()
     given.train.batch_size, given.train.lr = batch, lr
     gray = _cached([0] * 9 + [1], channels=1)
-    cfg, _ = _resolve_auto(given, gray, ["a", "b"])  # type: ignore[arg-type]
+    cfg, _ = _resolve_auto(given, gray, DatasetIndex("data", ["a", "b"], []))  # type: ignore[arg-type]
     assert cfg.train.bn == expected_bn and cfg.train.lr == expected_lr
+    assert cfg.train.label_smoothing == 0.1 and cfg.data.task == "multiclass"
     assert given.train.bn == "auto" and given.data.aug == "auto"  # a new config, input untouched
     assert cfg.data.aug == "xray"  # grayscale
     assert cfg.train.balance == "sqrt" and cfg.train.select_metric == "balanced_accuracy"
 
     colour = _cached([0, 1, 0, 1], channels=3)
     colour.pixels[..., 0] = 200  # type: ignore[attr-defined]
-    balanced, _ = _resolve_auto(RunConfig(), colour, ["a", "b"])  # type: ignore[arg-type]
+    index = DatasetIndex("data", ["a", "b"], [])
+    balanced, _ = _resolve_auto(RunConfig(), colour, index)  # type: ignore[arg-type]
     assert balanced.data.aug == "microscopy" and balanced.train.balance == "none"
     assert balanced.train.select_metric == "accuracy"

@@ -284,7 +284,8 @@ def _describe(job: Job) -> str:
     )
     return (
         f"medfit: {cfg.model.name} ({job.weights_note}) on {job.device}\n"
-        f"  data {job.index.root}: {len(job.index.classes)} classes, "
+        f"  data {job.index.root}: {len(job.index.classes)} "
+        + ("labels, " if job.index.multilabel else "classes, ")
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + _val_note(job.index)
         + _ignored_note(job.index)
