@@ -100,6 +100,19 @@ def test_an_uncertain_minus_one_is_refused_with_what_to_do(tmp_path: Path) -> No
         index_manifest(path)
 
 
+def test_extra_columns_beside_a_label_column_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    lines = ["path,label,laterality,portable,split"]
+    rows = [("a", -1, 0, "train"), ("b", 1, 1, "train"), ("a", 1, 0, "val")]
+    for i, (label, side, port, split) in enumerate(rows):
+        _image(tmp_path / "img" / f"{i}.png", 40 * i)
+        lines.append(f"img/{i}.png,{label},{side},{port},{split}")
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(lines) + "\n")
+    index = index_manifest(path)  # a -1 column is not a label column here: no error
+    assert not index.multilabel and index.classes == ["a", "b"]
+
+
 def test_single_labels_stay_multiclass_unless_multilabel_is_asked(tmp_path: Path) -> None:
     rows = [(n, lab.split("|")[0], s, g) for n, lab, s, g in ROWS if lab.lower() != "no finding"]
     path = _manifest(tmp_path, rows, "path,label,split,group")

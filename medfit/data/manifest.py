@@ -108,10 +108,12 @@ def index_manifest(
         raise DataError(
             f"{manifest}: the manifest is empty; write a header row {_LAYOUT} and one row per image"
         )
-    label_columns = _binary_columns(manifest, rows) if fmt.task != "multiclass" else {}
+    # 0/1 label columns are looked for only when there is no label column: beside one, any
+    # other column (a view, a -1/1 laterality) is ignored as before.
+    named = _columns(manifest, rows[0], delimiter, need_label=False)
+    use_columns = "label" not in named and fmt.task != "multiclass"
+    label_columns = _binary_columns(manifest, rows) if use_columns else {}
     columns = _columns(manifest, rows[0], delimiter, need_label=not label_columns)
-    if "label" in columns:
-        label_columns = {}
     has_group = "group" in columns
 
     records: list[tuple[str, str, str, str | None]] = []  # path, label, split, group
