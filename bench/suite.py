@@ -216,9 +216,7 @@ def one_run(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict:
     history = [json.loads(line) for line in (member / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((member / "summary.json").read_text())
     config = (member / "config.yaml").read_text()
-    test = evals["test"]["metrics"]
-    if SETS[name].get("multilabel"):
-        return _multilabel_row(args, name, seed, evals, history, summary, config, wall, cpu)
+    scores = _multilabel_scores if SETS[name].get("multilabel") else _accuracy_scores
     return {
         "recipe": args.recipe,
         "options": args.options,
@@ -230,14 +228,8 @@ def one_run(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict:
         "train_images": summary["train_images"],
         "val_images": summary["val_images"],
         "test_images": evals["test"]["n_images"],
-        "test_acc": test["accuracy"],
-        "test_balanced_acc": test["balanced_accuracy"],
-        "test_qwk": test.get("quadratic_kappa"),
-        "test_mae": test.get("mean_abs_error"),
-        "train_acc_clean": evals["train"]["metrics"]["accuracy"],
-        "final_val_acc": history[-1]["val_acc"],
+        **scores(evals, history),
         "best_epoch": summary["best_epoch"],
-        "val_acc_curve": [round(r["val_acc"], 4) for r in history],
         "stages": [r["stage"] for r in history],
         "wall_s": wall,
         "cpu_s": cpu,
@@ -247,30 +239,23 @@ def one_run(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict:
     }
 
 
-def _multilabel_row(
-    args: argparse.Namespace,
-    name: str,
-    seed: int,
-    evals: dict,
-    history: list[dict],
-    summary: dict,
-    config: str,
-    wall: float,
-    cpu: float,
-) -> dict:
-    """A multi-label set's row: macro ROC-AUC where the accuracy sets have accuracy."""
+def _accuracy_scores(evals: dict, history: list[dict]) -> dict:
     test = evals["test"]["metrics"]
     return {
-        "recipe": args.recipe,
-        "options": args.options,
-        "src": _commit(args.src),
-        "set": name,
-        "seed": seed,
-        "img_size": args.img_size,
-        "epochs": args.epochs,
-        "train_images": summary["train_images"],
-        "val_images": summary["val_images"],
-        "test_images": evals["test"]["n_images"],
+        "test_acc": test["accuracy"],
+        "test_balanced_acc": test["balanced_accuracy"],
+        "test_qwk": test.get("quadratic_kappa"),
+        "test_mae": test.get("mean_abs_error"),
+        "train_acc_clean": evals["train"]["metrics"]["accuracy"],
+        "final_val_acc": history[-1]["val_acc"],
+        "val_acc_curve": [round(r["val_acc"], 4) for r in history],
+    }
+
+
+def _multilabel_scores(evals: dict, history: list[dict]) -> dict:
+    """A multi-label set's scores: macro ROC-AUC where the accuracy sets have accuracy."""
+    test = evals["test"]["metrics"]
+    return {
         "metric": "macro_auc",
         "test_macro_auc": test["macro_auc"],
         "test_micro_auc": test["micro_auc"],
@@ -278,14 +263,7 @@ def _multilabel_row(
         "measured_labels": test["measured_labels"],
         "per_label_auc": {k: v["auc"] for k, v in test["per_label"].items()},
         "train_macro_auc_clean": evals["train"]["metrics"]["macro_auc"],
-        "best_epoch": summary["best_epoch"],
         "val_auc_curve": [round(r["val_macro_auc"], 4) for r in history],
-        "stages": [r["stage"] for r in history],
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "resolved": _resolved(config),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "cpu": cpu_description(),
     }
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from medfit.config import RunConfig, flat_to_dotted
@@ -24,6 +23,7 @@ from medfit.evaluate.runner import run_eval
 from medfit.inference import Predictor
 from medfit.model.ensemble import FoldEnsemble
 from medfit.training.folds import train_folds
+from tests.test_multilabel import write_patch_manifest
 
 LABELS = ["Edema", "Effusion", "Mass"]  # sorted, as the manifest reader orders them
 OPTIONS = {
@@ -94,22 +94,16 @@ def test_the_multilabel_ensemble_outputs_the_logit_of_the_mean_probability() -> 
 def _manifest(root: Path) -> Path:
     """48 pool images (train 36, val 12; patients of 2 images) and 24 test images: a bright left
     patch is Effusion, a right one Edema (both can be on); Mass is rarer and random."""
-    rng = np.random.default_rng(0)
-    (root / "img").mkdir(parents=True)
-    lines = ["path,labels,split,patient_id"]
-    for i in range(72):
-        split = "train" if i < 36 else "val" if i < 48 else "test"
-        left, right = (i // 2) % 2, (i // 4) % 2
-        mass = int((i // 2) % 5 == 0)
-        img = rng.integers(0, 40, (32, 32))
-        img[8:24, 2:14] += 180 * left
-        img[8:24, 18:30] += 180 * right
-        Image.fromarray(img.astype(np.uint8)).save(root / "img" / f"{i}.png")
-        names = [n for n, on in (("Effusion", left), ("Edema", right), ("Mass", mass)) if on]
-        lines.append(f"img/{i}.png,{'|'.join(names) or 'No Finding'},{split},p{i // 2}")
-    manifest = root / "labels.csv"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
+    rows = [
+        (
+            "train" if i < 36 else "val" if i < 48 else "test",
+            (i // 2) % 2,
+            (i // 4) % 2,
+            int((i // 2) % 5 == 0),
+        )
+        for i in range(72)
+    ]
+    return write_patch_manifest(root, rows)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -227,17 +227,13 @@ def _quiet(_: str) -> None:
     pass
 
 
-@pytest.fixture(scope="module")
-def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A left-half bright patch is Effusion, a right-half one Edema, both can be on; Mass is a
-    random, rare label (too rare to measure on 12 test images)."""
-    root = tmp_path_factory.mktemp("multilabel")
+def write_patch_manifest(root: Path, rows: list[tuple[str, int, int, int]]) -> Path:
+    """One 32 px image per (split, left, right, mass) row: a bright left patch is Effusion, a
+    right one Edema, Mass has no pattern; patients of two consecutive images. ROOT/labels.csv."""
     rng = np.random.default_rng(0)
-    (root / "img").mkdir()
+    (root / "img").mkdir(parents=True)
     lines = ["path,labels,split,patient_id"]
-    for i in range(72):
-        split = "train" if i < 48 else "val" if i < 60 else "test"
-        left, right, mass = i % 2, (i // 2) % 2, int(i % 11 == 0)
+    for i, (split, left, right, mass) in enumerate(rows):
         img = rng.integers(0, 40, (32, 32))
         img[8:24, 2:14] += 180 * left
         img[8:24, 18:30] += 180 * right
@@ -246,6 +242,19 @@ def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
         lines.append(f"img/{i}.png,{'|'.join(names) or 'No Finding'},{split},p{i // 2}")
     manifest = root / "labels.csv"
     manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A left-half bright patch is Effusion, a right-half one Edema, both can be on; Mass is a
+    random, rare label (too rare to measure on 12 test images)."""
+    root = tmp_path_factory.mktemp("multilabel")
+    rows = [
+        ("train" if i < 48 else "val" if i < 60 else "test", i % 2, (i // 2) % 2, int(i % 11 == 0))
+        for i in range(72)
+    ]
+    manifest = write_patch_manifest(root, rows)
     run = medfit.train(
         manifest, out=str(root / "run"), cache_dir=str(root / "cache"), log=_quiet, **OPTIONS
     )

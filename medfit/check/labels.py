@@ -256,11 +256,19 @@ def label_issues(ctx: Context) -> dict[str, Any]:
             p_suggested=round(float(probs[i, suggested]), 4),
         )
         issues.append(ref)
+    return judged_issues(probe, len(found), len(rows), issues)
+
+
+def judged_issues(
+    probe: dict[str, Any], n_found: int, n_rows: int, issues: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The label-issues section when the probe was good enough to judge (single- or
+    multi-label): the probe's numbers, how many images were flagged, and the issues listed."""
     return {
         "checked": True,
         "judged": True,
         **probe,
-        "issues_total": len(found),
-        "issue_rate": round(len(found) / len(rows), 4),
+        "issues_total": n_found,
+        "issue_rate": round(n_found / n_rows, 4),
         "issues": issues,
     }

@@ -33,6 +33,7 @@ from medfit.check.labels import (
     MIN_PER_CLASS,
     _features,
     _one_blas_thread,
+    judged_issues,
     reduce,
 )
 
@@ -183,14 +184,7 @@ def multilabel_label_issues(ctx: Context) -> dict[str, Any]:
         suggested = (given | set(ref["add"])) - set(ref["remove"])
         ref["suggested"] = LABEL_JOIN.join(c for c in ctx.classes if c in suggested) or NO_FINDING
         issues.append(ref)
-    return {
-        "checked": True,
-        "judged": True,
-        **probe,
-        "issues_total": len(found),
-        "issue_rate": round(len(found) / len(rows), 4),
-        "issues": issues,
-    }
+    return judged_issues(probe, len(found), len(rows), issues)
 
 
 def out_of_fold_ovr(

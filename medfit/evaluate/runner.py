@@ -131,15 +131,7 @@ def run_eval(
     t = calibration["temperature"] or 1.0
     probs = probabilities(target.values, t)
     result: dict[str, Any] = {
-        "run": str(run.path),
-        "data": source,
-        "split": split,
-        "tta": tta,
-        "views": ["identity"] if split == "oof" else list(predictor.views(tta)),
-        "classes": classes,
-        "task": task,
-        "n_images": len(target.labels),
-        "skipped": [{"path": p, "reason": r} for p, r in target.skipped],
+        **_result_header(run, source, split, tta, predictor, task, target),
         "calibration": calibration,
         "metrics": classification_report(target.labels, probs, classes, n_boot, ranks=ranks),
         "uncalibrated": classification_report(
@@ -325,6 +317,30 @@ def operating_lines(point: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _result_header(
+    run: RunDir,
+    source: str,
+    split: str,
+    tta: bool,
+    predictor: Predictor,
+    task: str,
+    target: Logits,
+) -> dict[str, Any]:
+    """The first keys of eval_<split>.json: what was evaluated, on which images, and what was
+    skipped (single- and multi-label alike)."""
+    return {
+        "run": str(run.path),
+        "data": source,
+        "split": split,
+        "tta": tta,
+        "views": ["identity"] if split == "oof" else list(predictor.views(tta)),
+        "classes": predictor.classes,
+        "task": task,
+        "n_images": len(target.labels),
+        "skipped": [{"path": p, "reason": r} for p, r in target.skipped],
+    }
+
+
 def run_eval_multilabel(
     run: RunDir,
     predictor: Predictor,
@@ -375,15 +391,7 @@ def run_eval_multilabel(
         target.labels, sigmoid_probs(target.values), classes, chosen, n_boot=0
     )
     result: dict[str, Any] = {
-        "run": str(run.path),
-        "data": source,
-        "split": split,
-        "tta": tta,
-        "views": ["identity"] if split == "oof" else list(predictor.views(tta)),
-        "classes": classes,
-        "task": "multilabel",
-        "n_images": len(target.labels),
-        "skipped": [{"path": p, "reason": r} for p, r in target.skipped],
+        **_result_header(run, source, split, tta, predictor, "multilabel", target),
         "calibration": calibration,
         "thresholds": thresholds,
         "metrics": metrics,

@@ -137,12 +137,7 @@ def curves(data: RunData) -> Section:
     if not data.history:
         return {"absent": data.no_history}
     best = data.summary.get("best_epoch")
-    stages = [r.get("stage") for r in data.history]
-    changes = [
-        f"{a} -> {b} after epoch {r['epoch']}"
-        for r, (a, b) in zip(data.history, itertools.pairwise(stages), strict=False)
-        if a != b
-    ]
+    changes = sections.stage_changes(data.history)
     keys = ("train_loss", "val_loss", "val_macro_auc", "selection_score")
     rows = [
         {"epoch": r["epoch"], "stage": r.get("stage", ""), **{k: r.get(k) for k in keys}}

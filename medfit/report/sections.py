@@ -144,16 +144,21 @@ def _seconds(value: Any) -> str | None:
 # --- training ---------------------------------------------------------------------------------
 
 
+def stage_changes(history: list[dict[str, Any]]) -> list[str]:
+    """ "head -> full after epoch 1": where the training stage changed."""
+    stages = [r.get("stage") for r in history]
+    return [
+        f"{a} -> {b} after epoch {r['epoch']}"
+        for r, (a, b) in zip(history, itertools.pairwise(stages), strict=False)
+        if a != b
+    ]
+
+
 def curves(data: RunData) -> Section:
     if not data.history:
         return {"absent": data.no_history}
     best = data.summary.get("best_epoch")
-    stages = [r.get("stage") for r in data.history]
-    changes = [
-        f"{a} -> {b} after epoch {r['epoch']}"
-        for r, (a, b) in zip(data.history, itertools.pairwise(stages), strict=False)
-        if a != b
-    ]
+    changes = stage_changes(data.history)
     return {
         "png": plots.learning_curves(data.history, best if isinstance(best, int) else None),
         "stages": changes,

@@ -182,16 +182,23 @@ def overfitting(facts: RunFacts) -> Finding | None:
         ),
         fix=fix,
         numbers={
-            "min_val_loss_epoch": best.epoch,
-            "min_val_loss": best.val_loss,
-            "final_val_loss": last.val_loss,
-            "val_loss_rise": rise,
-            "train_loss_fall": train_fall,
+            **_loss_trend(best, last, rise, train_fall),
             "gap_at_min": gap_then,
             "gap_final": gap_now,
         },
         strength=rise / VAL_LOSS_RISE,
     )
+
+
+def _loss_trend(best: EpochRow, last: EpochRow, rise: float, train_fall: float) -> dict[str, float]:
+    """The loss numbers of an overfitting finding (single- and multi-label alike)."""
+    return {
+        "min_val_loss_epoch": best.epoch,
+        "min_val_loss": best.val_loss,
+        "final_val_loss": last.val_loss,
+        "val_loss_rise": rise,
+        "train_loss_fall": train_fall,
+    }
 
 
 def _overfitting_fix(facts: RunFacts, epochs: str) -> str:
@@ -240,11 +247,7 @@ def _overfitting_multilabel(
             facts, f"{i_peak + 1}`: val macro AUC was highest after full epoch {i_peak + 1}"
         ),
         numbers={
-            "min_val_loss_epoch": best.epoch,
-            "min_val_loss": best.val_loss,
-            "final_val_loss": last.val_loss,
-            "val_loss_rise": rise,
-            "train_loss_fall": train_fall,
+            **_loss_trend(best, last, rise, train_fall),
             "peak_val_macro_auc_epoch": peak.epoch,
             "peak_val_macro_auc": aucs[i_peak],
             "final_val_macro_auc": aucs[-1],
@@ -264,21 +267,17 @@ def val_instability(facts: RunFacts) -> Finding | None:
     if facts.multilabel:
         return _auc_instability(facts)
     acc = np.array([e.val_acc for e in full])
-    diffs = np.diff(acc)
     sigma = binomial_sigma(float(acc[-1]), facts.n_val)
-    if not sigma > 0:
+    swings = _swings(acc, sigma)
+    if swings is None:
         return None
-    jitter = float(np.std(diffs))
-    ratio, worst_drop = jitter / sigma, float(max(0.0, -diffs.min()))
-    if ratio < JITTER_RATIO or worst_drop < DROP_SIGMAS * sigma:
-        return None
-    high = ratio >= JITTER_RATIO_HIGH and worst_drop >= DROP_SIGMAS_HIGH * sigma
+    jitter, ratio, worst_drop, high = swings
     return Finding(
         rule="val_instability",
         severity="high" if high else "medium",
         title="validation accuracy jumps more than the val set's noise explains",
         evidence=(
-            f"std of epoch-to-epoch Δval acc {jitter:.3f} over {len(diffs)} full-stage steps vs "
+            f"std of epoch-to-epoch Δval acc {jitter:.3f} over {len(acc) - 1} full-stage steps vs "
             f"binomial noise {sigma:.3f} (n_val {facts.n_val}, p {acc[-1]:.3f}): {ratio:.1f}x "
             f"(pure noise ~1.4x); worst drop {worst_drop:.3f}; val acc "
             + " ".join(f"{a:.2f}" for a in acc)
@@ -296,20 +295,30 @@ def val_instability(facts: RunFacts) -> Finding | None:
     )
 
 
-def _auc_instability(facts: RunFacts) -> Finding | None:
-    """`val_instability` on the val macro AUC, against its Hanley-McNeil noise."""
-    auc = [facts.val_score(e) for e in facts.full]
-    if not _finite(auc):
-        return None
-    diffs = np.diff(np.array(auc))
-    sigma = val_sigma(facts, auc[-1])
+def _swings(curve: np.ndarray, sigma: float) -> tuple[float, float, float, bool] | None:
+    """(std of the epoch-to-epoch changes, that std / sigma, the worst drop, high severity) when
+    the curve swings beyond its noise `sigma` (JITTER_RATIO and DROP_SIGMAS), else None."""
     if not sigma > 0:
         return None
+    diffs = np.diff(curve)
     jitter = float(np.std(diffs))
     ratio, worst_drop = jitter / sigma, float(max(0.0, -diffs.min()))
     if ratio < JITTER_RATIO or worst_drop < DROP_SIGMAS * sigma:
         return None
     high = ratio >= JITTER_RATIO_HIGH and worst_drop >= DROP_SIGMAS_HIGH * sigma
+    return jitter, ratio, worst_drop, high
+
+
+def _auc_instability(facts: RunFacts) -> Finding | None:
+    """`val_instability` on the val macro AUC, against its Hanley-McNeil noise."""
+    auc = [facts.val_score(e) for e in facts.full]
+    if not _finite(auc):
+        return None
+    sigma = val_sigma(facts, auc[-1])
+    swings = _swings(np.array(auc), sigma)
+    if swings is None:
+        return None
+    jitter, ratio, worst_drop, high = swings
     measured = [p for p in facts.val_counts.values() if 0 < p < facts.n_val]
     lo, hi = min(measured, default=0), max(measured, default=0)
     return Finding(
@@ -317,7 +326,7 @@ def _auc_instability(facts: RunFacts) -> Finding | None:
         severity="high" if high else "medium",
         title="validation macro AUC jumps more than the val set's noise explains",
         evidence=(
-            f"std of epoch-to-epoch Δval macro AUC {jitter:.3f} over {len(diffs)} full-stage "
+            f"std of epoch-to-epoch Δval macro AUC {jitter:.3f} over {len(auc) - 1} full-stage "
             f"steps vs its noise {sigma:.3f} (Hanley-McNeil SE at AUC {auc[-1]:.3f}, "
             f"{facts.n_val} val images, {lo}-{hi} positives per label): {ratio:.1f}x (pure "
             f"noise ~1.4x); worst drop {worst_drop:.3f}; val macro AUC "

@@ -386,11 +386,8 @@ def _predict(
     to_input: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
 ) -> np.ndarray:
-    preds = []
-    for start in range(0, len(pixels), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size]))
-        preds.append(model(to_input(batch)).argmax(1).cpu().numpy())
-    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    logits = _logits(model, pixels, to_input, batch_size)
+    return logits.argmax(1) if len(logits) else np.zeros(0, dtype=np.int64)
 
 
 def _accuracy(
