@@ -3,7 +3,8 @@
     add_report_commands(sub)        # in build_parser()
     COMMANDS.update(REPORT_COMMANDS)
 
-    medfit report RUN [--split test] [--no-gradcam] [--label NAME] [--compare OTHER_RUN ...]
+    medfit report RUN [--split test] [--no-gradcam] [--label NAME] [--member K]
+                      [--compare OTHER_RUN ...]
 
 Heavy imports (matplotlib, torch, captum) happen inside the handler: `medfit --help` stays instant.
 """
@@ -41,6 +42,13 @@ def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "(default: the measured label with the most positives)",
     )
     p.add_argument(
+        "--member",
+        type=int,
+        metavar="K",
+        help="k-fold runs: draw fold K's Grad-CAM alone, on the ensemble's images and predicted "
+        "classes (default: the mean of the members' maps)",
+    )
+    p.add_argument(
         "--compare",
         nargs="+",
         default=[],
@@ -63,6 +71,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         gradcam=args.gradcam,
         compare=args.compare,
         label=getattr(args, "label", None),
+        member=getattr(args, "member", None),
     )
 
 

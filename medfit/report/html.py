@@ -74,12 +74,14 @@ def write_report(
     gradcam: bool = True,
     compare: Sequence[str | Path] = (),
     label: str | None = None,
+    member: int | None = None,
 ) -> Path:
     """Render RUN/report.html from whatever RUN holds; `split` None = the newest evaluation;
     `compare`: other run directories whose val accuracy is plotted against time beside RUN's;
     `label`: the label a multi-label run's Grad-CAM explains (None: the measured label with the
-    most positives); a MedfitError naming the valid labels when it is not one of them."""
-    data = read_report_data(run_dir, split, compare)
+    most positives); a MedfitError naming the valid labels when it is not one of them; `member`:
+    the fold whose Grad-CAM a k-fold run shows (None: the mean of its members' maps), likewise."""
+    data = read_report_data(run_dir, split, compare, member)
     check_label(data, label)
     parts = build_sections(data, gradcam, log, label)
     html = render(data, parts)

@@ -429,7 +429,8 @@ def gradcam(data: RunData, enabled: bool, label: str | None = None) -> Section:
         }
     from medfit.report.gradcam import overlays
 
-    result = overlays(data.path, data.predictions, sections.image_bases(data), label=chosen)
+    bases = sections.image_bases(data)
+    result = overlays(data.path, data.predictions, bases, label=chosen, member=data.member)
     if not result.images:
         return {"absent": result.note or "no images to explain"}
     threshold = ((metrics_of(data).get("per_label") or {}).get(chosen) or {}).get("threshold")

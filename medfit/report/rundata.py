@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import yaml
 
 from medfit.data.sources import LABEL_JOIN, NO_LABELS
-from medfit.errors import MedfitError
+from medfit.errors import ConfigError, MedfitError
 from medfit.rundir import EpochRow, PredictionRow, RunDir, read_run_text
+from medfit.rundir.jobs import folds_section
 
 T = TypeVar("T")
 
@@ -41,6 +42,9 @@ class RunData:
     # Several findings per image, sigmoid outputs (config `data.task: multilabel`, or an
     # evaluation that says so): the report shows per-label AUCs instead of accuracy.
     multilabel: bool = False
+    # A k-fold run's Grad-CAM: the fold whose map is drawn (`medfit report RUN --member K`);
+    # None draws the mean of the members' maps.
+    member: int | None = None
 
     @property
     def run(self) -> RunDir:
@@ -59,10 +63,13 @@ class RunData:
 
 
 def read_report_data(
-    run_dir: str | Path, split: str | None = None, compare: Sequence[str | Path] = ()
+    run_dir: str | Path,
+    split: str | None = None,
+    compare: Sequence[str | Path] = (),
+    member: int | None = None,
 ) -> RunData:
     """Everything the report needs; a MedfitError only when RUN (or a run in `compare`) is not a
-    run directory."""
+    run directory, or `member` is not a fold of RUN (`check_member`)."""
     run = _run_dir(run_dir)
     others = [_run_dir(path) for path in compare]
     data = RunData(run.path, config_text=read_run_text(run.config) or "")
@@ -86,6 +93,8 @@ def read_report_data(
     data.multilabel = _is_multilabel(data)
     data.check = _as(dict, _tolerant(data, lambda: run.read_json(run.check), None), None)
     data.diagnosis = _as(dict, _tolerant(data, lambda: run.read_json(run.diagnosis), None), None)
+    check_member(data, member)
+    data.member = member
     return data
 
 
@@ -107,6 +116,29 @@ def check_label(data: RunData, label: str | None) -> None:
     if label not in data.classes:
         valid = ", ".join(data.classes) or "(none: the run has no classes.json)"
         raise MedfitError(f"--label {label!r} is not a label of {data.path}; valid labels: {valid}")
+
+
+def check_member(data: RunData, member: int | None) -> None:
+    """`medfit report RUN --member K`: a fold listed in RUN's folds.json, else a one-line error
+    naming the folds there are (a failed one included: the Grad-CAM section then says why it
+    cannot be drawn)."""
+    if member is None:
+        return
+    found = folds_section(data.path)
+    if found is None:
+        raise ConfigError(
+            f"--member chooses the fold member whose Grad-CAM is drawn in a k-fold run (medfit "
+            f"train DATA --folds K); {data.path} has no {data.run.folds_json.name}: drop --member"
+        )
+    if found.this_member is not None:
+        raise ConfigError(
+            f"{data.path} is member {found.this_member} of the k-fold run {found.run}: drop "
+            f"--member, or run `medfit report {found.run} --member K`"
+        )
+    folds = [m.get("fold") for m in found.members]
+    if member not in folds:
+        valid = ", ".join(str(f) for f in folds) or "(none: folds.json lists no members)"
+        raise ConfigError(f"--member {member} is not a fold of {data.path}; valid members: {valid}")
 
 
 def _is_multilabel(data: RunData) -> bool:

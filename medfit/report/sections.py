@@ -453,17 +453,13 @@ def _card(p: PredictionRow, bases: list[Path]) -> dict[str, Any]:
 
 
 def gradcam_unavailable(data: RunData, enabled: bool) -> str | None:
-    """Why Grad-CAM cannot be drawn for this run, or None when it can."""
+    """Why Grad-CAM cannot be drawn for this run, or None when it can. A k-fold run has no
+    checkpoint of its own: its members' are looked for when the maps are drawn."""
     if not enabled:
         return "skipped (--no-gradcam)"
     if not data.evaluation or not data.predictions:
         return eval_missing(data)
-    if data.run.folds_json.is_file():
-        return (
-            "a fold ensemble: Grad-CAM is drawn for one member at a time, e.g. "
-            f"`medfit eval {data.path / 'fold0'}` then `medfit report {data.path / 'fold0'}`"
-        )
-    if not data.checkpoint.is_file():
+    if not data.run.folds_json.is_file() and not data.checkpoint.is_file():
         return f"no {data.checkpoint}: the run has no selected weights yet"
     try:
         import captum  # noqa: F401
@@ -478,7 +474,7 @@ def gradcam(data: RunData, enabled: bool) -> Section:
         return {"absent": why}
     from medfit.report.gradcam import overlays
 
-    result = overlays(data.path, data.predictions, image_bases(data))
+    result = overlays(data.path, data.predictions, image_bases(data), member=data.member)
     if not result.images:
         return {"absent": result.note or "no images to explain"}
     return {"result": result}
