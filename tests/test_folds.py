@@ -169,10 +169,10 @@ def test_a_failed_member_does_not_lose_the_others(
     _data_with_test(tmp_path)
     real = folds_module.finish_member
 
-    def fail_fold_0(cfg: Any, path: Path, log: Any, main: bool = True) -> str:
+    def fail_fold_0(cfg: Any, path: Path, log: Any, prepare: Any = None) -> str:
         if path.name == "fold0":
             raise RuntimeError("out of memory")
-        return real(cfg, path, log, main)
+        return real(cfg, path, log, prepare)
 
     monkeypatch.setattr(folds_module, "finish_member", fail_fold_0)
     with pytest.raises(MedfitError, match=r"1 of 2 folds failed: fold0 \(RuntimeError: out of"):

@@ -193,9 +193,11 @@ def _train_folds(args: argparse.Namespace) -> tuple[Path, list[Path]]:
 
         result = train_folds(cfg, args.folds)
     from medfit.evaluate.runner import run_eval
+    from medfit.training import distributed
 
-    print(f"out-of-fold evaluation (medfit eval {result.dir} --split oof):")
-    run_eval(result.dir, split="oof")
+    if distributed.launched().is_main:  # torchrun: rank 0 evaluates for the job
+        print(f"out-of-fold evaluation (medfit eval {result.dir} --split oof):")
+        run_eval(result.dir, split="oof")
     return result.dir, RunDir(result.dir).fold_members()
 
 

@@ -15,13 +15,20 @@ Failures: an error on rank 0 inside `main_first`/`on_main` is sent to every rank
 with its message. An error anywhere else ends that rank's process, which closes its connections;
 the other ranks' next collective then fails (Gloo: at once; NCCL: torchrun's agent stops the
 remaining workers as soon as one exits non-zero, and the process-group timeout bounds the rest).
+
+Multi-run jobs (--seeds, --folds): each fit joins and leaves its own process group; between
+runs the ranks meet in a short Gloo group (`joined`) to follow rank 0's decisions (`on_main`) and
+to agree whether a run failed on any rank (`attempt_run`, `first_failure`), so that every rank
+takes the same steps and no rank waits for a run another skipped.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -61,6 +68,11 @@ class DistContext:
 
 SINGLE = DistContext()
 _cpu_group: Any = None  # Gloo group for control messages (the default group when it is Gloo)
+_joins = 0  # process groups this process has started: the same count on every rank
+
+
+class RankStopped(MedfitError):
+    """This rank stopped because another rank failed (or left): the other's error is the cause."""
 
 
 def launched() -> DistContext:
@@ -104,13 +116,42 @@ def start(ctx: DistContext, device: torch.device) -> None:
     global _cpu_group
     if not ctx.enabled:
         return
+    store = _fresh_store(ctx)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group(
+            "nccl", store=store, rank=ctx.rank, world_size=ctx.world_size, device_id=device
+        )
         _cpu_group = dist.new_group(backend="gloo")
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", store=store, rank=ctx.rank, world_size=ctx.world_size)
         _cpu_group = None
+
+
+def _fresh_store(ctx: DistContext) -> dist.Store:
+    """The rendezvous store under a key prefix of its own for this group.
+
+    torchrun's store outlives a process group, and PyTorch names every default group alike, so
+    a second group would read the addresses the ranks left in the store for the first, whose
+    sockets are closed: its start hung or failed ("Connection refused"), e.g. `--seeds 2` at the
+    second seed. Every rank starts its groups in the same order (a multi-run job's ranks take
+    the same steps), so the count names the same group on each.
+    """
+    global _joins
+    _joins += 1
+    store, _, _ = next(dist.rendezvous("env://", ctx.rank, ctx.world_size))
+    return dist.PrefixStore(f"medfit/{_joins}", store)
+
+
+@contextmanager
+def joined() -> Iterator[None]:
+    """Every rank in a short Gloo group for the block, between runs (fit holds its own while it
+    trains), so that `on_main`, `first_failure` and the rest work there; a no-op in one process."""
+    start(launched(), torch.device("cpu"))
+    try:
+        yield
+    finally:
+        stop()
 
 
 def stop() -> None:
@@ -148,6 +189,48 @@ def all_true(flag: bool) -> bool:
     tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=_cpu_group)
     return bool(tensor.item())
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    if not dist.is_initialized():
+        return [obj]
+    objects: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj, group=_cpu_group)
+    return objects
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A run's error as the ranks compare it: picklable, and holding nothing of the run."""
+
+    text: str  # "Type: message"
+    follows: bool  # a RankStopped: this rank stopped only because another one failed
+
+
+def attempt_run(fn: Callable[[], T]) -> tuple[T | None, Failure | None]:
+    """`fn()` (a whole run: fit joins and leaves its process group), or the Failure it raised.
+
+    The error itself is dropped and collected before this returns: through its traceback a failed
+    run still holds its DDP model and so its process group, whose sockets then stay open, and the
+    ranks still inside that run (waiting on this one in an all-reduce) fail only once they close.
+    A rank that goes on to the next run must let go of the last one.
+    """
+    try:
+        return fn(), None
+    except Exception as exc:
+        failure = Failure(f"{type(exc).__name__}: {exc}", isinstance(exc, RankStopped))
+    gc.collect()
+    return None, failure
+
+
+def first_failure(failure: Failure | None) -> str | None:
+    """The error that stopped a run, the same on every rank (each rank's, gathered), or None when
+    no rank failed: the lowest rank's own error, before any rank's that only followed it (which
+    would record "another rank failed" instead of the cause)."""
+    failed = [f for f in gather_objects(failure) if f is not None]
+    failed.sort(key=lambda f: f.follows)  # stable: the causes first, each group in rank order
+    return failed[0].text if failed else None
 
 
 def broadcast_object(obj: T) -> T:
@@ -204,7 +287,7 @@ def _share_error(error: BaseException | None) -> None:
     if error is not None:
         raise error
     if message is not None:
-        raise MedfitError(f"rank 0 failed, stopping rank {dist.get_rank()} too: {message}")
+        raise RankStopped(f"rank 0 failed, stopping rank {dist.get_rank()} too: {message}")
 
 
 def _one_line(error: BaseException) -> str:
@@ -220,11 +303,13 @@ def rank_error(ctx: DistContext, error: Exception) -> Exception:
     peer's message; a bug keeps its traceback (returned unchanged).
     """
     where = f"rank {ctx.rank}/{ctx.world_size}"
+    if isinstance(error, RankStopped):
+        return RankStopped(f"{where}: {error}")
     if isinstance(error, MedfitError):
         return MedfitError(f"{where}: {error}")
     if isinstance(error, dist.DistError) or _peer_gone(error):
         first = (str(error).strip().splitlines() or [""])[0]
-        return MedfitError(
+        return RankStopped(
             f"{where}: stopped because another rank failed or left (its error is above): {first}"
         )
     print(f"medfit: {where} failed: {_one_line(error)}", file=sys.stderr, flush=True)

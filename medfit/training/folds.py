@@ -29,6 +29,16 @@ on the OOF predictions.
 Calling `train_folds` again on the same OUT continues (`medfit train --resume RUN --folds K`):
 each member is reused, resumed or trained as `finish_member` decides. A member that fails is
 recorded and the others still train; the job then ends with an error naming it.
+
+Under torchrun (`torchrun --nproc-per-node N -m medfit train DATA --folds K`) every rank runs
+each member's fit in turn (a DistributedDataParallel run, as a single torchrun train). Rank 0
+alone writes the job's files and prints, decides each member's step (`finish_member`), computes
+the OOF logits and writes folds.json. After each member the ranks agree whether it failed on any
+of them (`distributed.first_failure` records the error of the rank where it started), so all go
+on to the next member together and end with the same outcome. A rank that fails alone lets go of
+the run at once (`distributed.attempt_run`): with Gloo the ranks still in it fail at their next
+collective; with NCCL they wait out the process-group timeout, and torchrun then stops the job
+(`--resume` continues it).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import csv
 import io
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +73,8 @@ from medfit.inference.scores import multilabel_epoch_metrics, sigmoid
 from medfit.progress import Log, duration
 from medfit.rundir import RunDir
 from medfit.training import distributed
-from medfit.training.members import check_same_request, finish_member
-from medfit.training.setup import absolute_data_paths
+from medfit.training.members import check_same_request, finish_member, rank_log
+from medfit.training.setup import absolute_data_paths, check_distributed
 
 
 @dataclass
@@ -75,43 +86,47 @@ class FoldsResult:
 
 
 def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
-    """Train (or reuse, or resume) the K members of `cfg` under cfg.out; write the OOF files."""
+    """Train (or reuse, or resume) the K members of `cfg` under cfg.out; write the OOF files.
+
+    Under torchrun every rank calls this; every rank returns (or raises) the same result.
+    """
     if k < 2:
         raise ConfigError(f"--folds must be >= 2, got {k}")
-    if distributed.launched().world_size > 1:
-        raise ConfigError(
-            "--folds runs its members one after another in one process; under torchrun, train "
-            "each fold's manifest (RUN/manifests/fold<k>.csv) as its own run instead"
-        )
     cfg.validate()
+    ctx = distributed.launched()
+    if ctx.enabled:  # refused once for the job, not by each member's fit (or on one rank alone)
+        check_distributed(cfg, distributed.device_for(ctx, cfg.train.device))
+    say = rank_log(log)
     cfg = replace(cfg, data=absolute_data_paths(cfg.data))
     out = RunDir(Path(cfg.out).expanduser())
-    check_same_request(cfg, out.folds_config, "fold", write=True)
+    check_same_request(cfg, out.folds_config, "fold", write=ctx.is_main)
     index = load_index(cfg.data, cfg.train.seed)
     if index.multilabel:
         check_writable_labels(index)
     pool = labelled_pool(index, cfg)
     folds = assign_folds(pool, len(index.classes), k, cfg.train.seed, index.classes)
-    write_folds_csv(out, pool, folds, index.classes)
-    log(describe_folds(pool, folds, index, k))
+    write_folds_csv(out, pool, folds, index.classes, write=ctx.is_main)
+    say(describe_folds(pool, folds, index, k))
     members: list[dict[str, Any]] = []
-    oof = np.full((len(pool), len(index.classes)), np.nan, dtype=np.float32)
+    oof = np.full((len(pool), len(index.classes)), np.nan, dtype=np.float32)  # filled on rank 0
     started = time.perf_counter()
     for fold in range(k):
-        log(
+        say(
             f"medfit folds: fold {fold + 1}/{k} -> {out.member(fold)}{_time_left(started, fold, k)}"
         )
-        members.append(_run_member(cfg, out, fold, pool, folds, index, oof, log))
-    result = _finish(cfg, out, members, pool, oof, index)
+        members.append(_run_member(cfg, out, fold, pool, folds, index, oof, say))
+    with distributed.joined():
+        result = distributed.on_main(partial(_finish, cfg, out, members, pool, oof, index))
     for line in table_lines(result):
-        log(line)
+        say(line)
     failed = [m for m in members if m["status"] == "failed"]
     if failed:
         names = ", ".join(f"{m['dir']} ({m['error']})" for m in failed)
-        raise MedfitError(
+        error = MedfitError(
             f"{len(failed)} of {k} folds failed: {names}; the others are kept. Fix the cause, "
             f"then continue with: medfit train --resume {out.path} --folds {k}"
         )
+        raise distributed.rank_error(ctx, error) if ctx.enabled else error  # every rank: exit 2
     return result
 
 
@@ -176,8 +191,11 @@ def _time_left(started: float, done: int, k: int) -> str:
     return f" (about {duration(per_member * (k - done))} left)"
 
 
-def write_folds_csv(out: RunDir, pool: list[Sample], folds: np.ndarray, classes: list[str]) -> None:
-    """folds.csv; an existing one must agree (same pool, K and seed give the same folds)."""
+def write_folds_csv(
+    out: RunDir, pool: list[Sample], folds: np.ndarray, classes: list[str], write: bool = True
+) -> None:
+    """folds.csv; an existing one must agree (same pool, K and seed give the same folds).
+    Under torchrun every rank checks (all refuse alike) and rank 0 alone writes (`write`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "group", "fold"])
@@ -191,7 +209,8 @@ def write_folds_csv(out: RunDir, pool: list[Sample], folds: np.ndarray, classes:
                 "or --seed differ from when the folds were drawn; use the same K, or another --out"
             )
         return
-    out.write_text(out.folds_csv, text)
+    if write:
+        out.write_text(out.folds_csv, text)
 
 
 def member_manifest(
@@ -205,10 +224,14 @@ def member_manifest(
     rows += [(s, "test") for s in index.split("test")]
     for sample, split in rows:
         writer.writerow([sample.path, label_cell(sample, index.classes), split, sample.group or ""])
-    path = out.manifests / f"fold{fold}.csv"
+    path = manifest_path(out, fold)
     path.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(path, buffer.getvalue())
     return path
+
+
+def manifest_path(out: RunDir, fold: int) -> Path:
+    return out.manifests / f"fold{fold}.csv"
 
 
 def member_config(cfg: RunConfig, manifest: Path, multilabel: bool = False) -> RunConfig:
@@ -236,19 +259,46 @@ def _run_member(
     oof: np.ndarray,
     log: Log,
 ) -> dict[str, Any]:
-    """Finish member `fold`, then fill its rows of `oof` with its logits; a failure is a row."""
+    """Finish member `fold` (every rank), then fill its rows of `oof` with its logits (rank 0);
+    a failure on any rank is the member's row on all of them."""
     path = out.member(fold)
     row: dict[str, Any] = {"fold": fold, "dir": path.name, "val_images": int((folds == fold).sum())}
-    try:
-        manifest = member_manifest(out, fold, pool, folds, index)
-        member = member_config(cfg, manifest, index.multilabel)
-        row["status"] = finish_member(member, path, log)
+    member = member_config(cfg, manifest_path(out, fold), index.multilabel)
+    prepare = partial(member_manifest, out, fold, pool, folds, index)
+    # One member's failure must not lose the others: it becomes the member's row.
+    status, failure = distributed.attempt_run(partial(finish_member, member, path, log, prepare))
+    if status is not None:
+        row["status"] = status
+    with distributed.joined():
+        error = distributed.first_failure(failure)
+        settle = partial(_settle_member, row, error, cfg, out, pool, folds, index, oof, log)
+        return distributed.on_main(settle)
+
+
+def _settle_member(
+    row: dict[str, Any],
+    failure: str | None,
+    cfg: RunConfig,
+    out: RunDir,
+    pool: list[Sample],
+    folds: np.ndarray,
+    index: DatasetIndex,
+    oof: np.ndarray,
+    log: Log,
+) -> dict[str, Any]:
+    """The member's row (rank 0): its OOF logits into `oof`, or the failure that stopped it."""
+    fold = row["fold"]
+    path = out.member(fold)
+    if failure is None:
         rows = np.flatnonzero(folds == fold)
         files = [pool[i].path for i in rows]
-        oof[rows] = member_logits(path, files, index.classes, cfg, index.multilabel)
-    except Exception as exc:  # one member's failure must not lose the others
-        log(f"  fold {fold} failed: {type(exc).__name__}: {exc}")
-        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            oof[rows] = member_logits(path, files, index.classes, cfg, index.multilabel)
+        except Exception as exc:  # as a failed fit: recorded, the other members still run
+            failure = f"{type(exc).__name__}: {exc}"
+    if failure is not None:
+        log(f"  fold {fold} failed: {failure}")
+        return {**row, "status": "failed", "error": failure}
     summary = RunDir(path).read_summary()
     row["best_epoch"] = summary.best_epoch if summary else None
     row["wall_s"] = summary.wall_s if summary else None

@@ -3,12 +3,18 @@
 A member is an ordinary run directory. Calling `finish_member` again after an interruption
 continues it: a finished run (summary.json) is reused, one with checkpoints/last.pt is resumed,
 and a directory holding only set-up files (killed before its first checkpoint) is started again.
+
+Under torchrun every rank calls the job's functions (each fit needs all ranks): rank 0 decides
+what a member needs and alone writes the job's files and prints; the others follow its decision
+(medfit.training.distributed.joined), so all ranks take the same steps.
 """
 
 from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +22,51 @@ from medfit.config import RunConfig
 from medfit.errors import ConfigError, MedfitError
 from medfit.progress import Log
 from medfit.rundir import RunDir
+from medfit.training import distributed
 from medfit.training.fit import fit
 
 
-def finish_member(cfg: RunConfig, path: Path, log: Log, main: bool = True) -> str:
+def rank_log(log: Log) -> Log:
+    """`log` on rank 0, silence on the other torchrun ranks: one voice per job."""
+    return log if distributed.launched().is_main else _quiet
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def finish_member(
+    cfg: RunConfig, path: Path, log: Log, prepare: Callable[[], object] | None = None
+) -> str:
     """Bring PATH to a finished run of `cfg` (cfg.out is set to PATH); return what it took:
-    reused, resumed or trained."""
+    reused, resumed or trained. `prepare` writes what the member reads (rank 0, first).
+
+    Rank 0 decides and every rank follows, or raises its error: a rank deciding alone from the
+    files could skip a member that the others train, and wait for them forever.
+    """
+    with distributed.joined():
+        how = distributed.on_main(partial(_plan, path, log, prepare))
+    if how == "resumed":
+        fit(RunConfig.load(RunDir(path).config), resume_dir=str(path), log=log)
+    elif how == "trained":
+        cfg.out = str(path)
+        fit(cfg, log=log)
+    return how
+
+
+def _plan(path: Path, log: Log, prepare: Callable[[], object] | None) -> str:
+    """What PATH needs (rank 0): reuse, resume, or a fresh start (a dir that never saved a
+    checkpoint is cleared)."""
+    if prepare is not None:
+        prepare()
     run = RunDir(path)
     if run.summary.is_file():
-        if main:
-            log(f"  reusing the finished run {path}")
+        log(f"  reusing the finished run {path}")
         return "reused"
     if run.last.is_file():
-        fit(RunConfig.load(run.config), resume_dir=str(path), log=log)
         return "resumed"
-    if path.exists() and main:  # the other ranks wait for rank 0 inside fit's process-group start
+    if path.exists():
         discard_unstarted(run)
-    cfg.out = str(path)
-    fit(cfg, log=log)
     return "trained"
 
 

@@ -28,7 +28,7 @@ from medfit.errors import ConfigError, MedfitError
 from medfit.progress import Log
 from medfit.rundir import RunDir
 from medfit.training import distributed
-from medfit.training.members import check_same_request, finish_member
+from medfit.training.members import check_same_request, finish_member, rank_log
 
 # Metrics aggregated over seeds, in table order. best_* are the val metrics of the selected
 # checkpoint (best.pt, at best_epoch), not the maximum over epochs: that maximum picks noise.
@@ -66,21 +66,20 @@ def train_seeds(cfg: RunConfig, n: int, log: Log = print) -> SeedsResult:
     """Train (or reuse, or resume) N runs of `cfg` with seeds cfg.train.seed + i under cfg.out.
 
     Under torchrun every rank calls this (each fit needs all ranks); only rank 0 writes files
-    other than fit's own and prints. fit joins and leaves the process group per run, so between
-    seeds the ranks decide alone, from the same files.
+    other than fit's own and prints, and it decides each seed's step for all (`finish_member`).
     """
     if n < 1:
         raise ConfigError(f"--seeds must be >= 1, got {n}")
     cfg.validate()
     main = distributed.launched().is_main
-    say = log if main else _quiet
+    say = rank_log(log)
     out = Path(cfg.out).expanduser()
     check_same_request(cfg, RunDir(out).seeds_config, "seed", write=main)
     rows = []
     for i in range(n):
         seed = cfg.train.seed + i
         say(f"medfit seeds: seed {seed} ({i + 1}/{n})")
-        status = _run_one_seed(cfg, seed, seed_dir(out, seed), log, main)
+        status = _run_one_seed(cfg, seed, seed_dir(out, seed), log)
         rows.append(seed_row(seed_dir(out, seed), seed, status))
     result = summarize(out, rows)
     if main:
@@ -88,10 +87,6 @@ def train_seeds(cfg: RunConfig, n: int, log: Log = print) -> SeedsResult:
     for line in table_lines(result):
         say(line)
     return result
-
-
-def _quiet(_: str) -> None:
-    """The log of torchrun ranks other than 0: one rank prints the results."""
 
 
 def resume_seeds(out: str | Path, n: int, log: Log = print) -> SeedsResult:
@@ -104,11 +99,11 @@ def resume_seeds(out: str | Path, n: int, log: Log = print) -> SeedsResult:
     return train_seeds(cfg, n, log)
 
 
-def _run_one_seed(cfg: RunConfig, seed: int, path: Path, log: Log, main: bool) -> str:
+def _run_one_seed(cfg: RunConfig, seed: int, path: Path, log: Log) -> str:
     """Bring OUT/seed<k> to a finished run; return what it took: reused, resumed or trained."""
     seed_cfg = copy.deepcopy(cfg)
     seed_cfg.train.seed = seed
-    return finish_member(seed_cfg, path, log, main)
+    return finish_member(seed_cfg, path, log)
 
 
 def seed_row(path: Path, seed: int, status: str) -> dict[str, Any]:
