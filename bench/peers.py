@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_info import commit, cpu_description
 from sklearn.model_selection import train_test_split
 
 BENCH = Path(__file__).resolve().parent
@@ -307,7 +308,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
+        "cpu": cpu_description(),
+        "commit": commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "nice": os.nice(0),
     }

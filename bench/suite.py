@@ -35,6 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from machine_info import commit, cpu_description
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -220,7 +221,7 @@ def one_run(args: argparse.Namespace, name: str, seed: int, data: Path) -> dict:
     return {
         "recipe": args.recipe,
         "options": args.options,
-        "src": _commit(args.src),
+        "src": commit(args.src),
         "set": name,
         "seed": seed,
         "img_size": args.img_size,
@@ -265,26 +266,6 @@ def _multilabel_scores(evals: dict, history: list[dict]) -> dict:
         "train_macro_auc_clean": evals["train"]["metrics"]["macro_auc"],
         "val_auc_curve": [round(r["val_macro_auc"], 4) for r in history],
     }
-
-
-def cpu_description() -> str:
-    """The CPU model, core count and vector flags: CPU kernels' speed and numerics follow them."""
-    path = Path("/proc/cpuinfo")
-    lines = path.read_text().splitlines() if path.exists() else []
-    # One block per core, all alike: the last block's values stand for them.
-    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in lines if ":" in ln)}
-    model = fields.get("model name", "")
-    flags = fields.get("flags", "").split()
-    vector = sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4")))
-    return f"{model or 'unknown CPU'}, {os.cpu_count()} cores, {' '.join(vector)}"
-
-
-def _commit(src: str) -> str:
-    """The commit the recipe ran (with "+dirty" for uncommitted changes to medfit/)."""
-    git = ["git", "-C", src]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "medfit"], check=False)
-    return head.stdout.strip() + ("+dirty" if dirty.returncode else "")
 
 
 def _resolved(config_yaml: str) -> dict:

@@ -39,6 +39,7 @@ DEFAULT_JSON = BENCH / "results" / "time_to_accuracy.json"
 METHODS = (
     "keras", "fastai", "timm", "medfit", "medfit_lite0", "medfit_lite0_compile",
     "medfit_lite0_contiguous", "medfit_lite0_freeze_stem", "medfit_lite0_contiguous_freeze_stem",
+    "medfit_lite0_warmup1",
 )  # fmt: skip
 PEERS = METHODS[:5]  # the default run; levers are asked for with --methods
 
@@ -129,7 +130,14 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"| {_ms([h['wall_s'] for h in hits])} | {_ms([h['cpu_s'] for h in hits])} "
             f"| {_ms([h['epoch'] for h in hits], 1)} | {_ms(best, 3)} | {_ms(tests, 3)} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, *_machines(runs)])
+
+
+def _machines(runs: list[dict[str, Any]]) -> list[str]:
+    """Where the rows ran: the same commit and seed give other epochs on another CPU."""
+    seen = sorted({(r["machine"].get("cpu", "CPU not recorded"), r["machine"].get("commit", "?"))
+                   for r in runs if "machine" in r})  # fmt: skip
+    return ["", *(f"rows from: {cpu}, commit {commit}" for cpu, commit in seen)]
 
 
 def _ms(values: list[float], digits: int = 0) -> str:
