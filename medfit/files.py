@@ -16,8 +16,10 @@ import errno
 import glob
 import os
 import stat
+import sys
 import tempfile
 import threading
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,20 @@ TEXT_ERRORS = "surrogateescape"
 # OWASP "CSV injection": a spreadsheet runs a cell starting with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _UMASK_LOCK = threading.Lock()
+
+
+def tensorboard_without_tensorflow() -> None:
+    """Call before importing tensorboard (or torch.utils.tensorboard): event files are then read
+    and written through tensorboard's own file-system stub instead of TensorFlow's.
+
+    tensorboard imports TensorFlow when it is installed, as it is beside every Keras project:
+    6.6 s of a medfit run's start-up on a 2-core CPU, for no use (time_to_accuracy.py, LOG.md).
+    `tensorboard.compat.notf` is tensorboard's own marker for "do not import TensorFlow"
+    (tensorboard/compat/__init__.py). A process that already imported TensorFlow keeps it.
+    """
+    marker = "tensorboard.compat.notf"
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault(marker, types.ModuleType(marker))
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from medfit.files import tensorboard_without_tensorflow
 from medfit.rundir import EpochRow, RunDir
 
 
@@ -33,6 +34,7 @@ class EpochLog:
 
 
 def _tensorboard(run: RunDir) -> Any:
+    tensorboard_without_tensorflow()
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but never fail a run over logging

@@ -26,7 +26,7 @@ from typing import Any
 from medfit.diagnose.foreign.history import History, PhaseBuilder
 from medfit.diagnose.foreign.read_text import _history
 from medfit.errors import MedfitError
-from medfit.files import json_depth_ok, read_bytes_bounded
+from medfit.files import json_depth_ok, read_bytes_bounded, tensorboard_without_tensorflow
 
 TB_PREFIX = "events.out.tfevents"
 # TensorBoard event files under a folder, all together: a run logged per epoch is kilobytes.
@@ -302,6 +302,7 @@ def read_tensorboard(path: Path) -> History:
     """Scalars from every event file under `path`, one phase per run folder (the folder holding
     `train/` and `validation/`, or the file's own folder), in the order they were written. A
     split folder (validation, val, eval) gives its split to Keras' `epoch_loss`-style tags."""
+    tensorboard_without_tensorflow()
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.util import tensor_util
 
