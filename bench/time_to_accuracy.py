@@ -39,7 +39,7 @@ DEFAULT_JSON = BENCH / "results" / "time_to_accuracy.json"
 METHODS = (
     "keras", "fastai", "timm", "medfit", "medfit_lite0", "medfit_lite0_compile",
     "medfit_lite0_contiguous", "medfit_lite0_freeze_stem", "medfit_lite0_contiguous_freeze_stem",
-    "medfit_lite0_warmup1",
+    "medfit_lite0_warmup0",
 )  # fmt: skip
 PEERS = METHODS[:5]  # the default run; levers are asked for with --methods
 
