@@ -75,6 +75,15 @@ class RankStopped(MedfitError):
     """This rank stopped because another rank failed (or left): the other's error is the cause."""
 
 
+def rank_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log` on rank 0, silence on the other torchrun ranks: one voice per job."""
+    return log if launched().is_main else _quiet
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""
+
+
 def launched() -> DistContext:
     """The rank/world size torchrun (or any launcher using its variables) gave this process."""
     names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")

@@ -71,10 +71,6 @@ from medfit.training.setup import (
 )
 
 
-def _quiet(_: str) -> None:
-    """The log of ranks other than 0: one voice per job."""
-
-
 @dataclass
 class RunResult:
     dir: Path
@@ -96,7 +92,7 @@ def fit(cfg: RunConfig, resume_dir: str | None = None, log: Log = print) -> RunR
     distributed.start(ctx, device)
     try:
         with deterministic_mode(cfg.train.deterministic, cfg.train.seed):
-            return _fit(cfg, ctx, device, resume_dir, log if ctx.is_main else _quiet)
+            return _fit(cfg, ctx, device, resume_dir, distributed.rank_log(log))
     except Exception as exc:
         if not ctx.enabled:
             raise

@@ -73,7 +73,7 @@ from medfit.inference.scores import multilabel_epoch_metrics, sigmoid
 from medfit.progress import Log, duration
 from medfit.rundir import RunDir
 from medfit.training import distributed
-from medfit.training.members import check_same_request, finish_member, rank_log
+from medfit.training.members import check_same_request, finish_member
 from medfit.training.setup import absolute_data_paths, check_distributed
 
 
@@ -83,6 +83,20 @@ class FoldsResult:
     members: list[dict[str, Any]]  # one per fold: fold, dir, status, val_images, val metrics
     oof: dict[str, Any]  # n_images and the OOF point metrics of the finished members
     multilabel: bool = False  # several labels per image: macro AUC leads the metrics
+
+
+@dataclass
+class _FoldJob:
+    """What every member's steps share: the request, the run directory, the labelled pool with
+    its fold of each image, and the OOF logits the members fill in (rank 0)."""
+
+    cfg: RunConfig
+    out: RunDir
+    index: DatasetIndex
+    pool: list[Sample]
+    folds: np.ndarray  # (N,) the fold of each pool image
+    oof: np.ndarray  # (N, C) logits, NaN until the image's member has predicted it
+    log: Log
 
 
 def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
@@ -96,7 +110,7 @@ def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
     ctx = distributed.launched()
     if ctx.enabled:  # refused once for the job, not by each member's fit (or on one rank alone)
         check_distributed(cfg, distributed.device_for(ctx, cfg.train.device))
-    say = rank_log(log)
+    say = distributed.rank_log(log)
     cfg = replace(cfg, data=absolute_data_paths(cfg.data))
     out = RunDir(Path(cfg.out).expanduser())
     check_same_request(cfg, out.folds_config, "fold", write=ctx.is_main)
@@ -109,14 +123,15 @@ def train_folds(cfg: RunConfig, k: int, log: Log = print) -> FoldsResult:
     say(describe_folds(pool, folds, index, k))
     members: list[dict[str, Any]] = []
     oof = np.full((len(pool), len(index.classes)), np.nan, dtype=np.float32)  # filled on rank 0
+    job = _FoldJob(cfg, out, index, pool, folds, oof, say)
     started = time.perf_counter()
     for fold in range(k):
         say(
             f"medfit folds: fold {fold + 1}/{k} -> {out.member(fold)}{_time_left(started, fold, k)}"
         )
-        members.append(_run_member(cfg, out, fold, pool, folds, index, oof, say))
+        members.append(_run_member(job, fold))
     with distributed.joined():
-        result = distributed.on_main(partial(_finish, cfg, out, members, pool, oof, index))
+        result = distributed.on_main(partial(_finish, job, members))
     for line in table_lines(result):
         say(line)
     failed = [m for m in members if m["status"] == "failed"]
@@ -249,55 +264,40 @@ def member_config(cfg: RunConfig, manifest: Path, multilabel: bool = False) -> R
     return member
 
 
-def _run_member(
-    cfg: RunConfig,
-    out: RunDir,
-    fold: int,
-    pool: list[Sample],
-    folds: np.ndarray,
-    index: DatasetIndex,
-    oof: np.ndarray,
-    log: Log,
-) -> dict[str, Any]:
-    """Finish member `fold` (every rank), then fill its rows of `oof` with its logits (rank 0);
-    a failure on any rank is the member's row on all of them."""
-    path = out.member(fold)
-    row: dict[str, Any] = {"fold": fold, "dir": path.name, "val_images": int((folds == fold).sum())}
-    member = member_config(cfg, manifest_path(out, fold), index.multilabel)
-    prepare = partial(member_manifest, out, fold, pool, folds, index)
+def _run_member(job: _FoldJob, fold: int) -> dict[str, Any]:
+    """Finish member `fold` (every rank), then fill its rows of `job.oof` with its logits (rank
+    0); a failure on any rank is the member's row on all of them."""
+    path = job.out.member(fold)
+    val_images = int((job.folds == fold).sum())
+    row: dict[str, Any] = {"fold": fold, "dir": path.name, "val_images": val_images}
+    member = member_config(job.cfg, manifest_path(job.out, fold), job.index.multilabel)
+    prepare = partial(member_manifest, job.out, fold, job.pool, job.folds, job.index)
     # One member's failure must not lose the others: it becomes the member's row.
-    status, failure = distributed.attempt_run(partial(finish_member, member, path, log, prepare))
+    status, failure = distributed.attempt_run(
+        partial(finish_member, member, path, job.log, prepare)
+    )
     if status is not None:
         row["status"] = status
     with distributed.joined():
         error = distributed.first_failure(failure)
-        settle = partial(_settle_member, row, error, cfg, out, pool, folds, index, oof, log)
-        return distributed.on_main(settle)
+        return distributed.on_main(partial(_settle_member, job, row, error))
 
 
-def _settle_member(
-    row: dict[str, Any],
-    failure: str | None,
-    cfg: RunConfig,
-    out: RunDir,
-    pool: list[Sample],
-    folds: np.ndarray,
-    index: DatasetIndex,
-    oof: np.ndarray,
-    log: Log,
-) -> dict[str, Any]:
-    """The member's row (rank 0): its OOF logits into `oof`, or the failure that stopped it."""
+def _settle_member(job: _FoldJob, row: dict[str, Any], failure: str | None) -> dict[str, Any]:
+    """The member's row (rank 0): its OOF logits into `job.oof`, or the failure that stopped it."""
     fold = row["fold"]
-    path = out.member(fold)
+    path = job.out.member(fold)
     if failure is None:
-        rows = np.flatnonzero(folds == fold)
-        files = [pool[i].path for i in rows]
+        rows = np.flatnonzero(job.folds == fold)
+        files = [job.pool[i].path for i in rows]
         try:
-            oof[rows] = member_logits(path, files, index.classes, cfg, index.multilabel)
+            job.oof[rows] = member_logits(
+                path, files, job.index.classes, job.cfg, job.index.multilabel
+            )
         except Exception as exc:  # as a failed fit: recorded, the other members still run
             failure = f"{type(exc).__name__}: {exc}"
     if failure is not None:
-        log(f"  fold {fold} failed: {failure}")
+        job.log(f"  fold {fold} failed: {failure}")
         return {**row, "status": "failed", "error": failure}
     summary = RunDir(path).read_summary()
     row["best_epoch"] = summary.best_epoch if summary else None
@@ -338,15 +338,9 @@ def member_logits(
     return logits
 
 
-def _finish(
-    cfg: RunConfig,
-    out: RunDir,
-    members: list[dict[str, Any]],
-    pool: list[Sample],
-    oof: np.ndarray,
-    index: DatasetIndex,
-) -> FoldsResult:
+def _finish(job: _FoldJob, members: list[dict[str, Any]]) -> FoldsResult:
     """Write the OOF files, folds.json and (once a member finished) the ensemble's config.yaml."""
+    cfg, out, pool, oof, index = job.cfg, job.out, job.pool, job.oof, job.index
     classes = index.classes
     seen = np.isfinite(oof).all(axis=1)
     labels = pool_labels(pool, index)

@@ -26,15 +26,6 @@ from medfit.training import distributed
 from medfit.training.fit import fit
 
 
-def rank_log(log: Log) -> Log:
-    """`log` on rank 0, silence on the other torchrun ranks: one voice per job."""
-    return log if distributed.launched().is_main else _quiet
-
-
-def _quiet(_: str) -> None:
-    """The log of ranks other than 0."""
-
-
 def finish_member(
     cfg: RunConfig, path: Path, log: Log, prepare: Callable[[], object] | None = None
 ) -> str:

@@ -28,7 +28,7 @@ from medfit.errors import ConfigError, MedfitError
 from medfit.progress import Log
 from medfit.rundir import RunDir
 from medfit.training import distributed
-from medfit.training.members import check_same_request, finish_member, rank_log
+from medfit.training.members import check_same_request, finish_member
 
 # Metrics aggregated over seeds, in table order. best_* are the val metrics of the selected
 # checkpoint (best.pt, at best_epoch), not the maximum over epochs: that maximum picks noise.
@@ -72,7 +72,7 @@ def train_seeds(cfg: RunConfig, n: int, log: Log = print) -> SeedsResult:
         raise ConfigError(f"--seeds must be >= 1, got {n}")
     cfg.validate()
     main = distributed.launched().is_main
-    say = rank_log(log)
+    say = distributed.rank_log(log)
     out = Path(cfg.out).expanduser()
     check_same_request(cfg, RunDir(out).seeds_config, "seed", write=main)
     rows = []
