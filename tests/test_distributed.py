@@ -55,6 +55,14 @@ def _env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def tiny_job(tmp: Path) -> tuple[Path, Path]:
+    """The torchrun tests' data (2 classes x 32 images) and config file (CONFIG) under TMP."""
+    data = make_dataset(tmp / "data", per_class=32)
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    return data, config
+
+
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     proc = subprocess.run(
@@ -145,9 +153,7 @@ def test_options_a_ddp_run_cannot_honour_are_refused_up_front() -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same job twice: torchrun with 2 ranks x 8 images, one process with 16 images."""
     tmp = tmp_path_factory.mktemp("ddp")
-    data = make_dataset(tmp / "data", per_class=32)
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    data, config = tiny_job(tmp)
     ddp = tmp / "ddp"
     proc = _torchrun(
         str(data), "--config", str(config), "--out", str(ddp), "--cache-dir", str(tmp / "c1"),

@@ -18,10 +18,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from tests.test_distributed import CONFIG, PER_RANK_BATCH, _assert_same_metrics, _env, _rows
-from tests.test_train import make_dataset
+from tests.test_distributed import (
+    PER_RANK_BATCH,
+    _assert_same_metrics,
+    _env,
+    _rows,
+    tiny_job,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +63,7 @@ def _pool(run: Path) -> list[str]:
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same 2-fold job twice: torchrun with 2 ranks x 8 images, one process x 16 images."""
     tmp = tmp_path_factory.mktemp("folds_ddp")
-    data = make_dataset(tmp / "data", per_class=32)
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    data, config = tiny_job(tmp)
     common = [str(data), "--config", str(config), "--folds", "2"]
     for name, ranks in (("ddp", 2), ("single", 1)):
         rc, output = _medfit(

@@ -15,11 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.test_distributed import CONFIG, PER_RANK_BATCH, _assert_same_metrics, _env, _rows
+from tests.test_distributed import (
+    PER_RANK_BATCH,
+    _assert_same_metrics,
+    _env,
+    _rows,
+    tiny_job,
+)
 from tests.test_folds_torchrun import _medfit
-from tests.test_train import make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +57,7 @@ def _torchrun(*args: str) -> tuple[int, str]:
 
 
 def test_torchrun_seeds_finishes_every_seed_like_one_process(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "data", per_class=32)
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    data, config = tiny_job(tmp_path)
     common = [str(data), "--config", str(config), "--seeds", "2"]
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     rc, output = _torchrun(
